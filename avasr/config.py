@@ -1,0 +1,206 @@
+"""The one configuration of avasr: seed defaults, overridable from the CLI and from a plain dict (a Tune trial).
+
+Fixed architectural constants live here too, so no module hides a magic number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avasr.text import VOCAB_SIZE
+
+# --- constants that the architecture, not the user, decides -------------------------------------------------
+AUDIO_TIME_DOWNSAMPLING = 4  # the audio encoder's time stride: 100 mel frames/s -> 25 Hz, the video rate
+LIP_PIXEL_MEAN = 0.5  # lip crops are scaled to [0, 1] and then standardised with these two
+LIP_PIXEL_STD = 0.25
+NUM_CLASSES = VOCAB_SIZE  # 29: blank, space, apostrophe, a-z
+FUSIONS = ("simple", "weighted", "attention", "adaptive")
+DECODERS = ("greedy", "beam")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """An unknown key, a wrong type or an invalid value in a configuration."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- data --------------------------------------------------------------------------------------------------
+    train_manifest: str = ""  # audio_path|video_path|transcript per line; paths relative to the manifest
+    val_manifest: str = ""  # used for early stopping and LR decay (val WER)
+    output_dir: str = "outputs/run"  # checkpoints, training.log, metrics.csv
+    # --- audio: the seed's front end ---------------------------------------------------------------------------
+    sample_rate: int = 16000  # every file is resampled to this
+    n_mels: int = 40  # log-mel bands
+    window_ms: float = 25.0  # STFT window (n_fft = 400 samples at 16 kHz)
+    hop_ms: float = 10.0  # 100 feature frames/s, 4 per video frame at 25 fps
+    # --- video -------------------------------------------------------------------------------------------------
+    fps: float = 25.0  # GRID and LRS are 25 fps (the seed says 30); other rates are converted to this
+    lip_size: int = 64  # lip crops are lip_size x lip_size grayscale
+    # --- model -------------------------------------------------------------------------------------------------
+    encoder_channels: tuple[int, ...] = (32, 64, 128)  # the seed's three conv layers, for both encoders
+    feature_dim: int = 512  # width of both encoders' outputs, of the fusion and of the temporal block
+    fusion: str = "adaptive"  # simple | weighted | attention | adaptive (the seed recommends adaptive)
+    temporal_layers: int = 3  # dilated temporal conv blocks after fusion: CTC needs context the seed lacked
+    temporal_kernel: int = 5  # with dilations 1, 2, 4 the receptive field is 29 frames (1.16 s at 25 fps)
+    dropout: float = 0.2  # the seed's dropout, in encoders, fusion and temporal block
+    # --- training ----------------------------------------------------------------------------------------------
+    batch_size: int = 16  # the seed's; lower to 8 when memory is short
+    epochs: int = 50  # upper bound; early stopping usually ends sooner
+    lr: float = 5e-4  # Adam
+    weight_decay: float = 0.0  # Adam's L2; the seed uses none
+    label_smoothing: float = 0.1  # weight of the uniform-posterior term added to CTC (see avasr.train)
+    grad_clip: float = 5.0  # max global grad norm; CTC gradients spike on hard utterances
+    patience: int = 5  # stop when val WER has not improved for this many epochs
+    lr_decay_factor: float = 0.5  # multiply the LR by this when val WER plateaus ...
+    lr_decay_patience: int = 2  # ... for this many epochs (shorter than `patience`, so decay comes first)
+    num_workers: int = 0  # DataLoader workers; features are in memory, so 0 is usually fastest
+    device: str = "auto"  # auto picks cuda when available
+    seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
+    # --- decoding ----------------------------------------------------------------------------------------------
+    decoder: str = "greedy"  # greedy | beam
+    beam_size: int = 5  # CTC prefix beam width
+    lexicon: str = ""  # optional word list (one word per line) that restricts beam search
+    extra: dict = field(default_factory=dict, compare=False)  # free-form tags (e.g. corpus id); never read by code
+
+    def __post_init__(self):
+        problems = []
+        if self.fusion not in FUSIONS:
+            problems.append(f"fusion={self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        if self.decoder not in DECODERS:
+            problems.append(f"decoder={self.decoder!r} is not one of {', '.join(DECODERS)}")
+        if self.device not in DEVICES:
+            problems.append(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
+        for name in ("sample_rate", "n_mels", "lip_size", "feature_dim", "batch_size", "epochs", "beam_size"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.lr <= 0 or self.fps <= 0:
+            problems.append("lr and fps must be positive")
+        if len(self.encoder_channels) != 3:
+            problems.append(f"encoder_channels needs 3 values (one per conv layer), got {self.encoder_channels}")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+    # --- derived values ----------------------------------------------------------------------------------------
+    @property
+    def n_fft(self) -> int:
+        return round(self.sample_rate * self.window_ms / 1000)
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def mel_frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def audio_samples_per_video_frame(self) -> float:
+        return self.sample_rate / self.fps  # 640 at 16 kHz and 25 fps
+
+    # --- construction ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """Build from a plain dict (JSON, a Tune trial config). Unknown keys and wrong types are refused."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {', '.join(unknown)} (known: {', '.join(known)})")
+        hints = typing.get_type_hints(cls)
+        coerced, wrong = {}, []
+        for key, value in values.items():
+            try:
+                coerced[key] = _coerce(value, hints[key])
+            except (TypeError, ValueError):
+                wrong.append(f"{key}={value!r} (expected {_type_name(hints[key])})")
+        if wrong:
+            raise ConfigError("wrong types in configuration: " + ", ".join(wrong))
+        return cls(**coerced)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Config":
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read configuration: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a configuration file must hold one JSON object")
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict:
+        """Plain types only (tuples as lists): safe for JSON, MLflow params and torch.load(weights_only=True)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes) -> "Config":
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(value, hint):
+    """Accept a value of the field's type; ints for floats; lists for tuples. Refuse everything else."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return tuple(_coerce(v, item_type) for v in value)
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # Tune's quantised spaces give 16.0
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise TypeError
+
+
+# --- command line ----------------------------------------------------------------------------------------------
+_CLI_FIELDS = {"extra"}  # not settable from the command line
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--<field-name>` (dashes) for every config field; defaults stay None so only given flags override."""
+    group = parser.add_argument_group("configuration (defaults: the original design)")
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if f.name in _CLI_FIELDS:
+            continue
+        hint = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
+            group.add_argument(flag, type=item, nargs="+", default=None, help=f"default: {' '.join(map(str, default))}")
+        else:
+            choices = {"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES}.get(f.name)
+            group.add_argument(flag, type=hint, choices=choices, default=None, help=f"default: {default!r}")
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+    """`--config FILE` (if the parser has it) then the explicitly given `--field` flags override the defaults."""
+    config = base or Config()
+    config_file = getattr(args, "config", None)
+    if config_file:
+        config = Config.from_file(config_file)
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Config)
+        if f.name not in _CLI_FIELDS and getattr(args, f.name, None) is not None
+    }
+    return config.replace(**overrides) if overrides else config
+

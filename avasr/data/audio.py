@@ -1,0 +1,68 @@
+"""Audio front end: WAV -> mono -> 16 kHz -> 40-dim log-mel -> per-utterance normalisation.
+
+Output shape = (n_mels, T_a) at 100 frames/s (hop 10 ms). torchaudio >= 2.9 no longer reads files, so soundfile does.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from avasr.config import Config
+
+LOG_FLOOR = 1e-6  # added before the log so silent frames stay finite
+NORM_EPS = 1e-5  # keeps per-utterance standardisation finite on constant input
+
+
+class AudioError(ValueError):
+    """An unreadable, corrupt or unusable audio file; the message names it."""
+
+
+def read_waveform(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read any soundfile-supported file and average its channels. shape = (N,) float32."""
+    try:
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{path}: cannot read audio: {e}") from None
+    if samples.shape[0] == 0:
+        raise AudioError(f"{path}: audio has no samples")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{path}: audio holds NaN or infinite samples")
+    return samples.mean(axis=1), rate
+
+
+def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> torch.Tensor:
+    """shape = (N,) -> (N * target_rate / source_rate,), torchaudio's band-limited sinc resampler."""
+    signal = torch.from_numpy(np.ascontiguousarray(waveform))
+    if source_rate == target_rate:
+        return signal
+    return torchaudio.functional.resample(signal, source_rate, target_rate)
+
+
+@lru_cache(maxsize=4)
+def _mel_transform(sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -> torchaudio.transforms.MelSpectrogram:
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop_length, n_mels=n_mels
+    )
+
+
+def log_mel(waveform: torch.Tensor, config: Config) -> torch.Tensor:
+    """shape = (N,) at config.sample_rate -> (n_mels, N // hop + 1), standardised per utterance and per band."""
+    mel = _mel_transform(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)(waveform)
+    features = torch.log(mel + LOG_FLOOR)  # (n_mels, T_a)
+    mean = features.mean(dim=1, keepdim=True)
+    std = features.std(dim=1, keepdim=True)
+    return (features - mean) / (std + NORM_EPS)
+
+
+def load_log_mel(path: str | Path, config: Config) -> torch.Tensor:
+    """File -> log-mel features. shape = (n_mels, T_a) float32 at config.mel_frames_per_second."""
+    waveform, rate = read_waveform(path)
+    if len(waveform) < config.n_fft:
+        raise AudioError(f"{path}: {len(waveform)} samples is shorter than one {config.window_ms} ms window")
+    return log_mel(resample(waveform, rate, config.sample_rate), config)

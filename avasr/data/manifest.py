@@ -1,0 +1,94 @@
+"""Manifests: one utterance per line, `audio_path|video_path|transcript`, paths relative to the manifest's folder.
+
+Blank lines and lines starting with `#` are skipped. All problems of a manifest are collected and reported together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from avasr.text import VocabularyError, normalize
+
+FIELD_SEPARATOR = "|"
+FIELDS_PER_LINE = 3
+
+
+class ManifestError(ValueError):
+    """One or more bad lines in a manifest; the message lists each as `file:line: problem`."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        listing = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} bad line(s):\n{listing}")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    audio_path: Path  # absolute
+    video_path: Path  # absolute
+    transcript: str  # normalised
+    where: str  # "manifest.txt:12", for error messages
+
+    @property
+    def utterance_id(self) -> str:
+        """The audio file's stem, made unique by its parent folder (speakers often reuse names)."""
+        return f"{self.audio_path.parent.name}/{self.audio_path.stem}"
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    path = Path(path).resolve()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(path, [f"{path}: cannot read: {e}"]) from None
+    entries, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            entries.append(_parse_line(line, path.parent, where))
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        raise ManifestError(path, problems)
+    if not entries:
+        raise ManifestError(path, [f"{path}: no utterances"])
+    return entries
+
+
+def _parse_line(line: str, root: Path, where: str) -> ManifestEntry:
+    fields = line.split(FIELD_SEPARATOR)
+    if len(fields) != FIELDS_PER_LINE:
+        raise ValueError(f"{where}: expected {FIELDS_PER_LINE} fields 'audio|video|transcript', got {len(fields)}")
+    audio, video, transcript = (f.strip() for f in fields)
+    audio_path, video_path = root / audio, root / video
+    missing = [str(p) for p in (audio_path, video_path) if not p.is_file()]
+    if missing:
+        raise ValueError(f"{where}: missing file(s): {', '.join(missing)}")
+    try:
+        text = normalize(transcript, where)
+    except VocabularyError as e:
+        raise ValueError(str(e)) from None
+    if not text:
+        raise ValueError(f"{where}: empty transcript")
+    return ManifestEntry(audio_path.resolve(), video_path.resolve(), text, where)
+
+
+def write_manifest(path: str | Path, rows: list[tuple[str | Path, str | Path, str]]) -> Path:
+    """Write (audio, video, transcript) rows with paths relative to the manifest's folder; atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = path.parent.resolve()
+    lines = []
+    for audio, video, transcript in rows:
+        text = normalize(transcript, f"row for {audio}")
+        rel = [os.path.relpath(Path(p).resolve(), root) for p in (audio, video)]
+        lines.append(FIELD_SEPARATOR.join([*rel, text]))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,46 @@
+"""The whole model: two encoders -> fusion -> temporal block -> CTC head (log-probs over 29 symbols)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avasr.config import NUM_CLASSES, Config
+from avasr.model.encoders import AudioEncoder, VideoEncoder
+from avasr.model.fusion import FUSION_CLASSES
+from avasr.model.temporal import TemporalBlock
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) -> (B, max_len) bool, True on valid frames."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class AVSRModel(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        dim = config.feature_dim
+        self.audio_encoder = AudioEncoder(config)
+        self.video_encoder = VideoEncoder(config)
+        self.fusion = FUSION_CLASSES[config.fusion](dim, config.dropout)
+        self.temporal = TemporalBlock(dim, config.temporal_layers, config.temporal_kernel, config.dropout)
+        self.ctc_head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """audio (B, 1, n_mels, 4 * T), video (B, T, 1, H, W), lengths (B,) valid video frames (default: all)
+        -> log-probs shape = (B, T, 29)."""
+        v = self.video_encoder(video)  # (B, T, D)
+        a = self.audio_encoder(audio)[:, : v.shape[1]]  # (B, T, D): the x4 audio stride lands on the video rate
+        if lengths is None:
+            lengths = torch.full(v.shape[:1], v.shape[1], dtype=torch.long, device=v.device)
+        mask = lengths_to_mask(lengths, v.shape[1])  # (B, T)
+        x = self.temporal(self.fusion(a, v, mask), mask)  # (B, T, D)
+        return self.ctc_head(x).log_softmax(dim=-1)  # (B, T, C)
+
+
+def build_model(config: Config) -> AVSRModel:
+    return AVSRModel(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,79 @@
+"""The seed's two encoders: three 3x3 conv layers (BN, ReLU, stride 2) and two FC layers to `feature_dim`.
+
+Both return one feature vector per video frame (25 Hz), so fusion sees aligned sequences.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
+
+VIDEO_POOLED_SIZE = 4  # the seed's video encoder flattens 128 x 4 x 4 before its first FC layer
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: tuple[int, int] | int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def fc_stack(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_in, d_out), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        nn.Linear(d_out, d_out), nn.ReLU(inplace=True), nn.Dropout(dropout),
+    )
+
+
+class AudioEncoder(nn.Module):
+    """Log-mel -> one feature per 4 mel frames (100 Hz -> 25 Hz).
+
+    Stride 2 on frequency in all three layers (40 -> 20 -> 10 -> 5 bands, as the seed's 128x5 flatten); stride 2 on
+    time in the first two only, which gives the x4 time reduction to the video rate.
+    """
+
+    TIME_STRIDES = (2, 2, 1)  # product = AUDIO_TIME_DOWNSAMPLING
+
+    def __init__(self, config: Config):
+        super().__init__()
+        assert torch.Size(self.TIME_STRIDES).numel() == AUDIO_TIME_DOWNSAMPLING
+        c1, c2, c3 = config.encoder_channels
+        self.convs = nn.Sequential(
+            conv_bn_relu(1, c1, (2, self.TIME_STRIDES[0])),
+            conv_bn_relu(c1, c2, (2, self.TIME_STRIDES[1])),
+            conv_bn_relu(c2, c3, (2, self.TIME_STRIDES[2])),
+        )
+        bands = config.n_mels
+        for _ in self.TIME_STRIDES:
+            bands = (bands + 1) // 2  # kernel 3, padding 1, stride 2
+        self.fc = fc_stack(c3 * bands, config.feature_dim, config.dropout)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio shape = (B, 1, n_mels, T_a) -> (B, ceil(T_a / 4), feature_dim)."""
+        x = self.convs(audio)  # (B, C, F', T)
+        B, C, F, T = x.shape
+        x = x.permute(0, 3, 1, 2).reshape(B, T, C * F)  # (B, T, C*F')
+        return self.fc(x)  # (B, T, D)
+
+
+class VideoEncoder(nn.Module):
+    """Each 64x64 lip crop on its own: three stride-2 convs (64 -> 8), average pooling to 4x4, two FC layers."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        c1, c2, c3 = config.encoder_channels
+        self.convs = nn.Sequential(
+            conv_bn_relu(1, c1, 2), conv_bn_relu(c1, c2, 2), conv_bn_relu(c2, c3, 2),
+            nn.AdaptiveAvgPool2d(VIDEO_POOLED_SIZE),
+        )
+        self.fc = fc_stack(c3 * VIDEO_POOLED_SIZE**2, config.feature_dim, config.dropout)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video shape = (B, T_v, 1, H, W) -> (B, T_v, feature_dim)."""
+        B, T = video.shape[:2]
+        x = self.convs(video.flatten(0, 1))  # (B*T, C, 4, 4)
+        x = x.reshape(B, T, -1)  # (B, T, C*16)
+        return self.fc(x)  # (B, T, D)

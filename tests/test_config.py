@@ -1,0 +1,61 @@
+import argparse
+
+import pytest
+
+from avasr.config import Config, ConfigError, add_config_arguments, config_from_args
+
+
+def test_defaults_are_the_seed_design():
+    c = Config()
+    assert (c.sample_rate, c.n_mels, c.window_ms, c.hop_ms) == (16000, 40, 25.0, 10.0)
+    assert (c.n_fft, c.hop_length, c.mel_frames_per_second) == (400, 160, 100.0)
+    assert (c.lip_size, c.fps, c.audio_samples_per_video_frame) == (64, 25.0, 640.0)
+    assert c.encoder_channels == (32, 64, 128) and c.feature_dim == 512
+    assert (c.batch_size, c.epochs, c.lr, c.dropout, c.label_smoothing, c.patience) == (16, 50, 5e-4, 0.2, 0.1, 5)
+    assert (c.fusion, c.decoder, c.beam_size, c.seed) == ("adaptive", "greedy", 5, 42)
+
+
+def test_from_dict_coerces_tune_values_and_round_trips():
+    c = Config.from_dict({"lr": 1, "batch_size": 8.0, "encoder_channels": [8, 16, 32], "fusion": "attention"})
+    assert c.lr == 1.0 and isinstance(c.lr, float)
+    assert c.batch_size == 8 and isinstance(c.batch_size, int)
+    assert c.encoder_channels == (8, 16, 32)
+    assert Config.from_dict(c.to_dict()) == c
+
+
+def test_unknown_keys_are_refused_by_name():
+    with pytest.raises(ConfigError, match="unknown configuration keys: bogus, lr_rate"):
+        Config.from_dict({"lr_rate": 1e-3, "bogus": 1})
+
+
+def test_wrong_types_are_refused_by_name():
+    with pytest.raises(ConfigError, match=r"wrong types.*epochs='ten'.*dropout=True"):
+        Config.from_dict({"epochs": "ten", "dropout": True})
+
+
+def test_invalid_values_name_the_valid_ones():
+    with pytest.raises(ConfigError, match="fusion='concat' is not one of simple, weighted, attention, adaptive"):
+        Config(fusion="concat")
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        Config(dropout=1.5)
+
+
+def test_cli_overrides_only_given_flags(tmp_path):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_config_arguments(parser)
+    file = tmp_path / "c.json"
+    file.write_text('{"epochs": 7, "lr": 0.01}')
+    args = parser.parse_args(["--config", str(file), "--lr", "0.0005", "--batch-size", "4", "--fusion", "simple",
+                              "--encoder-channels", "4", "8", "16"])
+    c = config_from_args(args)
+    assert (c.epochs, c.lr, c.batch_size, c.fusion, c.encoder_channels) == (7, 0.0005, 4, "simple", (4, 8, 16))
+    assert c.dropout == Config().dropout
+
+
+def test_cli_refuses_unknown_fusion(capsys):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--fusion", "concat"])
+    assert "invalid choice: 'concat'" in capsys.readouterr().err
