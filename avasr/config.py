@@ -85,6 +85,8 @@ class Config:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.fps <= 0:
             problems.append("lr and fps must be positive")
+        if self.lexicon and self.decoder != "beam":
+            problems.append("a lexicon restricts beam search only: set decoder='beam' with it")
         if len(self.encoder_channels) != 3:
             problems.append(f"encoder_channels needs 3 values (one per conv layer), got {self.encoder_channels}")
         if problems:

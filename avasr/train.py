@@ -1,0 +1,297 @@
+"""The one training loop. `fit(config)` trains from manifests in a plain process; a Ray Train worker calls the very
+same `fit` with a `report` callback (see avasr.sweep).
+
+Objective: CTC (blank 0) with label smoothing done the way CTC allows it. CTC has no per-frame targets to smooth,
+so smoothing is a mixture with a uniform-posterior term (Chorowski & Jaitly, 2017):
+
+    loss = (1 - eps) * CTC + eps * mean over valid frames of ( -1/C * sum_c log p_t(c) )
+
+i.e. the cross-entropy of each frame's posterior against the uniform distribution. It penalises over-confident
+frames exactly as smoothed cross-entropy does, and with eps = 0 it is plain CTC.
+
+Early stopping: an epoch "improves" when val WER is lower than the best so far, or equal with a lower val loss.
+The tie-break keeps the first epochs alive, when the model still emits only blanks and WER sits at 1.0 while
+the loss falls. LR decay on plateau uses the same notion (torch's ReduceLROnPlateau watches one number only):
+the LR is multiplied by `lr_decay_factor` after every `lr_decay_patience` epochs without improvement.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import pickle
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from avasr.config import NUM_CLASSES, Config
+from avasr.data.dataset import AVDataset, Batch, collate
+from avasr.decode import Lexicon, decode
+from avasr.metrics import character_error_rate, word_error_rate
+from avasr.model import build_model, count_parameters, lengths_to_mask
+from avasr.text import BLANK_ID
+
+BEST_CHECKPOINT = "best_model.pth"
+LAST_CHECKPOINT = "last.pth"
+LOG_FILE = "training.log"
+METRICS_FILE = "metrics.csv"
+METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
+
+ReportFn = Callable[[dict, Path], None]  # (this epoch's metrics, folder holding the checkpoints just written)
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class EarlyStopState:
+    epoch: int = 0  # epochs completed
+    best_wer: float = math.inf
+    best_loss: float = math.inf
+    bad_epochs: int = 0
+
+    def update(self, wer: float, loss: float) -> bool:
+        """Record an epoch's validation result; True when it is the best so far."""
+        improved = wer < self.best_wer or (wer == self.best_wer and loss < self.best_loss)
+        if improved:
+            self.best_wer, self.best_loss, self.bad_epochs = wer, loss, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    def should_decay_lr(self, decay_patience: int) -> bool:
+        """Plateau for LR decay uses the same notion of improvement, every `decay_patience` bad epochs."""
+        return self.bad_epochs > 0 and self.bad_epochs % decay_patience == 0
+
+
+def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+
+
+# --- setup -----------------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(config: Config) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device='cuda' was asked for but torch sees no CUDA device")
+    return torch.device(config.device)
+
+
+def make_loader(dataset: AVDataset, config: Config, shuffle: bool, epoch: int = 0) -> DataLoader:
+    # A generator seeded per epoch makes the order a function of (seed, epoch): a resumed run sees the same batches.
+    generator = torch.Generator().manual_seed(config.seed + epoch)
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate,
+                      num_workers=config.num_workers, generator=generator)
+
+
+# --- objective -------------------------------------------------------------------------------------------------
+def ctc_objective(log_probs: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:
+    """log_probs shape = (B, T, C) -> scalar loss (see the module docstring)."""
+    ctc = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, batch.video_lengths, batch.target_lengths,
+                     blank=BLANK_ID, reduction="mean", zero_infinity=False)  # expects (T, B, C)
+    if not torch.isfinite(ctc):
+        raise TrainingError(f"non-finite CTC loss in batch {batch.ids}: an utterance too short for its transcript?")
+    if label_smoothing == 0:
+        return ctc
+    mask = lengths_to_mask(batch.video_lengths, log_probs.shape[1])  # (B, T)
+    uniform_ce = -log_probs.sum(dim=-1) / NUM_CLASSES  # (B, T)
+    smooth = uniform_ce[mask].mean()
+    return (1 - label_smoothing) * ctc + label_smoothing * smooth
+
+
+# --- one epoch -------------------------------------------------------------------------------------------------
+def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str = "train") -> float:
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False)
+    for batch in bar:
+        batch = batch.to(device)
+        log_probs = model(batch.audio, batch.video, batch.video_lengths)
+        loss = ctc_objective(log_probs, batch, config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        total += loss.item() * len(batch.ids)
+        count += len(batch.ids)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return total / count
+
+
+@torch.no_grad()
+def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = None) -> dict:
+    """Loss, corpus WER/CER and the decoded hypotheses of a whole loader."""
+    model.eval()
+    total, refs, hyps, ids = 0.0, [], [], []
+    for batch in tqdm(loader, desc="eval", unit="batch", leave=False):
+        batch = batch.to(device)
+        log_probs = model(batch.audio, batch.video, batch.video_lengths)
+        total += ctc_objective(log_probs, batch, config.label_smoothing).item() * len(batch.ids)
+        hyps += decode(log_probs.cpu(), batch.video_lengths.cpu(), config.decoder, config.beam_size, lexicon)
+        refs += batch.transcripts
+        ids += batch.ids
+    return {
+        "loss": total / len(refs),
+        "wer": word_error_rate(refs, hyps),
+        "cer": character_error_rate(refs, hyps),
+        "references": refs,
+        "hypotheses": hyps,
+        "ids": ids,
+    }
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],  # plain types: weights_only loading
+        "torch": torch.get_rng_state(),
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Write then rename: a crash mid-write never leaves a truncated checkpoint under the real name."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise TrainingError(f"{path}: cannot load checkpoint: {e}") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """A checkpoint carries its config: rebuild the model from it. Returns (model in eval mode, config)."""
+    checkpoint = load_checkpoint(path)
+    config = Config.from_dict(checkpoint["config"])
+    model = build_model(config)
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), config
+
+
+# --- the loop --------------------------------------------------------------------------------------------------
+def setup_logging(output_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"avasr.train.{output_dir}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(output_dir / LOG_FILE)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def append_metrics(output_dir: Path, row: dict) -> None:
+    path = output_dir / METRICS_FILE
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row[k] for k in METRIC_FIELDS})
+
+
+def load_datasets(config: Config) -> tuple[AVDataset, AVDataset]:
+    if not config.train_manifest or not config.val_manifest:
+        raise TrainingError("train_manifest and val_manifest must both be set (--train-manifest, --val-manifest)")
+    return AVDataset.from_manifest(config.train_manifest, config), AVDataset.from_manifest(config.val_manifest, config)
+
+
+def fit(
+    config: Config,
+    datasets: tuple[AVDataset, AVDataset] | None = None,
+    report: ReportFn | None = None,
+    resume: str | Path | None = None,
+) -> dict:
+    """Train until `config.epochs` or early stopping. Returns the best epoch's metrics (with `param_count`)."""
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(output_dir)
+    seed_everything(config.seed)
+    device = pick_device(config)
+    train_set, val_set = datasets or load_datasets(config)
+    for name, ds in (("train", train_set), ("val", val_set)):
+        log.info("%s data: %s", name, ds.report.summary())
+    lexicon = Lexicon.from_file(config.lexicon) if config.lexicon else None
+
+    model = build_model(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = EarlyStopState()
+    best_metrics: dict = {}
+    if resume:
+        checkpoint = load_checkpoint(resume)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = EarlyStopState(**checkpoint["state"])
+        best_metrics = checkpoint["best_metrics"]
+        restore_rng_state(checkpoint["rng"])
+        log.info("resumed from %s after epoch %d", resume, state.epoch)
+    params = count_parameters(model)
+    log.info("config: %s", config.to_dict())
+    log.info("model: fusion=%s, %d parameters, device %s", config.fusion, params, device)
+
+    val_loader = make_loader(val_set, config, shuffle=False)
+    epochs = tqdm(range(state.epoch, config.epochs), desc=f"fit {config.fusion}", unit="epoch",
+                  initial=state.epoch, total=config.epochs)
+    for epoch in epochs:
+        if state.bad_epochs >= config.patience:
+            log.info("early stop: val WER has not improved for %d epochs", state.bad_epochs)
+            break
+        started, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(model, make_loader(train_set, config, shuffle=True, epoch=epoch),
+                                     optimizer, config, device, desc=f"epoch {epoch + 1}")
+        val = evaluate(model, val_loader, config, device, lexicon)
+        improved = state.update(val["wer"], val["loss"])
+        if state.should_decay_lr(config.lr_decay_patience):
+            decay_lr(optimizer, config.lr_decay_factor)
+        state.epoch = epoch + 1
+        metrics = {
+            "epoch": state.epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_wer": val["wer"],
+            "val_cer": val["cer"], "lr": lr,
+            "seconds": time.perf_counter() - started, "param_count": params,
+        }
+        if improved:
+            best_metrics = dict(metrics)
+        payload = {
+            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "state": asdict(state), "best_metrics": best_metrics,
+            "rng": rng_state(),
+        }
+        if improved:
+            save_checkpoint(output_dir / BEST_CHECKPOINT, payload)
+        save_checkpoint(output_dir / LAST_CHECKPOINT, payload)
+        append_metrics(output_dir, metrics)
+        log.info("epoch %d: train_loss %.4f val_loss %.4f val_wer %.4f val_cer %.4f lr %.2e%s", state.epoch,
+                 train_loss, val["loss"], val["wer"], val["cer"], metrics["lr"], " (best)" if improved else "")
+        epochs.set_postfix(wer=f"{val['wer']:.3f}", cer=f"{val['cer']:.3f}", loss=f"{val['loss']:.3f}")
+        if report is not None:
+            report(metrics, output_dir)
+    return best_metrics
