@@ -42,6 +42,7 @@ class Config:
     # --- video -------------------------------------------------------------------------------------------------
     fps: float = 25.0  # GRID and LRS are 25 fps (the seed says 30); other rates are converted to this
     lip_size: int = 64  # lip crops are lip_size x lip_size grayscale
+    face_landmarker_model: str = ""  # a MediaPipe .task file: lip landmarks instead of the Haar face box (optional)
     # --- model -------------------------------------------------------------------------------------------------
     encoder_channels: tuple[int, ...] = (32, 64, 128)  # the seed's three conv layers, for both encoders
     feature_dim: int = 512  # width of both encoders' outputs, of the fusion and of the temporal block

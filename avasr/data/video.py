@@ -1,0 +1,78 @@
+"""Video files -> grayscale frames at the configured frame rate -> lip crops of shape (T_v, lip_size, lip_size).
+
+Decoding uses OpenCV's FFmpeg backend. Frame rates other than `config.fps` (e.g. 30 fps) are converted by
+nearest-in-time frame selection before the lips are cropped (see `avasr.data.lips`).
+
+Errors: an unreadable, corrupt or frame-less file raises `VideoError`, a video without a face `NoFaceError`
+(a `VideoError`); both name the file. A track's duration is `len(track.crops) / config.fps` seconds, which the
+dataset compares with its audio to catch videos much shorter than their audio.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:  # lips.py imports VideoError from here, so the runtime import waits until load_lips runs
+    from avasr.config import Config
+    from avasr.data.lips import LipCropper, LipTrack
+
+
+class VideoError(ValueError):
+    """A video that cannot give frames: missing, unreadable, corrupt, no frames, no frame rate. Names the file."""
+
+
+def read_gray_frames(path: str | Path) -> tuple[np.ndarray, float]:
+    """Decode every frame as grayscale. Returns frames shape = (T, H, W) uint8 and the source frame rate."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such video file")
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # one decoder everywhere, not whatever CAP_ANY finds first
+    try:
+        if not capture.isOpened():
+            raise VideoError(f"{path}: cannot open the video (corrupt or not a video container)")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        frames = []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    finally:
+        capture.release()
+    if not frames:
+        raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video)")
+    if not (math.isfinite(fps) and fps > 0):
+        raise VideoError(f"{path}: the container gives no frame rate (got {fps}); re-encode it with one")
+    return np.stack(frames), float(fps)
+
+
+def resample_frames(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """Convert the frame rate by taking, for each output time, the nearest source frame (no blending).
+
+    frames shape = (T, ...) -> shape = (round(T * dst_fps / src_fps), ...); the same array when the rates agree.
+    """
+    if not (src_fps > 0 and dst_fps > 0):
+        raise ValueError(f"frame rates must be positive, got src_fps={src_fps}, dst_fps={dst_fps}")
+    if src_fps == dst_fps:
+        return frames
+    count = max(1, round(len(frames) * dst_fps / src_fps))
+    # frame k is shown at k / src_fps; output frame i at i / dst_fps takes the closest (ties go to the later one)
+    nearest = np.floor(np.arange(count) * (src_fps / dst_fps) + 0.5).astype(np.int64)
+    return frames[np.minimum(nearest, len(frames) - 1)]
+
+
+def load_lips(path: str | Path, config: Config, cropper: LipCropper | None = None) -> LipTrack:
+    """Video file -> lip crops at `config.fps`, shape = (T_v, config.lip_size, config.lip_size) uint8, and a report.
+
+    `cropper` defaults to `avasr.data.lips.default_cropper(config)` (Haar). Raises VideoError / NoFaceError.
+    """
+    from avasr.data.lips import default_cropper
+
+    frames, fps = read_gray_frames(path)
+    frames = resample_frames(frames, fps, config.fps)
+    return (cropper or default_cropper(config)).crop(frames, config.lip_size, where=str(path))
