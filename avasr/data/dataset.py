@@ -98,7 +98,7 @@ def load_utterance(entry: ManifestEntry, config: Config) -> Utterance:
     mel = load_log_mel(entry.audio_path, config)  # (n_mels, T_a)
     lips = load_lips(entry.video_path, config)
     crops = torch.from_numpy(lips.crops)  # (T_v, lip_size, lip_size) uint8
-    audio_seconds = mel.shape[1] / config.mel_frames_per_second
+    audio_seconds = (mel.shape[1] - 1) / config.mel_frames_per_second  # centred STFT: N // hop + 1 frames
     video_seconds = crops.shape[0] / config.fps
     if abs(audio_seconds - video_seconds) > MAX_AV_MISMATCH_SECONDS:
         raise VideoError(
