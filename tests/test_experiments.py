@@ -1,0 +1,49 @@
+"""The command-line entry points, run as a user runs them (subprocesses on real files)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.media import write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+TRANSCRIPTS = ["bin blue", "lay red", "set green now", "place at"]
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_help(script):
+    assert "usage:" in run(script, "--help")
+
+
+@pytest.mark.slow
+def test_two_epoch_training_then_evaluation(tmp_path):
+    for i, _ in enumerate(TRANSCRIPTS):
+        write_clip(tmp_path / "media", f"u{i}", 1.2 + 0.2 * i)
+    lines = [f"media/u{i}.wav|media/u{i}.mp4|{t}" for i, t in enumerate(TRANSCRIPTS)]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(lines[:2]) + "\n")
+    out = tmp_path / "run"
+    printed = run("train.py", "--train-manifest", str(tmp_path / "train.txt"), "--val-manifest",
+                  str(tmp_path / "val.txt"), "--output-dir", str(out), "--epochs", "2", "--batch-size", "2",
+                  "--fusion", "attention", "--feature-dim", "32", "--encoder-channels", "4", "8", "8")
+    assert "best epoch" in printed
+    assert (out / "best_model.pth").is_file() and (out / "last.pth").is_file()
+    log = (out / "training.log").read_text()
+    assert "epoch 2: train_loss" in log and "train data: 4 utterances loaded" in log
+
+    printed = run("evaluate.py", "--checkpoint", str(out / "best_model.pth"), "--manifest",
+                  str(tmp_path / "train.txt"), "--decoder", "beam", "--save-predictions")
+    assert re.search(r"^WER: \d\.\d{4}$", printed, re.M) and re.search(r"^CER: \d\.\d{4}$", printed, re.M)
+    assert "utterances: 4" in printed and "decoder: beam" in printed
+    rows = (out / "predictions.tsv").read_text().splitlines()
+    assert rows[0] == "id\treference\thypothesis\twer\tcer" and len(rows) == 5
