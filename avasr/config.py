@@ -34,6 +34,8 @@ class Config:
     train_manifest: str = ""  # audio_path|video_path|transcript per line; paths relative to the manifest
     val_manifest: str = ""  # used for early stopping and LR decay (val WER)
     output_dir: str = "outputs/run"  # checkpoints, training.log, metrics.csv
+    cache_dir: str = "data/cache"  # log-mels and lip crops cached by file content; "" disables; shared on a cluster
+    data_workers: int = 0  # processes that preprocess uncached utterances; 0 = one per CPU core
     # --- audio: the seed's front end ---------------------------------------------------------------------------
     sample_rate: int = 16000  # every file is resampled to this
     n_mels: int = 40  # log-mel bands

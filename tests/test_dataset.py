@@ -5,7 +5,7 @@ from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
 from avasr.data.dataset import AVDataset, DataError, align_audio_to_video, collate, lip_crops_to_tensor
 from tests.media import write_clip
 
-CONFIG = Config()
+CONFIG = Config(cache_dir="")  # the cache has its own tests
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ def test_two_epoch_training_then_evaluation(tmp_path):
     out = tmp_path / "run"
     printed = run("train.py", "--train-manifest", str(tmp_path / "train.txt"), "--val-manifest",
                   str(tmp_path / "val.txt"), "--output-dir", str(out), "--epochs", "2", "--batch-size", "2",
-                  "--fusion", "attention", "--feature-dim", "32", "--encoder-channels", "4", "8", "8")
+                  "--fusion", "attention", "--feature-dim", "32", "--encoder-channels", "4", "8", "8",
+                  "--cache-dir", str(tmp_path / "cache"))
     assert "best epoch" in printed
     assert (out / "best_model.pth").is_file() and (out / "last.pth").is_file()
     log = (out / "training.log").read_text()

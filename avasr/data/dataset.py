@@ -8,7 +8,9 @@ Loading policy (documented skips, counted and reported; everything else is an er
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import multiprocessing
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -19,14 +21,16 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, LIP_PIXEL_MEAN, LIP_PIXEL_STD, Config
-from avasr.data.audio import AudioError, load_log_mel
+from avasr.data.audio import AudioError
+from avasr.data.cache import FeatureCache, compute_features
 from avasr.data.lips import NoFaceError
 from avasr.data.manifest import ManifestEntry, read_manifest
-from avasr.data.video import VideoError, load_lips
+from avasr.data.video import VideoError
 from avasr.text import encode
 
 MAX_AV_MISMATCH_SECONDS = 0.25  # audio and video of one clip may differ by this much; more means a broken pair
 PIXEL_MAX = 255.0
+MIN_UTTERANCES_PER_WORKER = 16  # below this, starting worker processes costs more than it saves
 
 
 class DataError(ValueError):
@@ -94,10 +98,12 @@ def align_audio_to_video(mel: torch.Tensor, video_frames: int, config: Config) -
 
 
 def load_utterance(entry: ManifestEntry, config: Config) -> Utterance:
-    """Read, featurise and align one manifest entry. Raises AudioError / VideoError / NoFaceError naming files."""
-    mel = load_log_mel(entry.audio_path, config)  # (n_mels, T_a)
-    lips = load_lips(entry.video_path, config)
-    crops = torch.from_numpy(lips.crops)  # (T_v, lip_size, lip_size) uint8
+    """Featurise (through the cache when `config.cache_dir` is set) and align one manifest entry.
+
+    Raises AudioError / VideoError / NoFaceError naming the file.
+    """
+    features = FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
+    mel, crops = features.mel, features.crops  # (n_mels, T_a), (T_v, lip_size, lip_size)
     audio_seconds = (mel.shape[1] - 1) / config.mel_frames_per_second  # centred STFT: N // hop + 1 frames
     video_seconds = crops.shape[0] / config.fps
     if abs(audio_seconds - video_seconds) > MAX_AV_MISMATCH_SECONDS:
@@ -114,7 +120,24 @@ def load_utterance(entry: ManifestEntry, config: Config) -> Utterance:
     )
 
 
-Loader = Callable[[ManifestEntry, Config], Utterance]
+def _load_or_error(job: tuple[ManifestEntry, Config]) -> Utterance | Exception:
+    """Pool-friendly: data errors come back as values so one bad file does not hide the others."""
+    try:
+        return load_utterance(*job)
+    except (AudioError, VideoError) as e:  # NoFaceError is a VideoError
+        return e
+
+
+def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool) -> list[Utterance | Exception]:
+    """Load entries in order, in `config.data_workers` processes (0 = all cores) when there is enough work."""
+    workers = min(config.data_workers or os.cpu_count() or 1, len(entries))
+    jobs = [(e, config) for e in entries]
+    bar = dict(total=len(jobs), desc=desc, unit="utt", disable=not progress)
+    if workers <= 1 or len(jobs) < MIN_UTTERANCES_PER_WORKER * 2:
+        return [_load_or_error(j) for j in tqdm(jobs, **bar)]
+    # spawn, not fork: forking a process whose torch/OpenMP threads are running can deadlock
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return list(tqdm(pool.imap(_load_or_error, jobs, chunksize=MIN_UTTERANCES_PER_WORKER // 4), **bar))
 
 
 class AVDataset(Dataset):
@@ -125,24 +148,19 @@ class AVDataset(Dataset):
         self.report = report or LoadReport(loaded=len(utterances))
 
     @classmethod
-    def from_manifest(cls, path, config: Config, loader: Loader = load_utterance, progress: bool = True) -> "AVDataset":
+    def from_manifest(cls, path, config: Config, progress: bool = True) -> "AVDataset":
         entries = read_manifest(path)
         report, utterances, errors = LoadReport(), [], []
-        for entry in tqdm(entries, desc=f"loading {Path(path).name}", unit="utt", disable=not progress):
-            try:
-                utt = loader(entry, config)
-            except NoFaceError as e:
-                report.skipped["no_face"].append(f"{entry.where} ({e})")
-                continue
-            except (AudioError, VideoError) as e:
-                errors.append(f"{entry.where}: {e}")
-                continue
-            if utt.video.shape[0] < ctc_min_frames(utt.targets.tolist()):
-                report.skipped["too_short"].append(
-                    f"{utt.id} ({utt.video.shape[0]} frames < {ctc_min_frames(utt.targets.tolist())} needed)"
-                )
-                continue
-            utterances.append(utt)
+        for entry, loaded in zip(entries, load_all(entries, config, f"loading {Path(path).name}", progress)):
+            if isinstance(loaded, NoFaceError):
+                report.skipped["no_face"].append(f"{entry.where} ({loaded})")
+            elif isinstance(loaded, Exception):
+                errors.append(f"{entry.where}: {loaded}")
+            elif loaded.video.shape[0] < ctc_min_frames(loaded.targets.tolist()):
+                needed = ctc_min_frames(loaded.targets.tolist())
+                report.skipped["too_short"].append(f"{loaded.id} ({loaded.video.shape[0]} frames < {needed} needed)")
+            else:
+                utterances.append(loaded)
         if errors:
             raise DataError(f"{path}: {len(errors)} unusable utterance(s):\n" + "\n".join(f"  {e}" for e in errors))
         report.loaded = len(utterances)
