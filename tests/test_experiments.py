@@ -20,7 +20,7 @@ def run(script: str, *args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "show_crops.py"])
 def test_help(script):
     assert "usage:" in run(script, "--help")
 
@@ -48,3 +48,15 @@ def test_two_epoch_training_then_evaluation(tmp_path):
     assert "utterances: 4" in printed and "decoder: beam" in printed
     rows = (out / "predictions.tsv").read_text().splitlines()
     assert rows[0] == "id\treference\thypothesis\twer\tcer" and len(rows) == 5
+
+
+def test_show_crops_writes_a_grid_image(tmp_path):
+    import matplotlib.image
+    write_clip(tmp_path, "u0", 1.0)
+    (tmp_path / "m.txt").write_text("u0.wav|u0.mp4|bin blue\n")
+    printed = run("show_crops.py", "--manifest", str(tmp_path / "m.txt"), "--out", str(tmp_path / "crops.png"),
+                  "--frames", "5")
+    assert printed.strip() == str(tmp_path / "crops.png")
+    image = matplotlib.image.imread(tmp_path / "crops.png")
+    assert image.shape[:2] == (round(1 * (0.9 + 0.4) * 120), round(5 * 0.9 * 120))  # rows x cols of cells at 120 dpi
+    assert image.std() > 0.05  # real pictures, not a blank canvas
