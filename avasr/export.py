@@ -1,0 +1,379 @@
+"""Shipping a trained model: ONNX export with dynamic batch and length, parity with PyTorch in onnxruntime,
+registration in the MLflow model registry, and an onnxruntime transcriber that needs no PyTorch model code.
+
+The ONNX graph keeps `lengths` as an input. A batch-1 deployment does not need it (it passes [T]), but a batched
+one does: without it padded frames would leak into their neighbours through the temporal convolutions and the
+attention fusion, so a batched ONNX model would disagree with PyTorch. One graph serves both.
+
+    inputs:  audio (B, 1, n_mels, 4 * T) float32, video (B, T, 1, H, W) float32, lengths (B,) int64
+    output:  log_probs (B, T, 29) float32
+
+B and T are dynamic; the audio time axis is derived as 4 * T, so a mismatched pair cannot even be described.
+n_mels, H and W are fixed by the trained model and stay constants in the graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+from torch.export import Dim
+
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
+from avasr.decode import greedy_decode
+from avasr.text import SYMBOLS
+
+INPUT_NAMES = ("audio", "video", "lengths")
+OUTPUT_NAME = "log_probs"
+# Example sizes for tracing. Both must be >= 2 (a size-1 dimension is specialised to a constant) and the frame
+# count is one that parity never tests, so a length baked into the graph by mistake shows up as a failure.
+EXAMPLE_BATCH = 2
+EXAMPLE_FRAMES = 7
+MAX_BATCH = 1024
+MAX_FRAMES = 25 * 600  # ten minutes at 25 fps: a bound for the exporter's shape reasoning, not checked at run time
+PARITY_ATOL = 1e-4  # max |log p_onnx - log p_torch|; measured float32 differences are ~1e-6 (see tests)
+PARITY_FRAMES = (50, 125, 200)  # 2 s, the seed's 5 s and 8 s at 25 fps; none equals EXAMPLE_FRAMES
+PARITY_BATCHES = (1, 3)
+PARITY_PADDING = 9  # in a batch, utterances after the first are this many frames shorter: masking is exercised
+PROVIDERS = ("CPUExecutionProvider",)
+CONFIG_METADATA_KEY = "avasr_config"  # the training config as JSON, kept in the .onnx file's metadata
+VOCABULARY_METADATA_KEY = "avasr_vocabulary"
+MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+REGISTERED_MODEL_NAME = "avasr"
+CHAMPION_ALIAS = "champion"
+ARTIFACT_NAME = "model"  # the logged model's name inside its run
+# The exporter warns that "batch" names one dimension of three inputs; it is one dimension, so that is intended.
+SHARED_DIM_WARNING = r".*axis name: batch will not be used"
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the exported file is not a valid ONNX model."""
+
+
+class ParityError(AssertionError):
+    """onnxruntime and PyTorch disagree beyond PARITY_ATOL, or their greedy transcripts differ.
+
+    `report` holds the numbers (None when the output shapes already differ)."""
+
+    def __init__(self, message: str, report: "ParityReport | None" = None):
+        super().__init__(message)
+        self.report = report
+
+
+# --- export ------------------------------------------------------------------------------------------------------
+def example_inputs(config: Config, batch: int, frames: int, device: torch.device | str = "cpu",
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random model inputs: audio (B, 1, n_mels, 4T), video (B, T, 1, H, W), lengths (B,) int64.
+
+    The first utterance is full length, the others PARITY_PADDING frames shorter (at least 1).
+    """
+    audio = torch.randn(batch, 1, config.n_mels, AUDIO_TIME_DOWNSAMPLING * frames, generator=generator)
+    video = torch.randn(batch, frames, 1, config.lip_size, config.lip_size, generator=generator)
+    lengths = torch.tensor([frames] + [max(1, frames - PARITY_PADDING)] * (batch - 1), dtype=torch.long)
+    return audio.to(device), video.to(device), lengths.to(device)
+
+
+def dynamic_shapes() -> dict[str, dict[int, Dim]]:
+    """Batch and video frames are dynamic; audio time is derived as AUDIO_TIME_DOWNSAMPLING * frames."""
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    frames = Dim("frames", min=2, max=MAX_FRAMES)
+    return {
+        "audio": {0: batch, 3: AUDIO_TIME_DOWNSAMPLING * frames},
+        "video": {0: batch, 1: frames},
+        "lengths": {0: batch},
+    }
+
+
+def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
+    """Export `model` (built from `config`) to one self-contained .onnx file with dynamic batch and length.
+
+    The model is traced in eval mode (its train/eval flag is restored afterwards). The weights are kept inside the
+    file (a < 5M-parameter model is far below ONNX's 2 GB limit), and the config and vocabulary are stored in its
+    metadata so that a deployed file says what it is.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    args = example_inputs(config, EXAMPLE_BATCH, EXAMPLE_FRAMES, device)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=SHARED_DIM_WARNING)
+            program = torch.onnx.export(model, args, dynamo=True, dynamic_shapes=dynamic_shapes(),
+                                        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], verbose=False)
+    except Exception as e:  # the exporter raises many types; the caller needs to know which model failed
+        raise ExportError(f"{path}: torch.onnx.export failed for fusion={config.fusion!r}: {e}") from e
+    finally:
+        model.train(was_training)
+    proto = program.model_proto
+    add_metadata(proto, {CONFIG_METADATA_KEY: json.dumps(config.to_dict()),
+                         VOCABULARY_METADATA_KEY: json.dumps(list(SYMBOLS))})
+    onnx.save_model(proto, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{path}: exported model does not pass the ONNX checker: {e}") from e
+    return path
+
+
+def add_metadata(proto: onnx.ModelProto, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_config(onnx_path: str | Path) -> Config:
+    """The training config stored in an exported file's metadata."""
+    proto = onnx.load_model(str(onnx_path), load_external_data=False)
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    if CONFIG_METADATA_KEY not in metadata:
+        raise ExportError(f"{onnx_path}: no {CONFIG_METADATA_KEY!r} metadata (not written by avasr.export?)")
+    return Config.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
+
+
+# --- parity ------------------------------------------------------------------------------------------------------
+def cpu_session(model: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session from a path or serialised bytes; threads = 0 lets onnxruntime decide."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = threads
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, sess_options=options, providers=list(PROVIDERS))
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    batch: int
+    frames: int
+    max_abs_diff: float  # over every frame, padded ones included
+    torch_texts: tuple[str, ...]
+    onnx_texts: tuple[str, ...]
+
+    @property
+    def texts_equal(self) -> bool:
+        return self.torch_texts == self.onnx_texts
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    cases: tuple[ParityCase, ...]
+    atol: float
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(case.max_abs_diff for case in self.cases)
+
+    @property
+    def texts_equal(self) -> bool:
+        return all(case.texts_equal for case in self.cases)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol and self.texts_equal
+
+    def summary(self) -> str:
+        lines = [f"parity: max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:g}), "
+                 f"texts equal: {self.texts_equal}"]
+        for c in self.cases:
+            lines.append(f"  batch {c.batch}, {c.frames} frames: max |diff| {c.max_abs_diff:.3g}"
+                         + ("" if c.texts_equal else f", texts differ: torch {c.torch_texts} vs onnx {c.onnx_texts}"))
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | Path,
+    frames: Sequence[int] = PARITY_FRAMES,
+    batches: Sequence[int] = PARITY_BATCHES,
+    atol: float = PARITY_ATOL,
+    inputs: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = (),
+    seed: int = 0,
+) -> ParityReport:
+    """Run PyTorch (a CPU copy in eval mode) and onnxruntime on the same inputs and compare log-probs and greedy texts.
+
+    Random inputs at every (batch, frames) pair, plus any given `inputs` (audio, video, lengths) — e.g. a real
+    batch, on which a trained model's texts are not empty. Raises ParityError with the numbers when a log-prob
+    differs by more than `atol` or a greedy transcript differs; returns the report otherwise.
+    """
+    config = read_config(onnx_path)
+    session = cpu_session(Path(onnx_path))
+    # A CPU copy: the caller's model keeps its device and mode, and CUDA's TF32 convolutions cannot blur parity.
+    model = copy.deepcopy(model).to("cpu").eval()
+    generator = torch.Generator().manual_seed(seed)
+    cases = [*(example_inputs(config, b, t, generator=generator) for t in frames for b in batches), *inputs]
+    report = ParityReport(tuple(compare_one(model, session, *(x.cpu() for x in case)) for case in cases), atol)
+    if not report.passed:
+        raise ParityError(f"{onnx_path}: onnxruntime disagrees with PyTorch\n{report.summary()}", report)
+    return report
+
+
+def compare_one(model: nn.Module, session: ort.InferenceSession, audio: torch.Tensor, video: torch.Tensor,
+                lengths: torch.Tensor) -> ParityCase:
+    expected = model(audio, video, lengths)  # (B, T, C)
+    actual = torch.from_numpy(run_session(session, audio, video, lengths))  # (B, T, C)
+    if actual.shape != expected.shape:
+        raise ParityError(f"onnxruntime output shape {tuple(actual.shape)} != PyTorch {tuple(expected.shape)}")
+    return ParityCase(
+        batch=audio.shape[0], frames=video.shape[1],
+        max_abs_diff=(actual - expected).abs().max().item(),
+        torch_texts=tuple(greedy_decode(expected, lengths)),
+        onnx_texts=tuple(greedy_decode(actual, lengths)),
+    )
+
+
+def run_session(session: ort.InferenceSession, audio, video, lengths) -> np.ndarray:
+    """Tensors or arrays in, log-probs out: shape = (B, T, 29)."""
+    feeds = {
+        "audio": np.ascontiguousarray(as_numpy(audio), dtype=np.float32),
+        "video": np.ascontiguousarray(as_numpy(video), dtype=np.float32),
+        "lengths": np.ascontiguousarray(as_numpy(lengths), dtype=np.int64),
+    }
+    return session.run([OUTPUT_NAME], feeds)[0]
+
+
+def as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+# --- MLflow ------------------------------------------------------------------------------------------------------
+def register_onnx(
+    onnx_path: str | Path,
+    *,
+    run_id: str | None = None,
+    name: str = REGISTERED_MODEL_NAME,
+    alias: str = CHAMPION_ALIAS,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+):
+    """Log the .onnx file as an MLflow model, register it as a new version of `name`, point `alias` at it.
+
+    The model goes into run `run_id` (e.g. the sweep's best trial), else into the active run, else into a new
+    run of the current experiment. `metrics` (e.g. cpu_latency_ms_p50) are logged to that run. Uses the current
+    tracking and registry URIs: the caller sets them. Returns the mlflow ModelVersion.
+    """
+    import mlflow  # imported here: exporting and transcribing from a local file need no MLflow
+    from mlflow import MlflowClient
+
+    proto = onnx.load_model(str(onnx_path))
+    active = mlflow.active_run()
+    reuse_active = active is not None and run_id in (None, active.info.run_id)
+    with mlflow.start_run(run_id=run_id) if not reuse_active else contextlib.nullcontext():
+        if metrics:
+            mlflow.log_metrics(metrics)
+        info = mlflow.onnx.log_model(
+            proto, name=ARTIFACT_NAME, registered_model_name=name, signature=onnx_signature(proto),
+            onnx_execution_providers=list(PROVIDERS), tags=tags,
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    client.set_registered_model_alias(name, alias, version)
+    return client.get_model_version(name, version)
+
+
+def onnx_signature(proto: onnx.ModelProto):
+    """An MLflow tensor signature from the graph: symbolic dimensions become -1."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    def specs(values) -> Schema:
+        return Schema([
+            TensorSpec(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type),
+                       tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim),
+                       v.name)
+            for v in values
+        ])
+
+    return ModelSignature(inputs=specs(proto.graph.input), outputs=specs(proto.graph.output))
+
+
+# --- inference ---------------------------------------------------------------------------------------------------
+def load_onnx_session(path_or_uri: str | Path, threads: int = 0) -> ort.InferenceSession:
+    """A local .onnx file, or an MLflow model URI such as models:/avasr@champion."""
+    text = str(path_or_uri)
+    if text.startswith(MODEL_URI_SCHEMES):
+        import mlflow.onnx
+
+        return cpu_session(mlflow.onnx.load_model(text).SerializeToString(), threads)
+    path = Path(path_or_uri)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file (MLflow URIs start with {', '.join(MODEL_URI_SCHEMES)})")
+    return cpu_session(path, threads)
+
+
+class OnnxTranscriber:
+    """Greedy CTC transcription with onnxruntime only. Inputs are what the model takes (see the module docstring):
+    preparing log-mels and lip crops is the dataset's job (avasr.data)."""
+
+    def __init__(self, path_or_uri: str | Path, threads: int = 0):
+        self.source = str(path_or_uri)
+        self.session = load_onnx_session(path_or_uri, threads)
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        self.n_mels = shapes["audio"][2]
+        self.lip_shape = tuple(shapes["video"][3:])  # (H, W)
+
+    def log_probs(self, audio, video, lengths=None) -> np.ndarray:
+        """audio (B, 1, n_mels, 4T), video (B, T, 1, H, W), lengths (B,) or None (all full length)
+        -> shape = (B, T, 29)."""
+        audio, video = as_numpy(audio), as_numpy(video)
+        self.check_shapes(audio.shape, video.shape)
+        if lengths is None:
+            lengths = np.full(video.shape[0], video.shape[1], dtype=np.int64)
+        return run_session(self.session, audio, video, lengths)
+
+    def transcribe_batch(self, audio, video, lengths=None) -> list[str]:
+        log_probs = self.log_probs(audio, video, lengths)
+        if lengths is None:
+            lengths = np.full(log_probs.shape[0], log_probs.shape[1], dtype=np.int64)
+        return greedy_decode(torch.from_numpy(log_probs), torch.as_tensor(as_numpy(lengths), dtype=torch.long))
+
+    def transcribe(self, audio, video) -> str:
+        """One utterance: audio (1, 1, n_mels, 4T) or (1, n_mels, 4T), video (1, T, 1, H, W) or (T, 1, H, W)."""
+        audio, video = as_numpy(audio), as_numpy(video)
+        if audio.ndim == 3:
+            audio = audio[None]
+        if video.ndim == 4:
+            video = video[None]
+        if audio.shape[0] != 1 or video.shape[0] != 1:
+            raise ValueError(f"transcribe takes one utterance; got batches of {audio.shape[0]} and {video.shape[0]} "
+                             "(use transcribe_batch with lengths)")
+        return self.transcribe_batch(audio, video)[0]
+
+    def check_shapes(self, audio: tuple[int, ...], video: tuple[int, ...]) -> None:
+        expected_audio = f"(B, 1, {self.n_mels}, {AUDIO_TIME_DOWNSAMPLING} * T)"
+        expected_video = f"(B, T, 1, {self.lip_shape[0]}, {self.lip_shape[1]})"
+        ok = (len(audio) == 4 and len(video) == 5 and audio[0] == video[0] and audio[1:3] == (1, self.n_mels)
+              and video[2:] == (1, *self.lip_shape) and audio[3] == AUDIO_TIME_DOWNSAMPLING * video[1])
+        if not ok:
+            raise ValueError(f"{self.source}: inputs of shape audio {audio}, video {video} do not fit the model, "
+                             f"which takes audio {expected_audio} and video {expected_video}")
+
+
+# --- the whole chain ---------------------------------------------------------------------------------------------
+def ship_checkpoint(checkpoint: str | Path, onnx_path: str | Path, *, run_id: str | None = None,
+                    name: str = REGISTERED_MODEL_NAME, alias: str = CHAMPION_ALIAS,
+                    metrics: dict[str, float] | None = None):
+    """Checkpoint -> ONNX -> parity (raises ParityError) -> registered as `name`@`alias`.
+
+    Returns (ParityReport, ModelVersion). The parity numbers are logged to the run next to `metrics`.
+    """
+    from avasr.train import load_model
+
+    model, config = load_model(checkpoint)
+    export_onnx(model, config, onnx_path)
+    report = check_parity(model, onnx_path)
+    logged = {"onnx_parity_max_abs_diff": report.max_abs_diff, **(metrics or {})}
+    version = register_onnx(onnx_path, run_id=run_id, name=name, alias=alias, metrics=logged,
+                            tags={"fusion": config.fusion})
+    return report, version

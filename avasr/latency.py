@@ -1,0 +1,90 @@
+"""CPU inference latency at batch 1 on the seed's 5 s input: audio (1, 1, 40, 500), video (1, 125, 1, 64, 64).
+
+Threads: one (onnxruntime: intra_op_num_threads = inter_op_num_threads = 1; PyTorch: torch.set_num_threads(1);
+eager PyTorch runs its ops one after another anyway). On a shared machine (the
+sweep runs trials side by side on a few cores) a multi-threaded session competes with its neighbours and its
+spinning worker threads turn every run's latency into a measure of the machine's load; one thread gives numbers
+that are stable, comparable between trials and fusions, and what one core of a small CPU delivers to a single
+stream. Pass `threads` to measure other settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from avasr.config import Config
+from avasr.export import OUTPUT_NAME, cpu_session, example_inputs, read_config
+
+SEED_SECONDS = 5.0  # the original design's input length
+DEFAULT_RUNS = 50
+DEFAULT_WARMUP = 5  # first runs allocate buffers and pick kernels
+DEFAULT_THREADS = 1  # see the module docstring
+BATCH = 1
+P50, P95 = 50, 95
+MS_PER_NS = 1e-6
+
+
+def input_frames(seconds: float, config: Config) -> int:
+    """Video frames in `seconds` (125 for 5 s at 25 fps); the audio has 4 times more (AUDIO_TIME_DOWNSAMPLING)."""
+    return round(seconds * config.fps)
+
+
+def time_calls(call: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
+    """Milliseconds per call: {"p50_ms", "p95_ms", "mean_ms"} over `runs` calls after `warmup` untimed ones."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    for _ in range(warmup):
+        call()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        call()
+        times[i] = (time.perf_counter_ns() - start) * MS_PER_NS
+    return {"p50_ms": float(np.percentile(times, P50)), "p95_ms": float(np.percentile(times, P95)),
+            "mean_ms": float(times.mean())}
+
+
+def onnx_cpu_latency(onnx_path: str | Path, seconds: float = SEED_SECONDS, runs: int = DEFAULT_RUNS,
+                     warmup: int = DEFAULT_WARMUP, threads: int = DEFAULT_THREADS) -> dict[str, float]:
+    """onnxruntime CPU latency of a file written by avasr.export, batch 1, `seconds` of input.
+
+    intra_op_num_threads = inter_op_num_threads = `threads` (1 by default: see the module docstring).
+    Returns {"p50_ms", "p95_ms", "mean_ms"}.
+    """
+    config = read_config(onnx_path)
+    session = cpu_session(Path(onnx_path), threads)
+    audio, video, lengths = example_inputs(config, BATCH, input_frames(seconds, config),
+                                           generator=torch.Generator().manual_seed(0))
+    feeds = {"audio": audio.numpy(), "video": video.numpy(), "lengths": lengths.numpy()}
+    return time_calls(lambda: session.run([OUTPUT_NAME], feeds), runs, warmup)
+
+
+def torch_cpu_latency(model: nn.Module, config: Config = Config(), seconds: float = SEED_SECONDS,
+                      runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
+                      threads: int = DEFAULT_THREADS) -> dict[str, float]:
+    """Eager PyTorch CPU latency for comparison with onnx_cpu_latency: same input, same thread count.
+
+    Runs on a CPU copy of `model` in eval mode under inference_mode; torch's thread count is restored afterwards.
+    Returns {"p50_ms", "p95_ms", "mean_ms"}.
+    """
+    frames = input_frames(seconds, config)
+    audio, video, lengths = example_inputs(config, BATCH, frames, generator=torch.Generator().manual_seed(0))
+    model = _cpu_eval_copy(model)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return time_calls(lambda: model(audio, video, lengths), runs, warmup)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cpu_eval_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).to("cpu").eval()

@@ -1,0 +1,164 @@
+import math
+import time
+
+import mlflow
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from avasr.config import FUSIONS, Config
+from avasr.data.dataset import collate
+from avasr.decode import greedy_decode
+from avasr.export import (PARITY_ATOL, OnnxTranscriber, ParityError, check_parity, export_onnx, read_config,
+                          register_onnx)
+from avasr.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
+from avasr.model import build_model, count_parameters
+from avasr.train import ctc_objective
+from tests.synthetic import TINY, dataset
+
+# Default 64x64 lips and 40 mels with narrow layers: exports in seconds, exercises the real graph.
+SMALL = Config(encoder_channels=(4, 8, 8), feature_dim=32, temporal_layers=2)
+TRAIN_STEPS = 60  # full-batch Adam steps on the 8 synthetic utterances: enough for peaked, mostly right output
+TRAIN_LR = 1e-2
+LATENCY_RUNS = 10  # timings belong to benchmarks; here only their sanity is checked
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory):
+    """fusion -> (model, config, path), each fusion exported once per module."""
+    cache = {}
+
+    def export(fusion: str):
+        if fusion not in cache:
+            torch.manual_seed(0)
+            config = SMALL.replace(fusion=fusion)
+            model = build_model(config).train()  # export must switch to eval and back
+            path = export_onnx(model, config, tmp_path_factory.mktemp(fusion) / "model.onnx")
+            assert model.training
+            cache[fusion] = (model, config, path)
+        return cache[fusion]
+
+    return export
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained until its output is peaked, exported; with the batch it learned."""
+    torch.manual_seed(0)
+    batch = collate(dataset().utterances)
+    model = build_model(TINY).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
+    for _ in range(TRAIN_STEPS):
+        loss = ctc_objective(model(batch.audio, batch.video, batch.video_lengths), batch, 0.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        texts = greedy_decode(model(batch.audio, batch.video, batch.video_lengths), batch.video_lengths)
+    path = export_onnx(model, TINY, tmp_path_factory.mktemp("trained") / "model.onnx")
+    return model, batch, texts, path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_every_fusion_exports_with_dynamic_batch_and_length_and_matches_pytorch(small_export, fusion):
+    model, config, path = small_export(fusion)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    assert list(inputs) == ["audio", "video", "lengths"]
+    assert [o.name for o in session.get_outputs()] == ["log_probs"]
+    batch, frames = inputs["video"][:2]
+    assert isinstance(batch, str) and isinstance(frames, str)  # symbolic, not the example's 2 and 7
+    assert inputs["audio"][:3] == [batch, 1, 40] and isinstance(inputs["audio"][3], str)
+    assert inputs["video"][2:] == [1, 64, 64] and inputs["lengths"] == [batch]
+    assert read_config(path) == config
+
+    report = check_parity(model, path)
+    print(report.summary())
+    assert [(c.batch, c.frames) for c in report.cases] == [(1, 50), (3, 50), (1, 125), (3, 125), (1, 200), (3, 200)]
+    assert report.max_abs_diff <= PARITY_ATOL and report.texts_equal
+
+
+def test_parity_error_carries_the_numbers_when_pytorch_and_onnx_disagree(small_export):
+    model, _, path = small_export("adaptive")
+    drifted = build_model(SMALL)
+    drifted.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        drifted.ctc_head.bias[3] += 1e-3  # log p_3 moves by 1e-3 * (1 - p_3), p_3 ~ 1/29
+    with pytest.raises(ParityError, match=r"max \|diff\| 0\.0009\d* \(tolerance 0\.0001\)") as caught:
+        check_parity(drifted, path, frames=(50,), batches=(1,))
+    assert 0.9e-3 < caught.value.report.max_abs_diff < 1e-3
+
+
+def test_transcriber_refuses_inputs_that_do_not_fit(small_export):
+    _, _, path = small_export("adaptive")
+    transcriber = OnnxTranscriber(path)
+    with pytest.raises(ValueError, match=r"model\.onnx: inputs of shape audio \(1, 1, 40, 36\), video \(1, 10, 1, 64, "
+                                         r"64\) do not fit the model, which takes audio \(B, 1, 40, 4 \* T\)"):
+        transcriber.transcribe(np.zeros((1, 1, 40, 36), np.float32), np.zeros((1, 10, 1, 64, 64), np.float32))
+    with pytest.raises(FileNotFoundError, match="missing.onnx: no such ONNX file"):
+        OnnxTranscriber(path.parent / "missing.onnx")
+
+
+@pytest.mark.slow
+def test_trained_model_transcribes_the_same_text_in_onnxruntime(trained):
+    model, batch, texts, path = trained
+    print("trained texts:", texts)
+    assert all(texts)  # peaked output: equality of empty strings would prove nothing
+    report = check_parity(model, path, inputs=[(batch.audio, batch.video, batch.video_lengths)])
+    assert report.cases[-1].onnx_texts == tuple(texts)
+
+    transcriber = OnnxTranscriber(path)
+    assert transcriber.transcribe_batch(batch.audio, batch.video, batch.video_lengths) == texts  # padded batch
+    for i, n in enumerate(batch.video_lengths.tolist()):  # one utterance, unbatched shapes, no padding
+        assert transcriber.transcribe(batch.audio[i, :, :, : 4 * n], batch.video[i, :n]) == texts[i]
+
+
+@pytest.mark.slow
+def test_registered_champion_resolves_and_transcribes_like_pytorch(trained, tmp_path):
+    model, batch, texts, path = trained
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        # artifacts in tmp_path too: the default location is ./mlruns in the working directory
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment("export", (tmp_path / "artifacts").as_uri()))
+        with mlflow.start_run() as run:
+            first = register_onnx(path, metrics={"cpu_latency_ms_p50": 1.5})
+        second = register_onnx(path, run_id=run.info.run_id)
+        assert (first.name, str(first.version), str(second.version)) == ("avasr", "1", "2")
+        client = mlflow.MlflowClient()
+        assert str(client.get_model_version_by_alias("avasr", "champion").version) == "2"
+        assert client.get_run(run.info.run_id).data.metrics == {"cpu_latency_ms_p50": 1.5}
+
+        transcriber = OnnxTranscriber("models:/avasr@champion")
+        n = int(batch.video_lengths[0])
+        assert transcriber.transcribe(batch.audio[:1, :, :, : 4 * n], batch.video[:1, :n]) == texts[0]
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+
+
+@pytest.mark.slow
+def test_full_size_default_model_exports_and_its_cpu_latency_is_measured(tmp_path):
+    config = Config()
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    path = export_onnx(model, config, tmp_path / "default.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default.onnx"]  # weights inside, no .data file
+    assert path.stat().st_size > 4 * count_parameters(model)  # float32 weights
+
+    onnx_ms = onnx_cpu_latency(path, runs=LATENCY_RUNS, warmup=2)
+    torch_ms = torch_cpu_latency(model, config, runs=LATENCY_RUNS, warmup=2)
+    print(f"default model ({config.fusion}), 5 s input, 1 thread: onnxruntime {onnx_ms}, pytorch {torch_ms}")
+    for timing in (onnx_ms, torch_ms):
+        assert set(timing) == {"p50_ms", "p95_ms", "mean_ms"}
+        assert all(math.isfinite(v) and v > 0 for v in timing.values())
+        assert timing["p50_ms"] <= timing["p95_ms"]
+
+
+def test_time_calls_reports_milliseconds():
+    timing = time_calls(lambda: time.sleep(0.002), runs=5, warmup=1)
+    assert 2.0 <= timing["p50_ms"] <= timing["p95_ms"]
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        time_calls(lambda: None, runs=0, warmup=0)
