@@ -22,6 +22,7 @@ NUM_CLASSES = VOCAB_SIZE  # 29: blank, space, apostrophe, a-z
 FUSIONS = ("simple", "weighted", "attention", "adaptive")
 DECODERS = ("greedy", "beam")
 DEVICES = ("auto", "cpu", "cuda")
+MODALITIES = ("audio", "video", "audio+video")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,7 @@ class Config:
     encoder_channels: tuple[int, ...] = (32, 64, 128)  # the seed's three conv layers, for both encoders
     feature_dim: int = 512  # width of both encoders' outputs, of the fusion and of the temporal block
     fusion: str = "adaptive"  # simple | weighted | attention | adaptive (the seed recommends adaptive)
+    modalities: str = "audio+video"  # audio | video | audio+video: the other stream is blanked (ablations)
     temporal_layers: int = 3  # dilated temporal conv blocks after fusion: CTC needs context the seed lacked
     temporal_kernel: int = 5  # with dilations 1, 2, 4 the receptive field is 29 frames (1.16 s at 25 fps)
     dropout: float = 0.2  # the seed's dropout, in encoders, fusion and temporal block
@@ -77,6 +79,8 @@ class Config:
             problems.append(f"fusion={self.fusion!r} is not one of {', '.join(FUSIONS)}")
         if self.decoder not in DECODERS:
             problems.append(f"decoder={self.decoder!r} is not one of {', '.join(DECODERS)}")
+        if self.modalities not in MODALITIES:
+            problems.append(f"modalities={self.modalities!r} is not one of {', '.join(MODALITIES)}")
         if self.device not in DEVICES:
             problems.append(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
         for name in ("sample_rate", "n_mels", "lip_size", "feature_dim", "batch_size", "epochs", "beam_size"):
@@ -192,7 +196,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             item = typing.get_args(hint)[0]
             group.add_argument(flag, type=item, nargs="+", default=None, help=f"default: {' '.join(map(str, default))}")
         else:
-            choices = {"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES}.get(f.name)
+            choices = {"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES, "modalities": MODALITIES}.get(f.name)
             group.add_argument(flag, type=hint, choices=choices, default=None, help=f"default: {default!r}")
 
 

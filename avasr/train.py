@@ -122,7 +122,7 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str 
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
     for batch in bar:
-        batch = batch.to(device)
+        batch = batch.keep_modalities(config.modalities).to(device)
         log_probs = model(batch.audio, batch.video, batch.video_lengths)
         loss = ctc_objective(log_probs, batch, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -141,7 +141,7 @@ def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = No
     model.eval()
     total, refs, hyps, ids = 0.0, [], [], []
     for batch in tqdm(loader, desc="eval", unit="batch", leave=False):
-        batch = batch.to(device)
+        batch = batch.keep_modalities(config.modalities).to(device)
         log_probs = model(batch.audio, batch.video, batch.video_lengths)
         total += ctc_objective(log_probs, batch, config.label_smoothing).item() * len(batch.ids)
         hyps += decode(log_probs.cpu(), batch.video_lengths.cpu(), config.decoder, config.beam_size, lexicon)

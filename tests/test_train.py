@@ -120,3 +120,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="bad.pth: cannot load checkpoint"):
         load_checkpoint(tmp_path / "bad.pth")
+
+
+def test_modalities_blank_the_other_stream():
+    batch = collate(dataset().utterances[:2])
+    audio_only, video_only = batch.keep_modalities("audio"), batch.keep_modalities("video")
+    assert torch.equal(audio_only.audio, batch.audio) and not audio_only.video.any()
+    assert torch.equal(video_only.video, batch.video) and not video_only.audio.any()
+    assert batch.keep_modalities("audio+video") is batch
+
+
+@pytest.mark.parametrize("modalities", ["audio", "video"])
+def test_one_modality_alone_can_be_learned(tmp_path, modalities):
+    data = dataset()  # both streams encode the characters, so either alone suffices
+    config = TINY.replace(modalities=modalities, epochs=150, patience=150, output_dir=str(tmp_path),
+                          lr_decay_patience=1000)
+    assert fit(config, datasets=(data, data))["val_cer"] < 0.2

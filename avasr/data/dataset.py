@@ -56,6 +56,14 @@ class Batch(NamedTuple):
     transcripts: list[str]
     ids: list[str]
 
+    def keep_modalities(self, modalities: str) -> "Batch":
+        """Blank the stream that `modalities` leaves out (zeros = the mean of standardised features)."""
+        if modalities == "audio":
+            return self._replace(video=torch.zeros_like(self.video))
+        if modalities == "video":
+            return self._replace(audio=torch.zeros_like(self.audio))
+        return self
+
     def to(self, device: torch.device | str) -> "Batch":
         return self._replace(**{k: v.to(device) for k, v in self._asdict().items() if torch.is_tensor(v)})
 
