@@ -134,6 +134,8 @@ def _load_or_error(job: tuple[ManifestEntry, Config]) -> Utterance | Exception:
         return load_utterance(*job)
     except (AudioError, VideoError) as e:  # NoFaceError is a VideoError
         return e
+    except OSError as e:  # a file that vanished or became unreadable after the manifest was checked
+        return VideoError(f"cannot read {e.filename}: {e.strerror}")
 
 
 def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool) -> list[Utterance | Exception]:
