@@ -1,0 +1,290 @@
+"""The fusion sweep: spaces, resources, budgets and the MLflow store without Ray; then tiny real sweeps on a local
+Ray (2 CPUs) with a real sqlite MLflow store: tracking, a retried trial, an interrupted and resumed sweep."""
+
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from avasr.config import Config
+from avasr.data.manifest import write_manifest
+from avasr.model import build_model, count_parameters
+from avasr.sweep import (SweepError, SweepOptions, TrialSummary, available_spaces, choose_best, corpus_id,
+                         leaderboard, load_space, plan_resources, run_sweep)
+from avasr.tracking import (EPOCH_PREFIX, PARENT_TAG, TRIAL_TAG, TrackingError, check_tracking_uri,
+                            resolve_tracking_uri)
+from tests.media import write_clip
+
+PROJECT = Path(__file__).resolve().parents[1]
+TRANSCRIPTS = ["bin blue", "lay red", "set green", "place at", "bin now", "lay soon"]
+CLIP_SECONDS = 1.2  # 30 video frames: enough for CTC on every transcript above
+TINY_FIELDS = {"dropout": 0.1, "lr": 3e-3, "batch_size": 2, "lip_size": 16, "encoder_channels": [4, 8, 8],
+               "feature_dim": 16, "temporal_layers": 1, "device": "cpu"}
+FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95")
+FLAT_PARAMS = ("fusion", "dropout", "lr", "epochs", "seed", "corpus_id")
+
+
+# --- fixtures ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """Four training and two validation clips of a real face (Haar needs one) with a tone as audio."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = [(*write_clip(root / "clips", f"u{i}", CLIP_SECONDS), text) for i, text in enumerate(TRANSCRIPTS)]
+    write_manifest(root / "train_manifest.txt", rows[:4])
+    write_manifest(root / "val_manifest.txt", rows[4:])
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def write_space(folder: Path, fusion: str = '["simple"]', **fields) -> Path:
+    """A space file: a grid over the fusions given as Python source, every other field fixed."""
+    path = folder / "space.py"
+    values = {**TINY_FIELDS, **fields}
+    path.write_text(f"from ray import tune\nSPACE = {{'fusion': tune.grid_search({fusion}), **{values!r}}}\n")
+    return path
+
+
+def options(tmp_path: Path, corpus: Path, space: Path, **changes) -> SweepOptions:
+    values = dict(
+        train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt"),
+        space=str(space), storage_path=str(tmp_path / "sweeps"), mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        cache_dir=str(corpus / "cache"), max_failures=1, scheduler="fifo",
+    )
+    return SweepOptions(**{**values, **changes})
+
+
+def child_runs(client: MlflowClient, result) -> list:
+    return client.search_runs([result.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'")
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, EPOCH_PREFIX + key))
+
+
+# --- spaces ------------------------------------------------------------------------------------------------------
+def test_shipped_spaces_load_and_cover_every_fusion():
+    assert {"smoke", "fusion"} <= set(available_spaces())
+    for name in ("smoke", "fusion"):
+        space = load_space(name)
+        assert space.space["fusion"] == {"grid_search": ["simple", "weighted", "attention", "adaptive"]}
+        assert isinstance(space.space["epochs"], int)
+
+
+def test_smoke_space_model_is_small():
+    fixed = {k: v for k, v in load_space("smoke").space.items() if k not in ("fusion", "dropout", "lr")}
+    counts = [count_parameters(build_model(Config.from_dict({**fixed, "fusion": f}))) for f in
+              ("simple", "weighted", "attention", "adaptive")]
+    assert max(counts) < 300_000, counts
+
+
+def test_unknown_space_name_lists_the_valid_ones():
+    with pytest.raises(SweepError, match=r"unknown space 'nope': choose from fusion, smoke"):
+        load_space("nope")
+
+
+def test_unknown_fusion_in_a_space_lists_the_valid_ones(tmp_path):
+    space = write_space(tmp_path, fusion='["simple", "gated"]')
+    with pytest.raises(SweepError, match=r"space\.py: .*fusion='gated' is not one of simple, weighted, attention, "
+                                         r"adaptive"):
+        load_space(str(space))
+
+
+def test_unknown_field_in_a_space_is_named(tmp_path):
+    space = write_space(tmp_path, learning_rate=0.1)
+    with pytest.raises(SweepError, match=r"unknown configuration keys: learning_rate"):
+        load_space(str(space))
+
+
+def test_space_may_not_set_what_the_sweep_owns_or_sample_epochs(tmp_path):
+    with pytest.raises(SweepError, match=r"train_manifest are set by the sweep"):
+        load_space(str(write_space(tmp_path, train_manifest="x.txt")))
+    path = tmp_path / "epochs.py"
+    path.write_text("from ray import tune\nSPACE = {'epochs': tune.choice([2, 4])}\n")
+    with pytest.raises(SweepError, match=r"epochs must be a fixed number"):
+        load_space(str(path))
+
+
+def test_bounds_of_sampled_ranges_are_validated(tmp_path):
+    path = tmp_path / "dropout.py"
+    path.write_text("from ray import tune\nSPACE = {'dropout': tune.uniform(0.1, 1.5)}\n")
+    with pytest.raises(SweepError, match=r"dropout must be in \[0, 1\), got 1.5"):
+        load_space(str(path))
+
+
+# --- resources ---------------------------------------------------------------------------------------------------
+def test_two_cpus_run_two_single_cpu_trials_side_by_side():
+    plan = plan_resources({"CPU": 2.0}, cpus_per_trial=1, gpus_per_trial=None)
+    assert (plan.concurrency, plan.cpus, plan.gpus, plan.use_gpu) == (2, 1, 0.0, False)
+    assert plan_resources({"CPU": 2.0}, cpus_per_trial=2, gpus_per_trial=None).concurrency == 1
+
+
+def test_gpu_cluster_gives_each_trial_a_gpu_and_is_bounded_by_them():
+    plan = plan_resources({"CPU": 16.0, "GPU": 4.0}, cpus_per_trial=2, gpus_per_trial=None)
+    assert (plan.concurrency, plan.gpus, plan.use_gpu) == (4, 1.0, True)
+    assert plan_resources({"CPU": 16.0, "GPU": 4.0}, 2, gpus_per_trial=0.5).concurrency == 8
+    assert plan_resources({"CPU": 16.0, "GPU": 4.0}, 2, gpus_per_trial=0).use_gpu is False
+
+
+def test_trials_that_could_never_start_are_refused():
+    with pytest.raises(SweepError, match=r"a trial needs 3 CPUs but the Ray cluster has 2"):
+        plan_resources({"CPU": 2.0}, cpus_per_trial=3, gpus_per_trial=None)
+    with pytest.raises(SweepError, match=r"a trial needs 1 GPUs but the Ray cluster has 0"):
+        plan_resources({"CPU": 2.0}, cpus_per_trial=1, gpus_per_trial=1)
+
+
+# --- choosing the best run ---------------------------------------------------------------------------------------
+def summary(name: str, wer: float, cer: float = 0.5, params: int = 1000, p50: float = 10.0) -> TrialSummary:
+    return TrialSummary(run_id=name, trial_id=name, status="FINISHED", fusion=name, dropout=0.1, lr=1e-3,
+                        val_wer=wer, val_cer=cer, param_count=params, latency_p50_ms=p50, latency_p95_ms=p50,
+                        checkpoint="", onnx_path="")
+
+
+def test_choose_best_is_the_lowest_wer_within_both_budgets():
+    runs = [summary("big", 0.1, params=5_000_000), summary("slow", 0.2, p50=120.0), summary("ok", 0.3),
+            summary("tie-worse-cer", 0.3, cer=0.6), summary("no-latency", 0.05, p50=math.nan),
+            summary("no-wer", math.nan)]
+    assert choose_best(runs, max_params=5_000_000, max_latency_ms=100.0).run_id == "ok"
+    assert choose_best(runs, max_params=6_000_000, max_latency_ms=100.0).run_id == "big"
+    assert choose_best(runs, max_params=5_000_000, max_latency_ms=200.0).run_id == "slow"
+    assert choose_best(runs, max_params=100, max_latency_ms=100.0) is None
+
+
+def test_leaderboard_sorts_by_wer_and_marks_the_champion():
+    runs = [summary("weighted", 0.4), summary("simple", 0.2), summary("attention", math.nan)]
+    lines = leaderboard(runs, champion=runs[1]).splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["*", "weighted", "attention"]
+    assert lines[2].split()[1] == "simple"
+
+
+# --- the MLflow store --------------------------------------------------------------------------------------------
+def test_unreachable_tracking_server_fails_fast():
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=r"MLflow tracking server http://127.0.0.1:9 is unreachable"):
+        check_tracking_uri("http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(TrackingError, match=r"unreachable"):
+        check_tracking_uri("http://10.255.255.1:5000")  # unroutable: a timeout, not a refusal
+    assert time.monotonic() - started < 10
+
+
+def test_unreachable_mlflow_stops_the_sweep_before_any_trial(tmp_path, corpus):
+    started = time.monotonic()
+    opts = options(tmp_path, corpus, write_space(tmp_path), mlflow_uri="http://127.0.0.1:9")
+    with pytest.raises(TrackingError, match="unreachable"):
+        run_sweep(opts)
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "sweeps").exists()  # no sweep folder, no parent run, no trial
+
+
+def test_file_store_is_refused_and_sqlite_paths_made_absolute(tmp_path, monkeypatch):
+    with pytest.raises(TrackingError, match=r"refuses the plain file store"):
+        check_tracking_uri("file:///tmp/mlruns")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri("sqlite:///store/m.db", PROJECT) == f"sqlite:///{tmp_path}/store/m.db"
+    check_tracking_uri(f"sqlite:///{tmp_path}/store/m.db")
+    assert (tmp_path / "store").is_dir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    assert resolve_tracking_uri(None, PROJECT) == "http://tracking:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert resolve_tracking_uri(None, PROJECT) == f"sqlite:///{PROJECT}/mlflow.db"
+
+
+# --- real sweeps -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(tmp_path, corpus, local_ray):
+    space = write_space(tmp_path, fusion='["simple", "attention"]', epochs=2)
+    result = run_sweep(options(tmp_path, corpus, space))
+
+    client = MlflowClient(result.tracking_uri)
+    runs = client.search_runs([result.experiment_id])
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    children = child_runs(client, result)
+    assert len(runs) == 3 and len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
+    assert parents[0].info.status == "FINISHED"
+    assert sorted(r.data.params["fusion"] for r in children) == ["attention", "simple"]
+    expected_corpus = corpus_id(corpus / "train_manifest.txt", corpus / "val_manifest.txt")
+    for run in children:
+        params, metrics = run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED"
+        assert {k: params[k] for k in FLAT_PARAMS} == {"fusion": params["fusion"], "dropout": "0.1", "lr": "0.003",
+                                                       "epochs": "2", "seed": "42", "corpus_id": expected_corpus}
+        assert set(FINAL_METRICS) <= set(metrics)
+        config = Config.from_dict({**TINY_FIELDS, "fusion": params["fusion"]})
+        assert metrics["param_count"] == count_parameters(build_model(config))
+        assert 0 < metrics["cpu_latency_ms_p50"] <= metrics["cpu_latency_ms_p95"]
+        for key in ("val_wer", "val_cer", "val_loss", "train_loss"):
+            assert steps(client, run.info.run_id, key) == [1, 2], key
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/training_curves.png"]
+
+    assert result.champion is not None and result.champion.run_id in {r.info.run_id for r in children}
+    assert result.onnx_path.is_file() and not result.interrupted
+    champion = client.get_model_version_by_alias("avasr", "champion")
+    assert (champion.run_id, str(champion.version)) == (result.champion.run_id, result.model_version)
+
+
+@pytest.mark.slow
+def test_a_trial_failing_once_is_retried_from_its_checkpoint(tmp_path, corpus, local_ray):
+    space = write_space(tmp_path, epochs=3, fail_at_epoch=1)
+    result = run_sweep(options(tmp_path, corpus, space, ship=False))
+
+    client = MlflowClient(result.tracking_uri)
+    (run,) = child_runs(client, result)
+    assert run.info.status == "FINISHED" and result.trials[0].status == "FINISHED"
+    # the epoch counter continues after the failure: each epoch logged once, none from a restart
+    assert steps(client, run.info.run_id, "val_loss") == [1, 2, 3]
+    log = Path(client.download_artifacts(run.info.run_id, "training/training.log", str(tmp_path))).read_text()
+    assert "after epoch 1" in log and log.count("resumed from") == 1
+
+
+def second_trial_started(train_runs: Path, tracking_uri: str) -> bool:
+    """The second trial's child run exists: created by its Tune function seconds before its Train run starts.
+
+    The store is read only once the first trial has checkpoints: by then the driver has created the database
+    (two processes creating one sqlite store race on its schema)."""
+    if not list(train_runs.glob("*_00000/checkpoint_*")):
+        return False
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return bool(client.search_runs(experiments, filter_string=f"tags.`{TRIAL_TAG}` LIKE '%_00001'"))
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, corpus, local_ray):
+    space = write_space(tmp_path, fusion='["simple", "weighted"]', epochs=2)
+    opts = options(tmp_path, corpus, space, ship=False, cpus_per_trial=2.0)  # one trial at a time
+    command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), "--space", opts.space,
+               "--train-manifest", opts.train_manifest, "--val-manifest", opts.val_manifest,
+               "--storage-path", opts.storage_path, "--mlflow-uri", opts.mlflow_uri, "--cache-dir", opts.cache_dir,
+               "--scheduler", "fifo", "--cpus-per-trial", "2", "--no-ship",
+               "--address", ray.get_runtime_context().gcs_address]
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    train_runs = Path(opts.storage_path) / opts.name / "train_runs"
+    deadline = time.monotonic() + 240
+    while not second_trial_started(train_runs, opts.mlflow_uri):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()[-3000:]
+        time.sleep(0.2)
+    interrupted_at = time.time()
+    driver.send_signal(signal.SIGINT)  # one trial at a time: the first has finished, the second has not
+    assert driver.wait(timeout=120) == 130, driver.stderr.read().decode()[-3000:]  # "interrupted: --resume"
+
+    result = run_sweep(SweepOptions(**{**opts.__dict__, "resume": True}))
+    client = MlflowClient(opts.mlflow_uri)
+    runs = {r.data.tags[TRIAL_TAG][-5:]: r for r in child_runs(client, result)}
+    assert sorted(runs) == ["00000", "00001"] and not result.interrupted
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    first = client.get_metric_history(runs["00000"].info.run_id, EPOCH_PREFIX + "val_loss")
+    assert sorted(m.step for m in first) == [1, 2]
+    assert all(m.timestamp / 1000 < interrupted_at for m in first)  # nothing of the finished trial ran again
+    assert steps(client, runs["00001"].info.run_id, "val_loss")[-1] == 2
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
