@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast system-deps clean
+.PHONY: setup test test-fast system-deps corpus corpus-full sweep clean
 
 setup: system-deps $(STAMP)
 
@@ -23,6 +23,18 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The built-in offline corpus (espeak-ng speech + talking faces); returns at once when already built.
+corpus: setup
+	$(BIN)/python experiments/make_corpus.py --size smoke --out data/corpus/smoke
+
+corpus-full: setup
+	$(BIN)/python experiments/make_corpus.py --size full --out data/corpus/full
+
+# The smoke fusion sweep: 4 fusions on the smoke corpus, leaderboard, champion ONNX, MLflow UI command.
+# A timestamped name: a sweep of an existing name is refused unless resumed (--resume --name NAME).
+sweep: corpus
+	$(BIN)/python experiments/sweep_fusion.py --space smoke --name smoke-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf outputs .pytest_cache

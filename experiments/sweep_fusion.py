@@ -8,6 +8,9 @@ run within the parameter and latency budgets is exported to ONNX and registered 
 """
 
 import argparse
+from pathlib import Path
+
+from avasr.corpus.synth import build_corpus
 
 from avasr.sweep import (DEFAULT_EXPERIMENT, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, SCHEDULERS, SweepOptions,
                          available_spaces, leaderboard, run_sweep)
@@ -44,6 +47,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.train_manifest.startswith(SMOKE_CORPUS) and not Path(args.train_manifest).exists():
+        build_corpus(SMOKE_CORPUS, size="smoke", seed=args.seed)  # the default data: offline, about a minute
     result = run_sweep(SweepOptions(**vars(args)))
     print()
     print(leaderboard(result.trials, result.champion))
