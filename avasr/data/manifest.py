@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from avasr.text import VocabularyError, normalize
+from avasr.text import normalize
 
 FIELD_SEPARATOR = "|"
 FIELDS_PER_LINE = 3
@@ -69,10 +69,7 @@ def _parse_line(line: str, root: Path, where: str) -> ManifestEntry:
     missing = [str(p) for p in (audio_path, video_path) if not p.is_file()]
     if missing:
         raise ValueError(f"{where}: missing file(s): {', '.join(missing)}")
-    try:
-        text = normalize(transcript, where)
-    except VocabularyError as e:
-        raise ValueError(str(e)) from None
+    text = normalize(transcript, where)  # VocabularyError is a ValueError: collected like the others
     if not text:
         raise ValueError(f"{where}: empty transcript")
     return ManifestEntry(audio_path.resolve(), video_path.resolve(), text, where)
