@@ -1,16 +1,82 @@
-"""Evaluate a checkpoint on a manifest: corpus WER/CER and, optionally, per-utterance predictions."""
+"""Evaluate a checkpoint on a manifest: corpus WER/CER, clean or in noise at fixed SNRs (avasr.data.noisy), and,
+optionally, per-utterance predictions."""
 
 from __future__ import annotations
 
 import csv
+import statistics
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from avasr.config import Config
 from avasr.data.dataset import AVDataset
+from avasr.data.noisy import NoiseSpec
 from avasr.decode import Lexicon
 from avasr.text import compute_cer, compute_wer
 from avasr.train import evaluate, load_model, make_loader, pick_device
 
 PREDICTIONS_FILE = "predictions.tsv"
+DEFAULT_NOISE = "babble"
+DEFAULT_NOISE_DRAWS = 3  # WER in noise depends on the draw: fix the seed and average several
+
+
+@dataclass(frozen=True)
+class NoisyScore:
+    """Corpus WER/CER at one SNR, averaged over the noise draws."""
+
+    snr_db: float
+    wer: float
+    cer: float
+    wer_std: float  # population standard deviation of the draws' WERs; 0 for one draw
+
+
+@dataclass(frozen=True)
+class NoisyTable:
+    """Scores of one model in one kind of noise, one per SNR; draw k used seed `seed + k` at every SNR."""
+
+    noise: str
+    seed: int
+    draws: int
+    loaded: str  # the dataset's load report (utterances used, skips): the same for every draw
+    scores: tuple[NoisyScore, ...]
+
+    def format(self) -> str:
+        """A header line, then one line per SNR: `SNR   +0.0 dB  WER 0.4321  CER 0.2100  (std 0.0123)`."""
+        header = f"{self.noise} noise, {self.draws} draw(s) per SNR from seed {self.seed}; {self.loaded}"
+        rows = [f"SNR {s.snr_db:+6.1f} dB  WER {s.wer:.4f}  CER {s.cer:.4f}  (std {s.wer_std:.4f})"
+                for s in self.scores]
+        return "\n".join([header, *rows])
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """A checkpoint's model ready to decode, with the config and lexicon it decodes with."""
+
+    model: torch.nn.Module
+    config: Config
+    lexicon: Lexicon | None
+
+    def run(self, dataset: AVDataset) -> dict:
+        device = pick_device(self.config)
+        loader = make_loader(dataset, self.config, shuffle=False)
+        return evaluate(self.model.to(device), loader, self.config, device, self.lexicon)
+
+
+def load_decoding(checkpoint: str | Path, decoder: str | None = None, beam_size: int | None = None,
+                  lexicon: str | None = None) -> Decoding:
+    """The checkpoint's model and config, with decoding overrides (a lexicon implies beam search)."""
+    model, config = load_model(checkpoint)
+    overrides = {k: v for k, v in (("decoder", decoder), ("beam_size", beam_size), ("lexicon", lexicon)) if v}
+    if lexicon and not decoder:
+        overrides["decoder"] = "beam"
+    config = config.replace(**overrides)
+    return Decoding(model, config, Lexicon.from_file(config.lexicon) if config.lexicon else None)
 
 
 def evaluate_checkpoint(
@@ -20,21 +86,66 @@ def evaluate_checkpoint(
     beam_size: int | None = None,
     lexicon: str | None = None,
     predictions_path: str | Path | None = None,
+    snr_db: float | None = None,
+    noise: str = DEFAULT_NOISE,
+    noise_seed: int = 0,
 ) -> dict:
-    """Decode every utterance of `manifest` with the checkpoint's model. Returns wer, cer, loss, counts."""
-    model, config = load_model(checkpoint)
-    overrides = {k: v for k, v in (("decoder", decoder), ("beam_size", beam_size), ("lexicon", lexicon)) if v}
-    if lexicon and not decoder:
-        overrides["decoder"] = "beam"
-    config = config.replace(**overrides)
-    device = pick_device(config)
-    dataset = AVDataset.from_manifest(manifest, config)
-    result = evaluate(model.to(device), make_loader(dataset, config, shuffle=False), config, device,
-                      Lexicon.from_file(config.lexicon) if config.lexicon else None)
+    """Decode every utterance of `manifest` with the checkpoint's model, clean or, when `snr_db` is given, with
+    `noise` mixed in at that SNR (drawn with `noise_seed`). Returns wer, cer, loss, counts, decoder, noise."""
+    decoding = load_decoding(checkpoint, decoder, beam_size, lexicon)
+    spec = None if snr_db is None else NoiseSpec(noise, snr_db, noise_seed)
+    dataset = AVDataset.from_manifest(manifest, decoding.config, noise=spec)
+    result = decoding.run(dataset)
     if predictions_path:
         write_predictions(Path(predictions_path), result)
     return {"wer": result["wer"], "cer": result["cer"], "loss": result["loss"], "utterances": len(dataset),
-            "skipped": dataset.report.summary(), "decoder": config.decoder}
+            "skipped": dataset.report.summary(), "decoder": decoding.config.decoder,
+            "noise": spec.describe() if spec else "clean"}
+
+
+def evaluate_at_snrs(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    snrs: Sequence[float],
+    noise: str = DEFAULT_NOISE,
+    draws: int = DEFAULT_NOISE_DRAWS,
+    seed: int = 0,
+    decoder: str | None = None,
+    beam_size: int | None = None,
+    lexicon: str | None = None,
+) -> NoisyTable:
+    """Corpus WER/CER of the checkpoint's model in `noise` at each SNR (in order), averaged over `draws` draws
+    whose seeds are seed, seed + 1, ...: draw k is the same noise at every SNR, only scaled."""
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    decoding = load_decoding(checkpoint, decoder, beam_size, lexicon)
+    runs = [(snr, seed + draw) for snr in snrs for draw in range(draws)]
+    results, loaded = {}, ""
+    with features_cached(decoding.config) as config:
+        for snr, draw_seed in tqdm(runs, desc=f"{noise} noise", unit="draw"):
+            dataset = AVDataset.from_manifest(manifest, config, progress=False, noise=NoiseSpec(noise, snr, draw_seed))
+            results[snr, draw_seed] = decoding.run(dataset)
+            loaded = dataset.report.summary()
+    scores = tuple(average_draws(snr, [results[snr, seed + draw] for draw in range(draws)]) for snr in snrs)
+    return NoisyTable(noise, seed, draws, loaded, scores)
+
+
+def average_draws(snr_db: float, results: Sequence[dict]) -> NoisyScore:
+    """One SNR's score from the `evaluate` results of its draws."""
+    wers = [r["wer"] for r in results]
+    return NoisyScore(snr_db, statistics.fmean(wers), statistics.fmean(r["cer"] for r in results),
+                      statistics.pstdev(wers))
+
+
+@contextmanager
+def features_cached(config: Config) -> Iterator[Config]:
+    """`config` with a feature cache: a temporary one when it has none, so that lips are found once for all the
+    noise conditions rather than once per condition (only the audio changes between them)."""
+    if config.cache_dir:
+        yield config
+        return
+    with tempfile.TemporaryDirectory(prefix="avasr-features-") as folder:
+        yield config.replace(cache_dir=folder)
 
 
 def write_predictions(path: Path, result: dict) -> None:

@@ -51,6 +51,9 @@ from tqdm.auto import tqdm
 
 from avasr import tracking
 from avasr.config import Config, ConfigError
+from avasr.data.noise import NoiseError
+from avasr.data.noisy import NoiseSpec
+from avasr.evaluation import evaluate_checkpoint
 from avasr.export import ExportError, ParityError, check_parity, export_onnx, register_onnx
 from avasr.latency import onnx_cpu_latency
 from avasr.train import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, METRICS_FILE, fit, load_checkpoint, load_datasets,
@@ -75,6 +78,8 @@ CHAMPION_ONNX = "champion.onnx"
 PLOT_FILE = "training_curves.png"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
 CHECKPOINT_TAG, ONNX_TAG, FINAL_TAG = "avasr.checkpoint", "avasr.onnx", "avasr.finalised"
+NOISY_VAL_METRIC = "val_wer_snr0_babble"  # the best checkpoint's val WER in babble at 0 dB, one fixed draw
+NOISY_VAL_NOISE = NoiseSpec("babble", snr_db=0.0, seed=0)
 
 # Keys a trial's config may carry besides Config fields. FAIL_AT_EPOCH may come from a space (fault injection);
 # the others are added by the Tune function for its worker.
@@ -394,7 +399,8 @@ def finalise_trial(client: MlflowClient, run_id: str, result, train_storage: str
         tracking.set_tags(client, run_id, {tracking.ERROR_TAG: reason[:5000], FINAL_TAG: "true"})
         client.set_terminated(run_id, "FAILED")
         return
-    best = load_checkpoint(folder / BEST_CHECKPOINT)["best_metrics"]
+    checkpoint = load_checkpoint(folder / BEST_CHECKPOINT)
+    best = checkpoint["best_metrics"]
     rows = tracking.read_metrics_csv(folder / METRICS_FILE)
     final = {"val_wer": best["val_wer"], "val_cer": best["val_cer"], "val_loss": best["val_loss"],
              "param_count": best["param_count"], "best_epoch": best["epoch"], "epochs_trained": rows[-1]["epoch"]}
@@ -413,7 +419,13 @@ def finalise_trial(client: MlflowClient, run_id: str, result, train_storage: str
         tags[ONNX_TAG] = onnx_path
     except ExportError as e:  # the run stays comparable; without a latency it cannot be chosen
         tags[tracking.ERROR_TAG] = str(e)[:5000]
-    # TODO(noise): log a noisy-SNR val WER here once avasr has a noisy evaluation (the mixer is avasr.data.noise).
+    try:  # same val utterances, noise and draw for every trial: the metric compares trials' robustness
+        noisy = evaluate_checkpoint(folder / BEST_CHECKPOINT, checkpoint["config"]["val_manifest"],
+                                    snr_db=NOISY_VAL_NOISE.snr_db, noise=NOISY_VAL_NOISE.kind,
+                                    noise_seed=NOISY_VAL_NOISE.seed)
+        final[NOISY_VAL_METRIC] = noisy["wer"]
+    except NoiseError as e:  # e.g. a one-utterance val set has nobody to babble: the run stays comparable
+        tags[tracking.ERROR_TAG] = "; ".join(filter(None, [tags.get(tracking.ERROR_TAG), str(e)]))[:5000]
     tracking.log_metrics(client, run_id, final, step=int(final["epochs_trained"]))
     tracking.set_tags(client, run_id, {**tags, FINAL_TAG: "true"})
     client.set_terminated(run_id, "FINISHED")

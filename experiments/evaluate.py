@@ -1,14 +1,20 @@
-"""Print corpus WER and CER of a checkpoint on a manifest.
+"""Print corpus WER and CER of a checkpoint on a manifest, clean or in noise at fixed SNRs.
 
     python experiments/evaluate.py --checkpoint outputs/run/best_model.pth \
         --manifest data/corpus/smoke/test_manifest.txt --decoder beam --save-predictions
+    python experiments/evaluate.py --checkpoint outputs/run/best_model.pth \
+        --manifest data/corpus/smoke/test_manifest.txt --snr -10 -5 0 5 10 --noise babble --draws 3
+
+With --snr, each SNR's WER/CER is the mean over --draws noise draws (seeds --noise-seed, --noise-seed + 1, ...).
 """
 
 import argparse
 from pathlib import Path
 
 from avasr.config import DECODERS
-from avasr.evaluation import PREDICTIONS_FILE, evaluate_checkpoint
+from avasr.data.noise import NOISE_KINDS
+from avasr.evaluation import (DEFAULT_NOISE, DEFAULT_NOISE_DRAWS, PREDICTIONS_FILE, evaluate_at_snrs,
+                              evaluate_checkpoint)
 
 
 def main() -> None:
@@ -20,7 +26,22 @@ def main() -> None:
     parser.add_argument("--lexicon", help="word list restricting beam search (implies --decoder beam)")
     parser.add_argument("--save-predictions", nargs="?", const="", default=None, metavar="PATH",
                         help=f"write id/reference/hypothesis TSV (default: {PREDICTIONS_FILE} beside the checkpoint)")
+    parser.add_argument("--snr", type=float, nargs="+", metavar="DB",
+                        help="evaluate with noise mixed in at each of these SNRs (dB) instead of clean")
+    parser.add_argument("--noise", choices=NOISE_KINDS, default=DEFAULT_NOISE,
+                        help="noise kind for --snr (babble: other speakers of the manifest)")
+    parser.add_argument("--draws", type=int, default=DEFAULT_NOISE_DRAWS, help="noise draws averaged per SNR")
+    parser.add_argument("--noise-seed", type=int, default=0, help="seed of the first noise draw")
     args = parser.parse_args()
+    if args.snr and args.save_predictions is not None:
+        parser.error("--save-predictions writes clean predictions only: leave out --snr")
+    if args.draws < 1:
+        parser.error(f"--draws must be at least 1, got {args.draws}")
+    if args.snr:
+        table = evaluate_at_snrs(args.checkpoint, args.manifest, args.snr, args.noise, args.draws, args.noise_seed,
+                                 args.decoder, args.beam_size, args.lexicon)
+        print(table.format())
+        return
     predictions = None
     if args.save_predictions is not None:
         predictions = Path(args.save_predictions or Path(args.checkpoint).parent / PREDICTIONS_FILE)

@@ -26,7 +26,8 @@ TRANSCRIPTS = ["bin blue", "lay red", "set green", "place at", "bin now", "lay s
 CLIP_SECONDS = 1.2  # 30 video frames: enough for CTC on every transcript above
 TINY_FIELDS = {"dropout": 0.1, "lr": 3e-3, "batch_size": 2, "lip_size": 16, "encoder_channels": [4, 8, 8],
                "feature_dim": 16, "temporal_layers": 1, "device": "cpu"}
-FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95")
+FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95",
+                 "val_wer_snr0_babble")
 FLAT_PARAMS = ("fusion", "dropout", "lr", "epochs", "seed", "corpus_id")
 
 

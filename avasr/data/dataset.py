@@ -15,16 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, LIP_PIXEL_MEAN, LIP_PIXEL_STD, Config
-from avasr.data.audio import AudioError
-from avasr.data.cache import FeatureCache, compute_features
+from avasr.data.audio import AudioError, log_mel
+from avasr.data.cache import FeatureCache, Features, compute_features
 from avasr.data.lips import NoFaceError
 from avasr.data.manifest import ManifestEntry, read_manifest
+from avasr.data.noisy import NoiseSpec, noisy_waveforms
 from avasr.data.video import VideoError
 from avasr.text import encode
 
@@ -105,13 +107,21 @@ def align_audio_to_video(mel: torch.Tensor, video_frames: int, config: Config) -
     return F.interpolate(mel[None], size=target, mode="linear", align_corners=False)[0]  # (1, n_mels, T) -> ...
 
 
-def load_utterance(entry: ManifestEntry, config: Config) -> Utterance:
-    """Featurise (through the cache when `config.cache_dir` is set) and align one manifest entry.
+def load_features(entry: ManifestEntry, config: Config) -> Features:
+    """The clean log-mel and lip crops, through the cache when `config.cache_dir` is set."""
+    return FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
 
+
+def load_utterance(entry: ManifestEntry, config: Config, waveform: np.ndarray | None = None) -> Utterance:
+    """Featurise and align one manifest entry.
+
+    waveform: shape = (N,) at config.sample_rate, as long as the entry's resampled audio (noisy speech): its
+    log-mel replaces the audio file's; the lip crops are the clean ones all the same.
     Raises AudioError / VideoError / NoFaceError naming the file.
     """
-    features = FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
-    mel, crops = features.mel, features.crops  # (n_mels, T_a), (T_v, lip_size, lip_size)
+    features = load_features(entry, config)
+    mel = features.mel if waveform is None else log_mel(torch.from_numpy(waveform), config)  # (n_mels, T_a)
+    crops = features.crops  # (T_v, lip_size, lip_size)
     audio_seconds = (mel.shape[1] - 1) / config.mel_frames_per_second  # centred STFT: N // hop + 1 frames
     video_seconds = crops.shape[0] / config.fps
     if abs(audio_seconds - video_seconds) > MAX_AV_MISMATCH_SECONDS:
@@ -128,7 +138,7 @@ def load_utterance(entry: ManifestEntry, config: Config) -> Utterance:
     )
 
 
-def _load_or_error(job: tuple[ManifestEntry, Config]) -> Utterance | Exception:
+def _load_or_error(job: tuple[ManifestEntry, Config, np.ndarray | None]) -> Utterance | Exception:
     """Pool-friendly: data errors come back as values so one bad file does not hide the others."""
     try:
         return load_utterance(*job)
@@ -138,10 +148,15 @@ def _load_or_error(job: tuple[ManifestEntry, Config]) -> Utterance | Exception:
         return VideoError(f"cannot read {e.filename}: {e.strerror}")
 
 
-def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool) -> list[Utterance | Exception]:
-    """Load entries in order, in `config.data_workers` processes (0 = all cores) when there is enough work."""
+def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool,
+             waveforms: Sequence[np.ndarray] | None = None) -> list[Utterance | Exception]:
+    """Load entries in order, in `config.data_workers` processes (0 = all cores) when there is enough work.
+
+    waveforms: one per entry, replacing the audio files' (see `load_utterance`).
+    """
     workers = min(config.data_workers or os.cpu_count() or 1, len(entries))
-    jobs = [(e, config) for e in entries]
+    waveforms = [None] * len(entries) if waveforms is None else waveforms
+    jobs = [(e, config, w) for e, w in zip(entries, waveforms)]
     bar = dict(total=len(jobs), desc=desc, unit="utt", disable=not progress)
     if workers <= 1 or len(jobs) < MIN_UTTERANCES_PER_WORKER * 2:
         return [_load_or_error(j) for j in tqdm(jobs, **bar)]
@@ -151,17 +166,21 @@ def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: 
 
 
 class AVDataset(Dataset):
-    """Utterances held in memory (lip crops as uint8). Build it with `from_manifest`."""
+    """Utterances held in memory (lip crops as uint8). Build it with `from_manifest`; with `noise`, each
+    utterance's speech is mixed with that noise before its log-mel (avasr.data.noisy), the lip crops stay clean."""
 
     def __init__(self, utterances: list[Utterance], report: LoadReport | None = None):
         self.utterances = utterances
         self.report = report or LoadReport(loaded=len(utterances))
 
     @classmethod
-    def from_manifest(cls, path, config: Config, progress: bool = True) -> "AVDataset":
+    def from_manifest(cls, path, config: Config, progress: bool = True,
+                      noise: NoiseSpec | None = None) -> "AVDataset":
         entries = read_manifest(path)
+        waveforms = noisy_waveforms(entries, noise, config, progress) if noise else None
         report, utterances, errors = LoadReport(), [], []
-        for entry, loaded in zip(entries, load_all(entries, config, f"loading {Path(path).name}", progress)):
+        loads = load_all(entries, config, f"loading {Path(path).name}", progress, waveforms)
+        for entry, loaded in zip(entries, loads):
             if isinstance(loaded, NoFaceError):
                 report.skipped["no_face"].append(f"{entry.where} ({loaded})")
             elif isinstance(loaded, Exception):
