@@ -3,6 +3,8 @@ CER/WER on the test speakers (unseen in training) for each, beside a chance leve
 transcripts used as hypotheses (they follow the same grammar, so they share many words with the references).
 
     python benchmarks/modalities.py [--corpus data/corpus/smoke] [--epochs 30] [--decoder beam]
+    # any Config field is a flag, e.g. the smoke sweep's small model:
+    python benchmarks/modalities.py --feature-dim 128 --encoder-channels 8 16 32 --lip-size 32 --temporal-layers 2
 """
 
 import argparse
@@ -10,7 +12,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from avasr.config import MODALITIES, Config
+from avasr.config import MODALITIES, Config, add_config_arguments, config_from_args
 from avasr.data.dataset import AVDataset
 from avasr.metrics import character_error_rate, word_error_rate
 from avasr.train import evaluate, fit, load_model, make_loader, pick_device
@@ -30,14 +32,11 @@ def chance_level(train: AVDataset, test: AVDataset, seed: int) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="data/corpus/smoke", help="folder with train/val/test_manifest.txt")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--fusion", default="adaptive")
-    parser.add_argument("--decoder", default="greedy", choices=("greedy", "beam"))
-    parser.add_argument("--seed", type=int, default=42)
+    add_config_arguments(parser)
     args = parser.parse_args()
     corpus = Path(args.corpus)
-    base = Config(train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt"),
-                  fusion=args.fusion, epochs=args.epochs, patience=args.epochs, decoder=args.decoder, seed=args.seed)
+    base = config_from_args(args, Config(epochs=30, patience=30))
+    base = base.replace(train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt"))
     train, val = AVDataset.from_manifest(base.train_manifest, base), AVDataset.from_manifest(base.val_manifest, base)
     test = AVDataset.from_manifest(corpus / "test_manifest.txt", base)
     rows = []
@@ -48,9 +47,10 @@ def main() -> None:
             model, _ = load_model(Path(out) / "best_model.pth", pick_device(config))
             result = evaluate(model, make_loader(test, config, shuffle=False), config, pick_device(config))
         rows.append((modalities, best["epoch"], best["val_cer"], result["cer"], result["wer"]))
-    chance_wer, chance_cer = chance_level(train, test, args.seed)
+        params = best["param_count"]
+    chance_wer, chance_cer = chance_level(train, test, base.seed)
     print(f"\n{len(train)} train / {len(val)} val utterances; test: {len(test)} utterances of unseen speakers; "
-          f"{args.fusion} fusion, {args.epochs} epochs max, {args.decoder} decoding")
+          f"{base.fusion} fusion, {base.epochs} epochs max, {base.decoder} decoding, {params:,} parameters")
     print(f"{'input':<12} {'best epoch':>10} {'val CER':>8} {'test CER':>9} {'test WER':>9}")
     for modalities, epoch, val_cer, cer, wer in rows:
         print(f"{modalities:<12} {epoch:>10} {val_cer:>8.3f} {cer:>9.3f} {wer:>9.3f}")
