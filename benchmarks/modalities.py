@@ -32,6 +32,7 @@ def chance_level(train: AVDataset, test: AVDataset, seed: int) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="data/corpus/smoke", help="folder with train/val/test_manifest.txt")
+    parser.add_argument("--inputs", nargs="+", choices=MODALITIES, default=list(MODALITIES), help="which to train")
     add_config_arguments(parser)
     args = parser.parse_args()
     corpus = Path(args.corpus)
@@ -40,7 +41,7 @@ def main() -> None:
     train, val = AVDataset.from_manifest(base.train_manifest, base), AVDataset.from_manifest(base.val_manifest, base)
     test = AVDataset.from_manifest(corpus / "test_manifest.txt", base)
     rows = []
-    for modalities in MODALITIES:
+    for modalities in args.inputs:
         with tempfile.TemporaryDirectory() as out:
             config = base.replace(modalities=modalities, output_dir=out)
             best = fit(config, datasets=(train, val))

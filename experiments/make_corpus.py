@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--size", choices=sorted(SIZES), default="smoke",
-        help="smoke: 200 utterances, 16+4 speakers (~10 s on 2 cores); full: 6000 utterances, 32+8 speakers",
+        help="smoke: 200 utterances, 16+4 speakers (~10 s on 2 cores); medium: 1200, 24+4 (~2 min); "
+        "full: 6000, 32+8 speakers",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=42, help="same seed, same corpus (default: 42)")

@@ -94,6 +94,7 @@ class CorpusSize:
 
 SIZES = {
     "smoke": CorpusSize(utterances=200, train_speakers=16, test_speakers=4),
+    "medium": CorpusSize(utterances=1200, train_speakers=24, test_speakers=4),  # enough for lip reading to show
     "full": CorpusSize(utterances=6000, train_speakers=32, test_speakers=8),
 }
 
