@@ -1,0 +1,240 @@
+"""What does Ray cost? The same trials (the four fusions of the smoke model, fixed dropout and lr, E epochs each, no
+early stopping) run by the plain loop (`avasr.train.fit`, one after another in this process) and through the
+sweep (`avasr.sweep.run_sweep`: FIFO, one trial at a time holding every CPU, MLflow tracking, no shipping), on
+the built-in smoke corpus with a warm feature cache. Prints both wall times, where the time goes, and the ratio
+(goal: at most 1.25).
+
+    python benchmarks/sweep_overhead.py [--epochs 10] [--cpus N] [--corpus data/corpus/smoke]
+
+Where the time goes is read off the runs themselves: every epoch's `seconds` (training + validation; metrics.csv
+in the plain loop, `epoch/seconds` in MLflow for the sweep), MLflow's timestamps (a child run is created when its
+trial's Tune function starts; each epoch is logged once its checkpoint is written) and the sweep's stages (its own
+functions wrapped with a timer; nothing else changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import torch
+from mlflow import MlflowClient
+
+import avasr.sweep
+from avasr.config import FUSIONS, Config
+from avasr.corpus.synth import build_corpus
+from avasr.sweep import SweepOptions, fixed_values, load_space, run_sweep
+from avasr.tracking import EPOCH_PREFIX, PARENT_TAG, read_metrics_csv
+from avasr.train import METRICS_FILE, fit, load_datasets
+
+SMOKE_CORPUS = "data/corpus/smoke"
+DROPOUT, LR = 0.1, 2e-3  # fixed: trials differ by their fusion only
+GOAL = 1.25
+SWEEP_STAGES = ("open_parent_run", "warm_feature_cache", "run_tuner", "finalise_trial", "close_parent_run")
+MS_PER_S = 1000.0
+
+
+# --- the trials --------------------------------------------------------------------------------------------------
+def trial_fields(epochs: int) -> dict:
+    """The smoke space's model, one dropout and lr, exactly `epochs` epochs (patience never runs out)."""
+    fields = fixed_values(load_space("smoke").space)
+    return {**fields, "dropout": DROPOUT, "lr": LR, "epochs": epochs, "patience": epochs + 1}
+
+
+def write_space(path: Path, fields: dict, fusions: list[str]) -> Path:
+    path.write_text(f"from ray import tune\nSPACE = {{'fusion': tune.grid_search({fusions!r}), **{fields!r}}}\n")
+    return path
+
+
+def plain_config(options: SweepOptions, fields: dict, fusion: str, output_dir: Path) -> Config:
+    """What a sweep trial of `fusion` trains (avasr.sweep.base_trial_config), in a folder of its own."""
+    return Config.from_dict({**fields, "fusion": fusion, "train_manifest": options.train_manifest,
+                             "val_manifest": options.val_manifest, "cache_dir": options.cache_dir,
+                             "data_workers": 1, "seed": options.seed, "output_dir": str(output_dir)})
+
+
+@dataclass(frozen=True)
+class TrialTimes:
+    fusion: str
+    startup_s: float  # plain: dataset load; Ray: Tune function started -> first epoch starts
+    epoch_s: tuple[float, ...]  # training + validation of each epoch
+    rest_s: float  # the trial's other time: checkpoints, reports, MLflow, model build
+
+    @property
+    def total_s(self) -> float:
+        return self.startup_s + sum(self.epoch_s) + self.rest_s
+
+
+# --- (a) the plain loop ------------------------------------------------------------------------------------------
+def run_plain(configs: list[Config], threads: int) -> tuple[float, list[TrialTimes]]:
+    torch.set_num_threads(threads)  # as a sweep worker does with its CPUs
+    started, trials = time.perf_counter(), []
+    for config in configs:
+        begin = time.perf_counter()
+        datasets = load_datasets(config)
+        loaded = time.perf_counter()
+        fit(config, datasets=datasets)
+        wall = time.perf_counter() - loaded
+        epochs = tuple(row["seconds"] for row in read_metrics_csv(Path(config.output_dir) / METRICS_FILE))
+        trials.append(TrialTimes(config.fusion, loaded - begin, epochs, wall - sum(epochs)))
+    return time.perf_counter() - started, trials
+
+
+# --- (b) the sweep -----------------------------------------------------------------------------------------------
+@contextmanager
+def stage_timer(module, names: tuple[str, ...]) -> Iterator[dict[str, float]]:
+    """Seconds spent in each named function of `module` while inside the block (the real functions run)."""
+    totals: dict[str, float] = defaultdict(float)
+    originals = {name: getattr(module, name) for name in names}
+
+    def timed(name, function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[name] += time.perf_counter() - begin
+        return call
+
+    for name, function in originals.items():
+        setattr(module, name, timed(name, function))
+    try:
+        yield totals
+    finally:
+        for name, function in originals.items():
+            setattr(module, name, function)
+
+
+def sweep_trial_times(client: MlflowClient, run) -> TrialTimes:
+    """From MLflow: the child run's creation (its Tune function starting) and each epoch's logging time."""
+    history = sorted(client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "seconds"), key=lambda m: m.step)
+    epochs = tuple(m.value for m in history)
+    first_epoch_start_s = history[0].timestamp / MS_PER_S - epochs[0]
+    last_logged_s = history[-1].timestamp / MS_PER_S
+    startup = first_epoch_start_s - run.info.start_time / MS_PER_S
+    return TrialTimes(run.data.params["fusion"], startup, epochs,
+                      last_logged_s - first_epoch_start_s - sum(epochs))
+
+
+def run_ray(options: SweepOptions, cpus: int) -> tuple[float, dict[str, float], list[TrialTimes]]:
+    started = time.perf_counter()
+    ray.init(num_cpus=cpus)  # what run_sweep does with no address, timed apart from the sweep
+    stages = {"ray.init": time.perf_counter() - started}
+    try:
+        with stage_timer(avasr.sweep, SWEEP_STAGES) as timed:
+            result = run_sweep(options)
+        stages |= timed
+    finally:
+        stopping = time.perf_counter()
+        ray.shutdown()
+        stages["ray.shutdown"] = time.perf_counter() - stopping
+    wall = time.perf_counter() - started
+    client = MlflowClient(result.tracking_uri)
+    runs = client.search_runs([result.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'")
+    return wall, stages, [sweep_trial_times(client, run) for run in runs]
+
+
+# --- the report --------------------------------------------------------------------------------------------------
+def mean(values) -> float:
+    values = list(values)
+    return statistics.fmean(values) if values else math.nan
+
+
+def per_trial_rows(plain: list[TrialTimes], swept: list[TrialTimes]) -> list[str]:
+    rows = [("start-up", "startup_s", "plain: dataset load; Ray: Tune function -> first epoch"),
+            ("epochs", None, "training + validation"),
+            ("other", "rest_s", "checkpoints, reports to Ray, MLflow")]
+    lines = []
+    for label, key, note in rows:
+        values = [mean(sum(t.epoch_s) if key is None else getattr(t, key) for t in trials)
+                  for trials in (plain, swept)]
+        lines.append(f"  {label:<26} {values[0]:>9.1f} s {values[1]:>9.1f} s   {note}")
+    per_epoch = [mean(e for t in trials for e in t.epoch_s) for trials in (plain, swept)]
+    lines.append(f"  {'one epoch':<26} {per_epoch[0]:>9.2f} s {per_epoch[1]:>9.2f} s")
+    return lines
+
+
+def break_even_epochs(plain_s: float, ray_s: float, plain: list[TrialTimes], swept: list[TrialTimes],
+                      epochs: int) -> float:
+    """Epochs per trial at which the ratio would reach GOAL, keeping this run's fixed and per-epoch costs."""
+    n = len(plain)
+    per_epoch_plain = sum(t.total_s - t.startup_s for t in plain) / (n * epochs)
+    per_epoch_ray = sum(t.total_s - t.startup_s for t in swept) / (n * epochs)
+    fixed_plain = plain_s / n - per_epoch_plain * epochs
+    fixed_ray = ray_s / n - per_epoch_ray * epochs
+    slack = GOAL * per_epoch_plain - per_epoch_ray
+    return (fixed_ray - GOAL * fixed_plain) / slack if slack > 0 else math.inf
+
+
+def report(epochs: int, cpus: int, plain_s: float, plain: list[TrialTimes], ray_s: float,
+           stages: dict[str, float], swept: list[TrialTimes]) -> str:
+    trials_s = stages.get("run_tuner", math.nan)
+    finalise_s = stages.get("finalise_trial", 0.0)
+    lines = [f"{len(plain)} trials x {epochs} epochs of the smoke model, one at a time on {cpus} CPUs, feature cache "
+             "warm", "",
+             f"{'':<28} {'plain loop':>11} {'Ray sweep':>11}",
+             f"{'wall time':<28} {plain_s:>9.1f} s {ray_s:>9.1f} s"]
+    for name in ("ray.init", *SWEEP_STAGES, "ray.shutdown"):
+        lines.append(f"  {name:<26} {'':>11} {stages.get(name, 0.0):>9.1f} s")
+    other = ray_s - sum(stages.values())
+    lines.append(f"  {'(rest of run_sweep)':<26} {'':>11} {other:>9.1f} s")
+    between = trials_s - sum(t.total_s for t in swept)
+    lines += ["", "per trial (mean)"] + per_trial_rows(plain, swept)
+    lines.append(f"  {'Tune around the trials':<26} {'':>11} {between / len(swept):>9.1f} s   scheduling, actor start "
+                 "and teardown")
+    ratio, trials_ratio = ray_s / plain_s, trials_s / plain_s
+    lines += ["", f"ratio Ray / plain: {ratio:.2f} (goal <= {GOAL}); trials alone (Tuner.fit, without the ONNX "
+                  f"export and latency of finalise, {finalise_s:.1f} s): {trials_ratio:.2f}",
+              f"at these costs the ratio reaches {GOAL} from about "
+              f"{break_even_epochs(plain_s, ray_s, plain, swept, epochs):.0f} epochs per trial"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=SMOKE_CORPUS, help="folder with train/val manifests (built if smoke)")
+    parser.add_argument("--epochs", type=int, default=10, help="per trial (the smoke sweep's ASHA rung is 10)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="for Ray, and the threads of both loops")
+    parser.add_argument("--fusions", nargs="+", choices=FUSIONS, default=list(FUSIONS))
+    parser.add_argument("--cache-dir", default="data/cache")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--work-dir", help="keep the runs here (Ray's and MLflow's, for digging); default: a temp dir")
+    args = parser.parse_args()
+    corpus = Path(args.corpus)
+    if corpus == Path(SMOKE_CORPUS):
+        build_corpus(corpus, size="smoke", seed=args.seed)  # returns at once when built
+    keep = args.work_dir and Path(args.work_dir).resolve()
+    with nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="sweep-overhead-") as tmp:
+        work = Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        fields = trial_fields(args.epochs)
+        options = SweepOptions(
+            train_manifest=str((corpus / "train_manifest.txt").resolve()),
+            val_manifest=str((corpus / "val_manifest.txt").resolve()),
+            space=str(write_space(work / "space.py", fields, args.fusions)), name="overhead",
+            storage_path=str(work / "sweeps"), mlflow_uri=f"sqlite:///{work / 'mlflow.db'}",
+            cache_dir=str(Path(args.cache_dir).resolve()), cpus_per_trial=float(args.cpus), scheduler="fifo",
+            seed=args.seed, ship=False, max_failures=0,
+        )
+        configs = [plain_config(options, fields, f, work / "plain" / f) for f in args.fusions]
+        load_datasets(configs[0].replace(data_workers=0))  # warm the cache (all cores) outside both timings
+        plain_s, plain = run_plain(configs, args.cpus)
+        ray_s, stages, swept = run_ray(options, args.cpus)
+    print()
+    print(report(args.epochs, args.cpus, plain_s, plain, ray_s, stages, swept))
+
+
+if __name__ == "__main__":
+    main()
