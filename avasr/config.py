@@ -83,7 +83,8 @@ class Config:
             problems.append(f"modalities={self.modalities!r} is not one of {', '.join(MODALITIES)}")
         if self.device not in DEVICES:
             problems.append(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
-        for name in ("sample_rate", "n_mels", "lip_size", "feature_dim", "batch_size", "epochs", "beam_size"):
+        for name in ("sample_rate", "n_mels", "lip_size", "feature_dim", "batch_size", "epochs", "beam_size",
+                     "window_ms", "hop_ms", "patience", "lr_decay_patience", "temporal_layers", "grad_clip"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -92,6 +93,12 @@ class Config:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr <= 0 or self.fps <= 0:
             problems.append("lr and fps must be positive")
+        if self.temporal_kernel <= 0 or self.temporal_kernel % 2 == 0:
+            problems.append(f"temporal_kernel must be odd and positive (frames stay centred), got {self.temporal_kernel}")
+        if not 0.0 < self.lr_decay_factor <= 1.0 or self.weight_decay < 0:
+            problems.append("lr_decay_factor must be in (0, 1] and weight_decay >= 0")
+        if any(c <= 0 for c in self.encoder_channels):
+            problems.append(f"encoder_channels must be positive, got {self.encoder_channels}")
         if self.lexicon and self.decoder != "beam":
             problems.append("a lexicon restricts beam search only: set decoder='beam' with it")
         if len(self.encoder_channels) != 3:

@@ -32,6 +32,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -72,11 +73,16 @@ SCHEDULER_TIME_ATTR = "epoch"  # not training_iteration: it keeps counting right
 DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
 TRIAL_DRIVER_RETRIES = 1  # a Tune function lost with its node is rerun once; worker errors are Train's business
 CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all a resume needs
+# Ray Train's controller takes one report per poll of its workers (2 s by default) and a worker's report waits
+# until the previous one is taken: epochs shorter than the poll were held to it, and a trial ended two polls after
+# its last epoch (benchmarks/sweep_overhead.py: ~12 s a trial of 10 smoke epochs). Ray passes it to the controller.
+TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
 STATE_FILE = "avasr_sweep.json"  # parent run and store of a sweep, read back by --resume
 ONNX_FOLDER = "onnx"
 CHAMPION_ONNX = "champion.onnx"
 PLOT_FILE = "training_curves.png"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
+TAG_MAX_CHARS = 5000  # MLflow's limit on a tag value
 CHECKPOINT_TAG, ONNX_TAG, FINAL_TAG = "avasr.checkpoint", "avasr.onnx", "avasr.finalised"
 NOISY_VAL_METRIC = "val_wer_snr0_babble"  # the best checkpoint's val WER in babble at 0 dB, one fixed draw
 NOISY_VAL_NOISE = NoiseSpec("babble", snr_db=0.0, seed=0)
@@ -347,6 +353,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
     worker_config = {**config, MLFLOW_URI_KEY: context.tracking_uri, MLFLOW_RUN_KEY: run_id,
                      THREADS_KEY: max(1, math.floor(context.cpus))}
     worker_resources = {"CPU": context.cpus - DRIVER_CPU, **({"GPU": context.gpus} if context.gpus else {})}
+    os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))  # a value set by the user wins
     trainer = TorchTrainer(  # Ray Train: one worker runs the one training loop
         train_func,
         train_loop_config=worker_config,
@@ -396,7 +403,7 @@ def finalise_trial(client: MlflowClient, run_id: str, result, train_storage: str
     folder = latest_checkpoint(result, train_storage)
     if result is None or result.error is not None or folder is None:
         reason = "no result" if result is None else str(result.error or "no epoch finished")
-        tracking.set_tags(client, run_id, {tracking.ERROR_TAG: reason[:5000], FINAL_TAG: "true"})
+        tracking.set_tags(client, run_id, {tracking.ERROR_TAG: reason[:TAG_MAX_CHARS], FINAL_TAG: "true"})
         client.set_terminated(run_id, "FAILED")
         return
     checkpoint = load_checkpoint(folder / BEST_CHECKPOINT)
@@ -418,14 +425,14 @@ def finalise_trial(client: MlflowClient, run_id: str, result, train_storage: str
         final |= {"cpu_latency_ms_p50": latency["p50_ms"], "cpu_latency_ms_p95": latency["p95_ms"]}
         tags[ONNX_TAG] = onnx_path
     except ExportError as e:  # the run stays comparable; without a latency it cannot be chosen
-        tags[tracking.ERROR_TAG] = str(e)[:5000]
+        tags[tracking.ERROR_TAG] = str(e)[:TAG_MAX_CHARS]
     try:  # same val utterances, noise and draw for every trial: the metric compares trials' robustness
         noisy = evaluate_checkpoint(folder / BEST_CHECKPOINT, checkpoint["config"]["val_manifest"],
                                     snr_db=NOISY_VAL_NOISE.snr_db, noise=NOISY_VAL_NOISE.kind,
                                     noise_seed=NOISY_VAL_NOISE.seed)
         final[NOISY_VAL_METRIC] = noisy["wer"]
     except NoiseError as e:  # e.g. a one-utterance val set has nobody to babble: the run stays comparable
-        tags[tracking.ERROR_TAG] = "; ".join(filter(None, [tags.get(tracking.ERROR_TAG), str(e)]))[:5000]
+        tags[tracking.ERROR_TAG] = "; ".join(filter(None, [tags.get(tracking.ERROR_TAG), str(e)]))[:TAG_MAX_CHARS]
     tracking.log_metrics(client, run_id, final, step=int(final["epochs_trained"]))
     tracking.set_tags(client, run_id, {**tags, FINAL_TAG: "true"})
     client.set_terminated(run_id, "FINISHED")
@@ -557,22 +564,21 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     client = MlflowClient(tracking_uri)
     experiment_id, parent_run_id = open_parent_run(client, options, experiment_path, tracking_uri, space, corpus)
 
-    try:
+    try:  # the parent run must not stay RUNNING forever, whatever fails after it was opened
         interrupted = run_trials(options, space, param_space, base, tracking_uri, experiment_id, parent_run_id,
                                  corpus)
-    except BaseException as e:  # the parent run must not stay RUNNING forever
+        trials = tuple(TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id))
+        champion = choose_best(trials, options.max_params, options.max_latency_ms)
+        onnx_path = version = ship_error = None
+        if champion is not None and options.ship and not interrupted:
+            try:
+                onnx_path, version = ship(champion, tracking_uri, experiment_path / CHAMPION_ONNX)
+            except ParityError as e:  # never register a model that disagrees with its checkpoint
+                ship_error = str(e)
+        close_parent_run(client, parent_run_id, trials, champion, interrupted, ship_error)
+    except BaseException as e:
         client.set_terminated(parent_run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-
-    trials = tuple(TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id))
-    champion = choose_best(trials, options.max_params, options.max_latency_ms)
-    onnx_path = version = ship_error = None
-    if champion is not None and options.ship and not interrupted:
-        try:
-            onnx_path, version = ship(champion, tracking_uri, experiment_path / CHAMPION_ONNX)
-        except ParityError as e:  # never register a model that disagrees with its checkpoint
-            ship_error = str(e)
-    close_parent_run(client, parent_run_id, trials, champion, interrupted, ship_error)
     return SweepResult(experiment_path, tracking_uri, experiment_id, parent_run_id, trials, champion, onnx_path,
                        version, interrupted, ship_error)
 
@@ -602,8 +608,12 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
         children = tracking.child_runs(client, experiment_id, parent_run_id)
         for run in tqdm(children, desc="finalising trials", unit="trial"):
             trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")
-            finalise_trial(client, run.info.run_id, results.get(trial_id), context.train_storage,
-                           experiment_path / ONNX_FOLDER)
+            try:
+                finalise_trial(client, run.info.run_id, results.get(trial_id), context.train_storage,
+                               experiment_path / ONNX_FOLDER)
+            except Exception as e:  # one broken trial (corrupt checkpoint, ORT error) must not strand the others
+                tracking.set_tags(client, run.info.run_id, {tracking.ERROR_TAG: repr(e)[:TAG_MAX_CHARS]})
+                client.set_terminated(run.info.run_id, "FAILED")
         return False
     finally:
         if started_ray:
@@ -622,7 +632,11 @@ def run_tuner(trainable, options: SweepOptions, space: SearchSpace, param_space:
             tune_config=tune.TuneConfig(metric=SCHEDULER_METRIC, mode="min",
                                         scheduler=make_scheduler(options, space, epochs),
                                         num_samples=options.num_samples or space.num_samples,
-                                        max_concurrent_trials=resources.concurrency),
+                                        max_concurrent_trials=resources.concurrency,
+                                        # one Tune function process for trial after trial: no interpreter start
+                                        # and imports (~3 s) per trial; Tune starts a new one when a stopped
+                                        # trial's function does not end within 2 s
+                                        reuse_actors=True),
             run_config=tune.RunConfig(name=options.name, storage_path=str(storage),
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES)),
         )
@@ -640,5 +654,5 @@ def close_parent_run(client: MlflowClient, run_id: str, trials, champion: TrialS
         tracking.set_tags(client, run_id, {"avasr.champion_run_id": champion.run_id,
                                            "avasr.champion_fusion": champion.fusion})
     if ship_error:
-        tracking.set_tags(client, run_id, {tracking.ERROR_TAG: ship_error[:5000]})
+        tracking.set_tags(client, run_id, {tracking.ERROR_TAG: ship_error[:TAG_MAX_CHARS]})
     client.set_terminated(run_id, "KILLED" if interrupted else "FAILED" if ship_error else "FINISHED")

@@ -202,10 +202,12 @@ def setup_logging(output_dir: Path) -> logging.Logger:
     logger = logging.getLogger(f"avasr.train.{output_dir}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    if not logger.handlers:
-        handler = logging.FileHandler(output_dir / LOG_FILE)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
+    for old in logger.handlers[:]:  # a folder trained in twice in one process (resume, benchmarks)
+        logger.removeHandler(old)
+        old.close()
+    handler = logging.FileHandler(output_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
     return logger
 
 

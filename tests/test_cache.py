@@ -89,3 +89,13 @@ def test_worker_processes_give_the_same_dataset_as_one_process(corpus, tmp_path)
     assert [u.id for u in serial] == [u.id for u in parallel]
     assert all(torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio) for a, b in zip(serial, parallel))
     assert serial.report.summary() == parallel.report.summary()
+
+
+def test_an_unreadable_entry_is_rebuilt(corpus, tmp_path):
+    cache = FeatureCache(tmp_path, Config())
+    entry = read_manifest(corpus / "m.txt")[0]
+    first = cache.get(entry)
+    cache.path_for(entry).write_bytes(b"truncated by a disk fault")
+    again = cache.get(entry)
+    assert torch.equal(again.crops, first.crops) and torch.equal(again.mel, first.mel)
+    assert torch.load(cache.path_for(entry), weights_only=True)["crops"].shape == first.crops.shape

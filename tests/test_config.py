@@ -59,3 +59,14 @@ def test_cli_refuses_unknown_fusion(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--fusion", "concat"])
     assert "invalid choice: 'concat'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr_decay_patience", 0, "lr_decay_patience must be positive"),
+    ("temporal_kernel", 4, "temporal_kernel must be odd"),
+    ("hop_ms", 0.0, "hop_ms must be positive"),
+    ("encoder_channels", (8, 0, 8), "encoder_channels must be positive"),
+])
+def test_values_that_would_fail_later_are_refused_now(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**{field: value})

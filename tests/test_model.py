@@ -83,3 +83,18 @@ def test_attention_never_gives_nan_on_fully_padded_rows():
 def test_temporal_kernel_must_be_odd():
     with pytest.raises(ValueError, match="must be odd"):
         TemporalBlock(8, 2, 4, 0.0)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_whole_model_output_does_not_depend_on_batch_padding(fusion):
+    torch.manual_seed(0)
+    model = build_model(CONFIG.replace(fusion=fusion, feature_dim=64, encoder_channels=(8, 8, 8))).eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # trained-like statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    T, pad = 9, 6
+    audio, video = torch.randn(1, 1, 40, 4 * T), torch.randn(1, T, 1, 64, 64)
+    alone = model(audio, video, torch.tensor([T]))
+    padded = model(torch.cat([audio, torch.zeros(1, 1, 40, 4 * pad)], dim=3),
+                   torch.cat([video, torch.zeros(1, pad, 1, 64, 64)], dim=1), torch.tensor([T]))
+    assert torch.allclose(padded[:, :T], alone, atol=1e-5)

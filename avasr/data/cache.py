@@ -65,14 +65,21 @@ class FeatureCache:
     def get(self, entry: ManifestEntry) -> Features:
         """The cached features, computing and storing them on a miss. A cached "no face" raises NoFaceError again."""
         path = self.path_for(entry)
-        if path.exists():
-            stored = torch.load(path, weights_only=True)
-        else:
+        stored = self._read(path) if path.exists() else None
+        if stored is None:
             stored = self._compute_entry(entry)
             self._write(path, stored)
         if "no_face" in stored:
             raise NoFaceError(stored["no_face"])
         return Features(stored["mel"], stored["crops"])
+
+    @staticmethod
+    def _read(path: Path) -> dict | None:
+        """A stored entry; None when it is unreadable (a disk fault, a foreign file): it is then rebuilt."""
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # torch.load raises many types on garbage (RuntimeError, UnpicklingError, IndexError...)
+            return None
 
     def _compute_entry(self, entry: ManifestEntry) -> dict:
         try:

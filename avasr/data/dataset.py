@@ -145,7 +145,7 @@ def _load_or_error(job: tuple[ManifestEntry, Config, np.ndarray | None]) -> Utte
     except (AudioError, VideoError) as e:  # NoFaceError is a VideoError
         return e
     except OSError as e:  # a file that vanished or became unreadable after the manifest was checked
-        return VideoError(f"cannot read {e.filename}: {e.strerror}")
+        return VideoError(f"cannot read {e.filename}: {e.strerror}" if e.filename else str(e))
 
 
 def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avasr.config import NUM_CLASSES, Config
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, NUM_CLASSES, Config
 from avasr.model.encoders import AudioEncoder, VideoEncoder
 from avasr.model.fusion import FUSION_CLASSES
 from avasr.model.temporal import TemporalBlock
@@ -30,9 +30,9 @@ class AVSRModel(nn.Module):
         """audio (B, 1, n_mels, 4 * T), video (B, T, 1, H, W), lengths (B,) valid video frames (default: all)
         -> log-probs shape = (B, T, 29)."""
         v = self.video_encoder(video)  # (B, T, D)
-        a = self.audio_encoder(audio)[:, : v.shape[1]]  # (B, T, D): the x4 audio stride lands on the video rate
         if lengths is None:
             lengths = torch.full(v.shape[:1], v.shape[1], dtype=torch.long, device=v.device)
+        a = self.audio_encoder(audio, AUDIO_TIME_DOWNSAMPLING * lengths)[:, : v.shape[1]]  # (B, T, D) at 25 Hz
         mask = lengths_to_mask(lengths, v.shape[1])  # (B, T)
         x = self.temporal(self.fusion(a, v, mask), mask)  # (B, T, D)
         return self.ctc_head(x).log_softmax(dim=-1)  # (B, T, C)

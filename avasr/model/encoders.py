@@ -39,7 +39,6 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, config: Config):
         super().__init__()
-        assert torch.Size(self.TIME_STRIDES).numel() == AUDIO_TIME_DOWNSAMPLING
         c1, c2, c3 = config.encoder_channels
         self.convs = nn.Sequential(
             conv_bn_relu(1, c1, (2, self.TIME_STRIDES[0])),
@@ -51,9 +50,20 @@ class AudioEncoder(nn.Module):
             bands = (bands + 1) // 2  # kernel 3, padding 1, stride 2
         self.fc = fc_stack(c3 * bands, config.feature_dim, config.dropout)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio shape = (B, 1, n_mels, T_a) -> (B, ceil(T_a / 4), feature_dim)."""
-        x = self.convs(audio)  # (B, C, F', T)
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """audio shape = (B, 1, n_mels, T_a), lengths (B,) valid mel frames -> (B, ceil(T_a / 4), feature_dim).
+
+        Padded time steps are zeroed after every conv block: BatchNorm + ReLU turn the zero padding into non-zero
+        values that the next kernel would otherwise mix into the last valid frames, so an utterance's output would
+        depend on how much padding its batch has.
+        """
+        x = audio
+        for block, stride in zip(self.convs, self.TIME_STRIDES):
+            x = block(x)  # (B, C, F', T')
+            if lengths is not None:
+                lengths = (lengths + stride - 1) // stride
+                valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]  # (B, T')
+                x = torch.where(valid[:, None, None, :], x, 0.0)
         B, C, F, T = x.shape
         x = x.permute(0, 3, 1, 2).reshape(B, T, C * F)  # (B, T, C*F')
         return self.fc(x)  # (B, T, D)
