@@ -13,6 +13,7 @@ from pathlib import Path
 
 from avasr.config import DECODERS
 from avasr.data.noise import NOISE_KINDS
+from avasr.cli import run
 from avasr.evaluation import (DEFAULT_NOISE, DEFAULT_NOISE_DRAWS, PREDICTIONS_FILE, evaluate_at_snrs,
                               evaluate_checkpoint)
 
@@ -56,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

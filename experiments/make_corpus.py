@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from avasr.corpus.synth import SIZES, build_corpus
+from avasr.cli import run
 
 DEFAULT_OUT = "data/corpus/{size}"
 
@@ -33,4 +34,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

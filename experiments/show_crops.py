@@ -7,6 +7,7 @@ import argparse
 
 from avasr.config import Config
 from avasr.visualize import show_crops
+from avasr.cli import run
 
 
 def main() -> None:
@@ -21,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

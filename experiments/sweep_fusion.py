@@ -15,6 +15,7 @@ from avasr.corpus.synth import build_corpus
 from avasr.sweep import (DEFAULT_EXPERIMENT, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, SCHEDULERS, SweepOptions,
                          available_spaces, leaderboard, run_sweep)
 from avasr.tracking import sqlite_path
+from avasr.cli import run
 
 SMOKE_CORPUS = "data/corpus/smoke"
 FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C
@@ -72,4 +73,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

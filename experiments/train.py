@@ -9,6 +9,7 @@ import argparse
 
 from avasr.config import Config, add_config_arguments, config_from_args
 from avasr.train import fit, load_checkpoint
+from avasr.cli import run
 
 
 def main() -> None:
@@ -25,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

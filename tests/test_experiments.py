@@ -60,3 +60,13 @@ def test_show_crops_writes_a_grid_image(tmp_path):
     image = matplotlib.image.imread(tmp_path / "crops.png")
     assert image.shape[:2] == (round(1 * (0.9 + 0.4) * 120), round(5 * 0.9 * 120))  # rows x cols of cells at 120 dpi
     assert image.std() > 0.05  # real pictures, not a blank canvas
+
+
+def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
+    (tmp_path / "bad.txt").write_text("only|two\n")
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "train.py"), "--train-manifest",
+                           str(tmp_path / "bad.txt"), "--val-manifest", str(tmp_path / "bad.txt"),
+                           "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"train.py: error: {tmp_path / 'bad.txt'}: 1 bad line(s)" in done.stderr
