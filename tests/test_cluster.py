@@ -246,7 +246,7 @@ def test_sweep_submitted_to_a_ray_cluster_is_tracked_on_an_mlflow_server(tmp_pat
     assert champion.run_id == parent.data.tags["avasr.champion_run_id"]
     assert champion.run_id in {r.info.run_id for r in children}
     model_dir = Path(mlflow.artifacts.download_artifacts("models:/avasr@champion", dst_path=str(tmp_path / "model"),
-                                                         tracking_uri=mlflow_server))
+                                                         tracking_uri=mlflow_server, registry_uri=mlflow_server))
     (served,) = model_dir.rglob("*.onnx")
     shipped = onnx.load(str(storage / SWEEP_NAME / CHAMPION_ONNX))
     assert [i.name for i in onnx.load(str(served)).graph.input] == [i.name for i in shipped.graph.input]
