@@ -245,8 +245,14 @@ def test_sweep_submitted_to_a_ray_cluster_is_tracked_on_an_mlflow_server(tmp_pat
     champion = client.get_model_version_by_alias("avasr", "champion")
     assert champion.run_id == parent.data.tags["avasr.champion_run_id"]
     assert champion.run_id in {r.info.run_id for r in children}
-    model_dir = Path(mlflow.artifacts.download_artifacts("models:/avasr@champion", dst_path=str(tmp_path / "model"),
-                                                         tracking_uri=mlflow_server, registry_uri=mlflow_server))
+    mlflow.set_tracking_uri(mlflow_server)  # models:/ URIs resolve through the global registry URI
+    mlflow.set_registry_uri(mlflow_server)
+    try:
+        model_dir = Path(mlflow.artifacts.download_artifacts("models:/avasr@champion",
+                                                             dst_path=str(tmp_path / "model")))
+    finally:
+        mlflow.set_tracking_uri("")
+        mlflow.set_registry_uri("")
     (served,) = model_dir.rglob("*.onnx")
     shipped = onnx.load(str(storage / SWEEP_NAME / CHAMPION_ONNX))
     assert [i.name for i in onnx.load(str(served)).graph.input] == [i.name for i in shipped.graph.input]
