@@ -6,6 +6,11 @@ the built-in smoke corpus with a warm feature cache. Prints both wall times, whe
 
     python benchmarks/sweep_overhead.py [--epochs 10] [--cpus N] [--corpus data/corpus/smoke]
 
+Both loops train with --cpus torch threads. On a machine other jobs keep busy, pass --cpus 1: with two threads
+on a loaded 2-core machine an epoch of the plain loop took 30-48 s instead of 1.2 s (the threads wait for each
+other), drowning what is measured here. The load average is printed with the result: compare runs made under
+similar load.
+
 Where the time goes is read off the runs themselves: every epoch's `seconds` (training + validation; metrics.csv
 in the plain loop, `epoch/seconds` in MLflow for the sweep), MLflow's timestamps (a child run is created when its
 trial's Tune function starts; each epoch is logged once its checkpoint is written) and the sweep's stages (its own
@@ -179,11 +184,11 @@ def break_even_epochs(plain_s: float, ray_s: float, plain: list[TrialTimes], swe
 
 
 def report(epochs: int, cpus: int, plain_s: float, plain: list[TrialTimes], ray_s: float,
-           stages: dict[str, float], swept: list[TrialTimes]) -> str:
+           stages: dict[str, float], swept: list[TrialTimes], load: tuple[float, float]) -> str:
     trials_s = stages.get("run_tuner", math.nan)
     finalise_s = stages.get("finalise_trial", 0.0)
-    lines = [f"{len(plain)} trials x {epochs} epochs of the smoke model, one at a time on {cpus} CPUs, feature cache "
-             "warm", "",
+    lines = [f"{len(plain)} trials x {epochs} epochs of the smoke model, one at a time on {cpus} CPU(s), feature "
+             f"cache warm; load average {load[0]:.1f} before, {load[1]:.1f} after", "",
              f"{'':<28} {'plain loop':>11} {'Ray sweep':>11}",
              f"{'wall time':<28} {plain_s:>9.1f} s {ray_s:>9.1f} s"]
     for name in ("ray.init", *SWEEP_STAGES, "ray.shutdown"):
@@ -195,10 +200,13 @@ def report(epochs: int, cpus: int, plain_s: float, plain: list[TrialTimes], ray_
     lines.append(f"  {'Tune around the trials':<26} {'':>11} {between / len(swept):>9.1f} s   scheduling, actor start "
                  "and teardown")
     ratio, trials_ratio = ray_s / plain_s, trials_s / plain_s
+    break_even = break_even_epochs(plain_s, ray_s, plain, swept, epochs)
     lines += ["", f"ratio Ray / plain: {ratio:.2f} (goal <= {GOAL}); trials alone (Tuner.fit, without the ONNX "
                   f"export and latency of finalise, {finalise_s:.1f} s): {trials_ratio:.2f}",
-              f"at these costs the ratio reaches {GOAL} from about "
-              f"{break_even_epochs(plain_s, ray_s, plain, swept, epochs):.0f} epochs per trial"]
+              f"at these costs the ratio never reaches {GOAL}: an epoch through Ray costs more than {GOAL} plain ones"
+              if not math.isfinite(break_even) else
+              f"at these costs the ratio stays within {GOAL} at any number of epochs" if break_even < 1 else
+              f"at these costs the ratio reaches {GOAL} from about {break_even:.0f} epochs per trial"]
     return "\n".join(lines)
 
 
@@ -230,10 +238,11 @@ def main() -> None:
         )
         configs = [plain_config(options, fields, f, work / "plain" / f) for f in args.fusions]
         load_datasets(configs[0].replace(data_workers=0))  # warm the cache (all cores) outside both timings
+        load_before = os.getloadavg()[0]
         plain_s, plain = run_plain(configs, args.cpus)
         ray_s, stages, swept = run_ray(options, args.cpus)
     print()
-    print(report(args.epochs, args.cpus, plain_s, plain, ray_s, stages, swept))
+    print(report(args.epochs, args.cpus, plain_s, plain, ray_s, stages, swept, (load_before, os.getloadavg()[0])))
 
 
 if __name__ == "__main__":
