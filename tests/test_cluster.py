@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 from mlflow import MlflowClient
 
@@ -245,15 +247,20 @@ def test_sweep_submitted_to_a_ray_cluster_is_tracked_on_an_mlflow_server(tmp_pat
     champion = client.get_model_version_by_alias("avasr", "champion")
     assert champion.run_id == parent.data.tags["avasr.champion_run_id"]
     assert champion.run_id in {r.info.run_id for r in children}
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(mlflow_server)  # models:/ URIs resolve through the global registry URI
     mlflow.set_registry_uri(mlflow_server)
     try:
         model_dir = Path(mlflow.artifacts.download_artifacts("models:/avasr@champion",
                                                              dst_path=str(tmp_path / "model")))
     finally:
-        mlflow.set_tracking_uri("")
-        mlflow.set_registry_uri("")
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     (served,) = model_dir.rglob("*.onnx")
     shipped = onnx.load(str(storage / SWEEP_NAME / CHAMPION_ONNX))
     assert [i.name for i in onnx.load(str(served)).graph.input] == [i.name for i in shipped.graph.input]
+    served_weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(served)).graph.initializer}
+    shipped_weights = {t.name: numpy_helper.to_array(t) for t in shipped.graph.initializer}
+    assert served_weights.keys() == shipped_weights.keys()  # the very model shipped, not any avasr model
+    assert all(np.array_equal(served_weights[k], shipped_weights[k]) for k in shipped_weights)
     assert (model_dir / "MLmodel").is_file()
