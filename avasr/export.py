@@ -358,22 +358,3 @@ class OnnxTranscriber:
         if not ok:
             raise ValueError(f"{self.source}: inputs of shape audio {audio}, video {video} do not fit the model, "
                              f"which takes audio {expected_audio} and video {expected_video}")
-
-
-# --- the whole chain ---------------------------------------------------------------------------------------------
-def ship_checkpoint(checkpoint: str | Path, onnx_path: str | Path, *, run_id: str | None = None,
-                    name: str = REGISTERED_MODEL_NAME, alias: str = CHAMPION_ALIAS,
-                    metrics: dict[str, float] | None = None):
-    """Checkpoint -> ONNX -> parity (raises ParityError) -> registered as `name`@`alias`.
-
-    Returns (ParityReport, ModelVersion). The parity numbers are logged to the run next to `metrics`.
-    """
-    from avasr.train import load_model
-
-    model, config = load_model(checkpoint)
-    export_onnx(model, config, onnx_path)
-    report = check_parity(model, onnx_path)
-    logged = {"onnx_parity_max_abs_diff": report.max_abs_diff, **(metrics or {})}
-    version = register_onnx(onnx_path, run_id=run_id, name=name, alias=alias, metrics=logged,
-                            tags={"fusion": config.fusion})
-    return report, version

@@ -15,7 +15,7 @@ from pathlib import Path
 from avasr.config import MODALITIES, Config, add_config_arguments, config_from_args
 from avasr.data.dataset import AVDataset
 from avasr.metrics import character_error_rate, word_error_rate
-from avasr.train import evaluate, fit, load_model, make_loader, pick_device
+from avasr.train import BEST_CHECKPOINT, evaluate, fit, load_model, make_loader, pick_device
 
 CHANCE_DRAWS = 20
 
@@ -45,7 +45,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             config = base.replace(modalities=modalities, output_dir=out)
             best = fit(config, datasets=(train, val))
-            model, _ = load_model(Path(out) / "best_model.pth", pick_device(config))
+            model, _ = load_model(Path(out) / BEST_CHECKPOINT, pick_device(config))
             result = evaluate(model, make_loader(test, config, shuffle=False), config, pick_device(config))
         rows.append((modalities, best["epoch"], best["val_cer"], result["cer"], result["wer"]))
         params = best["param_count"]

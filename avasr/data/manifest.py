@@ -33,9 +33,14 @@ class ManifestEntry:
     where: str  # "manifest.txt:12", for error messages
 
     @property
+    def speaker(self) -> str:
+        """The audio file's folder: the speaker in the built-in corpus and GRID layouts."""
+        return self.audio_path.parent.name
+
+    @property
     def utterance_id(self) -> str:
-        """The audio file's stem, made unique by its parent folder (speakers often reuse names)."""
-        return f"{self.audio_path.parent.name}/{self.audio_path.stem}"
+        """The audio file's stem, made unique by its folder (speakers often reuse names)."""
+        return f"{self.speaker}/{self.audio_path.stem}"
 
 
 def read_manifest(path: str | Path) -> list[ManifestEntry]:

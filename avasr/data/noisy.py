@@ -49,13 +49,9 @@ class NoiseSpec:
         return f"{self.kind} noise at {self.snr_db:g} dB SNR (seed {self.seed})"
 
 
-def speaker_of(entry: ManifestEntry) -> str:
-    return entry.audio_path.parent.name
-
-
 def babble_sources(entries: Sequence[ManifestEntry]) -> list[list[int]]:
     """For each entry, the indices of the entries its babble may be drawn from (see the module docstring)."""
-    speakers = [speaker_of(e) for e in entries]
+    speakers = [e.speaker for e in entries]
     if len(set(speakers)) == 1:  # one folder: speakers unknown, so only the utterance itself is left out
         return [[j for j in range(len(entries)) if j != i] for i in range(len(entries))]
     return [[j for j, other in enumerate(speakers) if other != speaker] for speaker in speakers]
