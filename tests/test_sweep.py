@@ -29,6 +29,9 @@ TINY_FIELDS = {"dropout": 0.1, "lr": 3e-3, "batch_size": 2, "lip_size": 16, "enc
 FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95",
                  "val_wer_snr0_babble")
 FLAT_PARAMS = ("fusion", "dropout", "lr", "epochs", "seed", "corpus_id")
+# ~35 s and ~5 s on a quiet 2-core machine; 2 busy processes beside it made the first 4-5 times slower (CI
+# machines are shared): generous limits, only ever reached by a broken sweep.
+SECOND_TRIAL_WITHIN_S, STOP_WITHIN_S = 480, 180
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
@@ -260,6 +263,23 @@ def second_trial_started(train_runs: Path, tracking_uri: str) -> bool:
     return bool(client.search_runs(experiments, filter_string=f"tags.`{TRIAL_TAG}` LIKE '%_00001'"))
 
 
+def interrupt_during_second_trial(driver: subprocess.Popen, train_runs: Path, tracking_uri: str, log: Path) -> float:
+    """Ctrl-C to the sweep once its first trial has finished and its second has started; waits for it to exit."""
+    deadline = time.monotonic() + SECOND_TRIAL_WITHIN_S
+    while not second_trial_started(train_runs, tracking_uri):
+        assert driver.poll() is None, f"the sweep ended before its second trial: {tail(log)}"
+        assert time.monotonic() < deadline, f"no second trial within {SECOND_TRIAL_WITHIN_S} s: {tail(log)}"
+        time.sleep(0.2)
+    interrupted_at = time.time()
+    driver.send_signal(signal.SIGINT)  # one trial at a time: the first has finished, the second has not
+    assert driver.wait(timeout=STOP_WITHIN_S) == 130, tail(log)  # "interrupted: continue with --resume"
+    return interrupted_at
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:]
+
+
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, corpus, local_ray):
     space = write_space(tmp_path, fusion='["simple", "weighted"]', epochs=2)
@@ -269,15 +289,16 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
                "--storage-path", opts.storage_path, "--mlflow-uri", opts.mlflow_uri, "--cache-dir", opts.cache_dir,
                "--scheduler", "fifo", "--cpus-per-trial", "2", "--no-ship",
                "--address", ray.get_runtime_context().gcs_address]
-    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    train_runs = Path(opts.storage_path) / opts.name / "train_runs"
-    deadline = time.monotonic() + 240
-    while not second_trial_started(train_runs, opts.mlflow_uri):
-        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()[-3000:]
-        time.sleep(0.2)
-    interrupted_at = time.time()
-    driver.send_signal(signal.SIGINT)  # one trial at a time: the first has finished, the second has not
-    assert driver.wait(timeout=120) == 130, driver.stderr.read().decode()[-3000:]  # "interrupted: --resume"
+    log = tmp_path / "driver.log"  # a file, not a pipe: a driver never blocks on output nobody reads
+    with log.open("wb") as out:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        interrupted_at = interrupt_during_second_trial(driver, Path(opts.storage_path) / opts.name / "train_runs",
+                                                       opts.mlflow_uri, log)
+    finally:
+        if driver.poll() is None:  # a failed assertion must not leave a sweep running into the next tests
+            driver.kill()
+            driver.wait()
 
     result = run_sweep(SweepOptions(**{**opts.__dict__, "resume": True}))
     client = MlflowClient(opts.mlflow_uri)
