@@ -10,12 +10,12 @@ run within the parameter and latency budgets is exported to ONNX and registered 
 import argparse
 from pathlib import Path
 
-from avasr.corpus.synth import build_corpus
-
-from avasr.sweep import (DEFAULT_EXPERIMENT, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, SCHEDULERS, SweepOptions,
-                         available_spaces, leaderboard, run_sweep)
-from avasr.tracking import sqlite_path
+from avasr.champion import DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, leaderboard
 from avasr.cli import run
+from avasr.corpus.synth import build_corpus
+from avasr.spaces import available_spaces
+from avasr.sweep import DEFAULT_EXPERIMENT, SCHEDULERS, SweepOptions, run_sweep
+from avasr.tracking import sqlite_path
 
 SMOKE_CORPUS = "data/corpus/smoke"
 FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C

@@ -35,7 +35,8 @@ from mlflow import MlflowClient
 from avasr.config import Config
 from avasr.data.manifest import write_manifest
 from avasr.model import build_model, count_parameters
-from avasr.sweep import CHAMPION_ONNX, DEFAULT_EXPERIMENT
+from avasr.champion import CHAMPION_ONNX
+from avasr.sweep import DEFAULT_EXPERIMENT
 from avasr.tracking import PARENT_TAG
 from tests.media import write_clip
 

@@ -20,7 +20,7 @@ def run(script: str, *args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "show_crops.py"])
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "experiments").glob("*.py")))
 def test_help(script):
     assert "usage:" in run(script, "--help")
 

@@ -15,8 +15,9 @@ from mlflow import MlflowClient
 from avasr.config import Config
 from avasr.data.manifest import write_manifest
 from avasr.model import build_model, count_parameters
-from avasr.sweep import (SweepError, SweepOptions, TrialSummary, available_spaces, choose_best, corpus_id,
-                         leaderboard, load_space, plan_resources, run_sweep)
+from avasr.champion import ShipError, TrialSummary, choose_best, export_best, leaderboard
+from avasr.spaces import SpaceError, available_spaces, load_space
+from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, plan_resources, run_sweep
 from avasr.tracking import (EPOCH_PREFIX, PARENT_TAG, TRIAL_TAG, TrackingError, check_tracking_uri,
                             resolve_tracking_uri)
 from tests.media import write_clip
@@ -94,36 +95,36 @@ def test_smoke_space_model_is_small():
 
 
 def test_unknown_space_name_lists_the_valid_ones():
-    with pytest.raises(SweepError, match=r"unknown space 'nope': choose from fusion, smoke"):
+    with pytest.raises(SpaceError, match=r"unknown space 'nope': choose from fusion, smoke"):
         load_space("nope")
 
 
 def test_unknown_fusion_in_a_space_lists_the_valid_ones(tmp_path):
     space = write_space(tmp_path, fusion='["simple", "gated"]')
-    with pytest.raises(SweepError, match=r"space\.py: .*fusion='gated' is not one of simple, weighted, attention, "
+    with pytest.raises(SpaceError, match=r"space\.py: .*fusion='gated' is not one of simple, weighted, attention, "
                                          r"adaptive"):
         load_space(str(space))
 
 
 def test_unknown_field_in_a_space_is_named(tmp_path):
     space = write_space(tmp_path, learning_rate=0.1)
-    with pytest.raises(SweepError, match=r"unknown configuration keys: learning_rate"):
+    with pytest.raises(SpaceError, match=r"unknown configuration keys: learning_rate"):
         load_space(str(space))
 
 
 def test_space_may_not_set_what_the_sweep_owns_or_sample_epochs(tmp_path):
-    with pytest.raises(SweepError, match=r"train_manifest are set by the sweep"):
+    with pytest.raises(SpaceError, match=r"train_manifest are set by the sweep"):
         load_space(str(write_space(tmp_path, train_manifest="x.txt")))
     path = tmp_path / "epochs.py"
     path.write_text("from ray import tune\nSPACE = {'epochs': tune.choice([2, 4])}\n")
-    with pytest.raises(SweepError, match=r"epochs must be a fixed number"):
+    with pytest.raises(SpaceError, match=r"epochs must be a fixed number"):
         load_space(str(path))
 
 
 def test_bounds_of_sampled_ranges_are_validated(tmp_path):
     path = tmp_path / "dropout.py"
     path.write_text("from ray import tune\nSPACE = {'dropout': tune.uniform(0.1, 1.5)}\n")
-    with pytest.raises(SweepError, match=r"dropout must be in \[0, 1\), got 1.5"):
+    with pytest.raises(SpaceError, match=r"dropout must be in \[0, 1\), got 1.5"):
         load_space(str(path))
 
 
@@ -235,6 +236,20 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
     assert result.onnx_path.is_file() and not result.interrupted
     champion = client.get_model_version_by_alias("avasr", "champion")
     assert (champion.run_id, str(champion.version)) == (result.champion.run_id, result.model_version)
+
+    # afterwards, from MLflow alone: the same choice ships again as the next version; impossible budgets are refused
+    script = PROJECT / "experiments" / "export_best.py"
+    done = subprocess.run([sys.executable, str(script), "--experiment", DEFAULT_EXPERIMENT, "--mlflow-uri",
+                           result.tracking_uri, "--out", str(tmp_path / "best.onnx")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = client.get_model_version_by_alias("avasr", "champion")
+    assert (again.run_id, int(again.version)) == (result.champion.run_id, int(result.model_version) + 1)
+    assert f"version {again.version}" in done.stdout and (tmp_path / "best.onnx").is_file()
+    with pytest.raises(ShipError, match=r"none of its 2 finished trials is within the budgets \(params < 10,"):
+        export_best(result.tracking_uri, DEFAULT_EXPERIMENT, max_params=10)
+    with pytest.raises(ShipError, match=r"no sweep called 'nope'"):
+        export_best(result.tracking_uri, DEFAULT_EXPERIMENT, sweep="nope")
 
 
 @pytest.mark.slow

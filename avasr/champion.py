@@ -1,0 +1,219 @@
+"""After the trials: each trial's final metrics, the choice of the best run within the budgets, and shipping it.
+
+    final_metrics      best checkpoint -> val WER/CER, params, ONNX export, CPU latency, noisy-babble WER
+    finalise_trial     those into the trial's MLflow child run, which is then closed
+    choose_best        lowest val WER among runs with params < max_params and latency p50 <= max_latency_ms
+    ship               ONNX parity with PyTorch -> registered as avasr@champion
+    export_best        choose and ship afterwards, from the runs of a sweep in MLflow (experiments/export_best.py)
+
+Latency is measured here, by the sweep's driver after all trials end, not in the trials: every trial is timed on
+the same node with no training running beside it, and trials stopped by ASHA (whose Tune function is killed) get
+their final metrics too.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from avasr import tracking
+from avasr.data.noise import NoiseError
+from avasr.data.noisy import NoiseSpec
+from avasr.evaluation import evaluate_checkpoint
+from avasr.export import ExportError, check_parity, export_onnx, register_onnx
+from avasr.latency import onnx_cpu_latency
+from avasr.train import BEST_CHECKPOINT, LOG_FILE, METRICS_FILE, load_checkpoint, load_model
+
+DEFAULT_MAX_PARAMS = 5_000_000  # the model's size budget
+DEFAULT_MAX_LATENCY_MS = 100.0  # p50, batch 1, 5 s input, one thread: the default model takes ~35 ms on this CPU
+PLOT_FILE = "training_curves.png"
+TAG_MAX_CHARS = 5000  # MLflow's limit on a tag value
+CHECKPOINT_TAG, ONNX_TAG, FINAL_TAG = "avasr.checkpoint", "avasr.onnx", "avasr.finalised"
+STORAGE_TAG = "avasr.storage"  # a sweep's (parent run's) folder: its Tune state, checkpoints and ONNX files
+CHAMPION_ONNX = "champion.onnx"  # in that folder
+NOISY_VAL_METRIC = "val_wer_snr0_babble"  # the best checkpoint's val WER in babble at 0 dB, one fixed draw
+NOISY_VAL_NOISE = NoiseSpec("babble", snr_db=0.0, seed=0)
+
+
+class ShipError(RuntimeError):
+    """Nothing to ship: no sweep, no run within the budgets, or a trial whose files are gone."""
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    run_id: str
+    trial_id: str
+    status: str  # MLflow's: FINISHED, FAILED, RUNNING
+    fusion: str
+    dropout: float
+    lr: float
+    val_wer: float  # best epoch's; nan when no epoch finished
+    val_cer: float
+    param_count: int
+    latency_p50_ms: float  # nan when the export failed
+    latency_p95_ms: float
+    checkpoint: str  # folder with best_model.pth; "" when none
+    onnx_path: str
+
+    @classmethod
+    def from_run(cls, run) -> "TrialSummary":
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        return cls(
+            run_id=run.info.run_id, trial_id=tags.get(tracking.TRIAL_TAG, ""), status=run.info.status,
+            fusion=params.get("fusion", "?"), dropout=float(params.get("dropout", "nan")),
+            lr=float(params.get("lr", "nan")), val_wer=metrics.get("val_wer", math.nan),
+            val_cer=metrics.get("val_cer", math.nan), param_count=int(metrics.get("param_count", 0)),
+            latency_p50_ms=metrics.get("cpu_latency_ms_p50", math.nan),
+            latency_p95_ms=metrics.get("cpu_latency_ms_p95", math.nan),
+            checkpoint=tags.get(CHECKPOINT_TAG, ""), onnx_path=tags.get(ONNX_TAG, ""),
+        )
+
+
+# --- a trial's final metrics -------------------------------------------------------------------------------------
+def final_metrics(folder: Path, onnx_path: Path) -> tuple[dict[str, float], list[str]]:
+    """(metrics, problems) of the best checkpoint in a trial's checkpoint folder; its ONNX written to onnx_path.
+
+    A failed export or noisy evaluation is a problem, not an error: the run stays comparable (without a latency it
+    can never be chosen)."""
+    checkpoint = load_checkpoint(folder / BEST_CHECKPOINT)
+    best = checkpoint["best_metrics"]
+    rows = tracking.read_metrics_csv(folder / METRICS_FILE)
+    metrics = {"val_wer": best["val_wer"], "val_cer": best["val_cer"], "val_loss": best["val_loss"],
+               "param_count": best["param_count"], "best_epoch": best["epoch"], "epochs_trained": rows[-1]["epoch"]}
+    problems = []
+    try:
+        model, config = load_model(folder / BEST_CHECKPOINT)
+        export_onnx(model, config, onnx_path)
+        latency = onnx_cpu_latency(onnx_path)
+        metrics |= {"cpu_latency_ms_p50": latency["p50_ms"], "cpu_latency_ms_p95": latency["p95_ms"]}
+    except ExportError as e:
+        problems.append(str(e))
+    try:  # same val utterances, noise and draw for every trial: the metric compares trials' robustness
+        noisy = evaluate_checkpoint(folder / BEST_CHECKPOINT, checkpoint["config"]["val_manifest"],
+                                    snr_db=NOISY_VAL_NOISE.snr_db, noise=NOISY_VAL_NOISE.kind,
+                                    noise_seed=NOISY_VAL_NOISE.seed)
+        metrics[NOISY_VAL_METRIC] = noisy["wer"]
+    except NoiseError as e:  # e.g. a one-utterance val set has nobody to babble
+        problems.append(str(e))
+    return metrics, problems
+
+
+def finalise_trial(client: MlflowClient, run_id: str, folder: Path | None, error: str | None,
+                   onnx_path: Path) -> None:
+    """Final metrics, curves and training files into a child run, then close it. Idempotent (resumed sweeps).
+
+    `folder` is the trial's last checkpoint folder (None when no epoch finished); `error` why the trial failed."""
+    run = client.get_run(run_id)
+    if run.data.tags.get(FINAL_TAG) == "true":
+        return
+    if error is not None or folder is None:
+        reason = error or "no epoch finished"
+        tracking.set_tags(client, run_id, {tracking.ERROR_TAG: reason[:TAG_MAX_CHARS], FINAL_TAG: "true"})
+        client.set_terminated(run_id, "FAILED")
+        return
+    metrics, problems = final_metrics(folder, onnx_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = tracking.plot_training_curves(tracking.read_metrics_csv(folder / METRICS_FILE),
+                                             Path(tmp) / PLOT_FILE, run.info.run_name)
+        client.log_artifact(run_id, str(plot), "plots")
+    for name in (METRICS_FILE, LOG_FILE):
+        client.log_artifact(run_id, str(folder / name), "training")
+    tags = {CHECKPOINT_TAG: folder, FINAL_TAG: "true"}
+    if "cpu_latency_ms_p50" in metrics:
+        tags[ONNX_TAG] = onnx_path
+    if problems:
+        tags[tracking.ERROR_TAG] = "; ".join(problems)[:TAG_MAX_CHARS]
+    tracking.log_metrics(client, run_id, metrics, step=int(metrics["epochs_trained"]))
+    tracking.set_tags(client, run_id, tags)
+    client.set_terminated(run_id, "FINISHED")
+
+
+# --- choosing and shipping ---------------------------------------------------------------------------------------
+def choose_best(runs, max_params: int = DEFAULT_MAX_PARAMS,
+                max_latency_ms: float = DEFAULT_MAX_LATENCY_MS) -> TrialSummary | None:
+    """Lowest val WER among runs within both budgets (params < max_params, p50 <= max_latency_ms).
+
+    Ties go to the lower CER, then the faster model. Runs without a WER or a latency are never chosen.
+    """
+    eligible = [r for r in runs if math.isfinite(r.val_wer) and r.param_count < max_params
+                and math.isfinite(r.latency_p50_ms) and r.latency_p50_ms <= max_latency_ms]
+    return min(eligible, key=lambda r: (r.val_wer, r.val_cer, r.latency_p50_ms), default=None)
+
+
+def ship(champion: TrialSummary, tracking_uri: str, destination: Path) -> tuple[Path, str]:
+    """The champion's ONNX -> parity with PyTorch (raises ParityError) -> registered avasr@champion."""
+    model, _ = load_model(Path(champion.checkpoint) / BEST_CHECKPOINT)
+    report = check_parity(model, champion.onnx_path)
+    shutil.copyfile(champion.onnx_path, destination)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)  # register_onnx works on MLflow's current tracking (and registry) URI
+    try:
+        version = register_onnx(destination, run_id=champion.run_id,
+                                metrics={"onnx_parity_max_abs_diff": report.max_abs_diff})
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return destination, str(version.version)
+
+
+def leaderboard(trials, champion: TrialSummary | None = None) -> str:
+    """A text table of the trials, best val WER first; `*` marks the champion."""
+    header = f"{'':1} {'fusion':<10} {'dropout':>7} {'lr':>9} {'WER':>6} {'CER':>6} {'params':>9} {'p50 ms':>7} status"
+    lines = [header, "-" * len(header)]
+    for t in sorted(trials, key=lambda t: (math.isnan(t.val_wer), t.val_wer, t.val_cer)):
+        mark = "*" if champion is not None and t.run_id == champion.run_id else ""
+        lines.append(f"{mark:1} {t.fusion:<10} {t.dropout:>7.3g} {t.lr:>9.2e} {t.val_wer:>6.3f} {t.val_cer:>6.3f} "
+                     f"{t.param_count:>9,} {t.latency_p50_ms:>7.1f} {t.status}")
+    return "\n".join(lines)
+
+
+# --- afterwards: from the runs in MLflow -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shipped:
+    sweep_run_id: str  # the parent run whose trials were compared
+    trials: tuple[TrialSummary, ...]
+    champion: TrialSummary
+    onnx_path: Path
+    model_version: str
+
+
+def latest_sweep(client: MlflowClient, experiment_id: str, name: str | None = None):
+    """The newest sweep (parent run) of the experiment, or the newest one called `name`."""
+    query = f"tags.`{tracking.KIND_TAG}` = 'sweep'"
+    if name:
+        query += f" and tags.`{tracking.RUN_NAME_TAG}` = '{name}'"
+    runs = client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time DESC"],
+                              max_results=1)
+    return runs[0] if runs else None
+
+
+def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, max_params: int = DEFAULT_MAX_PARAMS,
+                max_latency_ms: float = DEFAULT_MAX_LATENCY_MS, destination: Path | None = None) -> Shipped:
+    """Choose the best finished trial of a tracked sweep within the budgets (which may differ from the sweep's) and
+    ship it: parity-checked ONNX, registered as avasr@champion. Raises ShipError when there is nothing to ship."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ShipError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
+    parent = latest_sweep(client, found.experiment_id, sweep)
+    if parent is None:
+        which = f"called {sweep!r} " if sweep else ""
+        raise ShipError(f"no sweep {which}in experiment {experiment!r} of {tracking_uri}")
+    runs = tracking.child_runs(client, found.experiment_id, parent.info.run_id)
+    trials = tuple(TrialSummary.from_run(r) for r in runs if r.info.status == "FINISHED")
+    champion = choose_best(trials, max_params, max_latency_ms)
+    if champion is None:
+        raise ShipError(f"sweep {parent.info.run_name!r}: none of its {len(trials)} finished trials is within the "
+                        f"budgets (params < {max_params:,}, p50 <= {max_latency_ms:g} ms)")
+    for path in (Path(champion.checkpoint) / BEST_CHECKPOINT, Path(champion.onnx_path)):
+        if not path.is_file():
+            raise ShipError(f"run {champion.run_id} ({champion.fusion}): {path} is gone; was the sweep's storage "
+                            "moved or cleaned?")
+    destination = destination or Path(parent.data.tags[STORAGE_TAG]) / CHAMPION_ONNX
+    onnx_path, version = ship(champion, tracking_uri, Path(destination))
+    return Shipped(parent.info.run_id, trials, champion, onnx_path, version)

@@ -1,0 +1,135 @@
+"""One trial of the sweep: a Tune function that runs one Ray Train `TorchTrainer`, whose worker runs the one
+training loop (`avasr.train.fit`).
+
+    run_trial (Tune function)   the trial's MLflow child run and params, then TorchTrainer.fit()
+      train_func (Train worker) avasr.train.fit, reporting each epoch's metrics and checkpoint to Ray
+
+The rank-0 worker logs the per-epoch curves to MLflow (`epoch/val_wer`, ... with step = epoch): it is the only
+process that holds an epoch's metrics as they happen (the Tune function is blocked in `fit()`), so the MLflow UI
+follows a trial live. It logs an epoch after its checkpoint is written and before reporting it to Ray, so a retry
+that resumes from the last reported checkpoint logs the following epochs exactly once (the rare crash between the
+two re-logs the same step with the same values: resume is exact).
+
+This module is what a Train worker imports to run `train_func`: it stays light (no ONNX, no plotting), since
+every import here is paid again by every trial's worker process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import torch
+from mlflow import MlflowClient
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from avasr import tracking
+from avasr.config import Config
+from avasr.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_KEY, split_trial_config
+from avasr.train import LAST_CHECKPOINT, fit, load_datasets
+
+DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
+CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all a resume needs
+# Ray Train's controller takes one report per poll of its workers (2 s by default) and a worker's report waits
+# until the previous one is taken: epochs shorter than the poll were held to it, and a trial ended two polls after
+# its last epoch (benchmarks/sweep_overhead.py: ~12 s a trial of 10 smoke epochs). Ray passes it to the controller.
+TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
+EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
+UNLOGGED_FIELDS = ("output_dir", "extra")  # a worker's temporary folder; free-form tags
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by a trial whose config has `fail_at_epoch` (tests of retries)."""
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every Tune function needs from the driver (passed with tune.with_parameters)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    corpus_id: str
+    train_storage: str  # Train runs live here, one folder per trial id: a rerun trial finds its checkpoints
+    cpus: float
+    gpus: float
+    max_failures: int
+
+
+# --- the Train worker --------------------------------------------------------------------------------------------
+def train_func(config: dict) -> None:
+    """The Ray Train worker: avasr.train.fit in a temporary folder, each epoch reported with its checkpoint.
+
+    A retry or a restored sweep starts from the last reported checkpoint: its files are copied back (metrics.csv
+    keeps every epoch) and fit continues from its last.pth.
+    """
+    base, sweep = split_trial_config(config)
+    torch.set_num_threads(sweep.get(THREADS_KEY, 1))
+    work_dir = Path(tempfile.mkdtemp(prefix="avasr-trial-"))
+    base = base.replace(output_dir=str(work_dir))
+    resume = None
+    checkpoint = ray.train.get_checkpoint()  # Ray: the latest reported checkpoint, None on a first attempt
+    if checkpoint is not None:
+        checkpoint.to_directory(str(work_dir))  # Ray
+        resume = work_dir / LAST_CHECKPOINT
+    rank_zero = ray.train.get_context().get_world_rank() == 0  # Ray
+    client = MlflowClient(sweep[MLFLOW_URI_KEY]) if rank_zero and sweep.get(MLFLOW_URI_KEY) else None
+
+    def report(metrics: dict, checkpoint_dir: Path) -> None:
+        if client is not None:
+            tracking.log_metrics(client, sweep[MLFLOW_RUN_KEY], {k: metrics[k] for k in EPOCH_METRICS},
+                                 step=metrics["epoch"], prefix=tracking.EPOCH_PREFIX)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)))  # Ray
+        if resume is None and metrics["epoch"] == sweep.get(FAIL_AT_EPOCH):
+            raise InjectedFailure(f"fail_at_epoch={metrics['epoch']}: failing once after this epoch's checkpoint")
+
+    try:
+        fit(base, datasets=load_datasets(base), report=report, resume=resume)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)  # everything worth keeping went into the reported checkpoints
+
+
+# --- the Tune function -------------------------------------------------------------------------------------------
+def trial_run_name(config: Config, trial_id: str) -> str:
+    return f"{config.fusion}-do{config.dropout:g}-lr{config.lr:.1e}-{trial_id}"
+
+
+def trial_params(config: Config, corpus_id: str, trial_id: str) -> dict:
+    values = {k: v for k, v in config.to_dict().items() if k not in UNLOGGED_FIELDS}
+    return {**values, "corpus_id": corpus_id, "trial_id": trial_id}
+
+
+def run_trial(config: dict, context: TrialContext) -> None:
+    """One trial: its MLflow child run (found again when the trial is rerun), then one Ray Train run to the end."""
+    trial_id = tune.get_context().get_trial_id()  # Ray Tune
+    base, sweep = split_trial_config(config)
+    client = MlflowClient(context.tracking_uri)
+    run_id = tracking.child_run(client, context.experiment_id, context.parent_run_id, trial_id,
+                                trial_run_name(base, trial_id), trial_params(base, context.corpus_id, trial_id))
+    worker_config = {**config, MLFLOW_URI_KEY: context.tracking_uri, MLFLOW_RUN_KEY: run_id,
+                     THREADS_KEY: max(1, math.floor(context.cpus))}
+    worker_resources = {"CPU": context.cpus - DRIVER_CPU, **({"GPU": context.gpus} if context.gpus else {})}
+    os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))  # a value set by the user wins
+    trainer = TorchTrainer(  # Ray Train: one worker runs the one training loop
+        train_func,
+        train_loop_config=worker_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=context.gpus > 0,
+                                               resources_per_worker=worker_resources),
+        run_config=ray.train.RunConfig(
+            name=trial_id,  # stable: a rerun or restored trial resumes from this run's checkpoints
+            storage_path=context.train_storage,
+            callbacks=[TuneReportCallback()],  # forwards each report to Tune (and so to ASHA)
+            failure_config=ray.train.FailureConfig(max_failures=context.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
+            worker_runtime_env={"env_vars": {"TQDM_DISABLE": "1"}},  # Tune already prints every epoch
+        ),
+    )
+    trainer.fit()
