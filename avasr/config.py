@@ -143,14 +143,15 @@ class Config:
         return cls(**coerced)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Config":
+    def from_file(cls, path: str | Path, base: "Config | None" = None) -> "Config":
+        """The fields in a JSON file over `base` (the defaults when None)."""
         try:
             values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: cannot read configuration: {e}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: a configuration file must hold one JSON object")
-        return cls.from_dict(values)
+        return cls.from_dict({**base.to_dict(), **values} if base else values)
 
     def to_dict(self) -> dict:
         """Plain types only (tuples as lists): safe for JSON, MLflow params and torch.load(weights_only=True)."""
@@ -208,11 +209,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
-    """`--config FILE` (if the parser has it) then the explicitly given `--field` flags override the defaults."""
+    """`--config FILE` (if the parser has it) then the explicitly given `--field` flags override `base` (a resumed
+    checkpoint's config) or the defaults."""
     config = base or Config()
     config_file = getattr(args, "config", None)
     if config_file:
-        config = Config.from_file(config_file)
+        config = Config.from_file(config_file, base=config)
     overrides = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(Config)

@@ -53,6 +53,17 @@ def test_cli_overrides_only_given_flags(tmp_path):
     assert c.dropout == Config().dropout
 
 
+def test_config_file_overrides_a_resumed_base_field_by_field(tmp_path):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_config_arguments(parser)
+    file = tmp_path / "c.json"
+    file.write_text('{"lr": 0.01}')
+    base = Config(epochs=7, fusion="attention")  # e.g. the config stored in the checkpoint being resumed
+    c = config_from_args(parser.parse_args(["--config", str(file), "--batch-size", "4"]), base)
+    assert (c.epochs, c.fusion, c.lr, c.batch_size) == (7, "attention", 0.01, 4)
+
+
 def test_cli_refuses_unknown_fusion(capsys):
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
