@@ -1,5 +1,5 @@
 """The one training loop. `fit(config)` trains from manifests in a plain process; a Ray Train worker calls the very
-same `fit` with a `report` callback (see avasr.sweep).
+same `fit` with a `report` callback (see avasr.trial).
 
 Objective: CTC (blank 0) with label smoothing done the way CTC allows it. CTC has no per-frame targets to smooth,
 so smoothing is a mixture with a uniform-posterior term (Chorowski & Jaitly, 2017):

@@ -1,15 +1,20 @@
 """What does Ray cost? The same trials (the four fusions of the smoke model, fixed dropout and lr, E epochs each, no
-early stopping) run by the plain loop (`avasr.train.fit`, one after another in this process) and through the
-sweep (`avasr.sweep.run_sweep`: FIFO, one trial at a time holding every CPU, MLflow tracking, no shipping), on
-the built-in smoke corpus with a warm feature cache. Both finalise every trial the same way
-(`avasr.champion.final_metrics`: ONNX export, CPU latency, noisy WER), so the ratio is what Ray and MLflow add.
-Prints both wall times, where the time goes, and the ratio (goal: at most 1.25).
+early stopping) run by the plain loop (`avasr.train.fit`, one after another in this process, --cpus torch threads)
+and through the sweep (`avasr.sweep.run_sweep`, FIFO, MLflow tracking, no shipping) in two layouts:
+
+- one trial at a time holding every CPU (--cpus torch threads): what Ray and MLflow add to a trial;
+- the sweep's own layout, one CPU (one torch thread) per trial and --cpus trials side by side: what a user of
+  `sweep_fusion.py` gets on this machine.
+
+Both the plain loop and the sweep finalise every trial the same way (`avasr.champion.final_metrics`: ONNX export,
+CPU latency, noisy WER), on the built-in smoke corpus with a warm feature cache. Prints the wall times, where the
+time goes, and the ratios (goal: at most 1.25).
 
     python benchmarks/sweep_overhead.py [--epochs 30] [--cpus N] [--corpus data/corpus/smoke]
 
-Both loops train with --cpus torch threads. On a machine other jobs keep busy, pass --cpus 1: with two threads
-on a loaded 2-core machine an epoch of the plain loop took 30-48 s instead of 1.2 s (the threads wait for each
-other), drowning what is measured here. The load average is printed with the result: compare runs made under
+On a machine other jobs keep busy, pass --cpus 1: with two threads on a loaded 2-core machine
+an epoch of the plain loop took 30-48 s instead of 1.2 s (the threads wait for each other), drowning what is
+measured here. The load average is printed with the result: compare runs made under
 similar load.
 
 Where the time goes is read off the runs themselves: every epoch's `seconds` (training + validation; metrics.csv
@@ -142,7 +147,15 @@ def sweep_trial_times(client: MlflowClient, run) -> TrialTimes:
                       last_logged_s - first_epoch_start_s - sum(epochs))
 
 
-def run_ray(options: SweepOptions, cpus: int) -> tuple[float, dict[str, float], list[TrialTimes]]:
+@dataclass(frozen=True)
+class SweepRun:
+    layout: str
+    wall_s: float
+    stages: dict[str, float]
+    trials: list[TrialTimes]
+
+
+def run_ray(layout: str, options: SweepOptions, cpus: int) -> SweepRun:
     started = time.perf_counter()
     ray.init(num_cpus=cpus)  # what run_sweep does with no address, timed apart from the sweep
     stages = {"ray.init": time.perf_counter() - started}
@@ -157,7 +170,7 @@ def run_ray(options: SweepOptions, cpus: int) -> tuple[float, dict[str, float], 
     wall = time.perf_counter() - started
     client = MlflowClient(result.tracking_uri)
     runs = client.search_runs([result.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'")
-    return wall, stages, [sweep_trial_times(client, run) for run in runs]
+    return SweepRun(layout, wall, stages, [sweep_trial_times(client, run) for run in runs])
 
 
 # --- the report --------------------------------------------------------------------------------------------------
@@ -166,59 +179,53 @@ def mean(values) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def per_trial_rows(plain: list[TrialTimes], swept: list[TrialTimes]) -> list[str]:
-    rows = [("start-up", "startup_s", "plain: dataset load; Ray: Tune function -> first epoch"),
-            ("epochs", None, "training + validation"),
-            ("other", "rest_s", "checkpoints, reports to Ray, MLflow")]
-    lines = []
-    for label, key, note in rows:
-        values = [mean(sum(t.epoch_s) if key is None else getattr(t, key) for t in trials)
-                  for trials in (plain, swept)]
-        lines.append(f"  {label:<26} {values[0]:>9.1f} s {values[1]:>9.1f} s   {note}")
-    per_epoch = [mean(e for t in trials for e in t.epoch_s) for trials in (plain, swept)]
-    lines.append(f"  {'one epoch':<26} {per_epoch[0]:>9.2f} s {per_epoch[1]:>9.2f} s")
-    return lines
-
-
-def break_even_epochs(plain_s: float, ray_s: float, plain: list[TrialTimes], swept: list[TrialTimes],
-                      epochs: int) -> float:
-    """Epochs per trial at which the ratio would reach GOAL, keeping this run's fixed and per-epoch costs."""
+def break_even_epochs(plain_s: float, plain: list[TrialTimes], sweep: SweepRun, epochs: int) -> float:
+    """Epochs per trial at which a one-at-a-time sweep's ratio would reach GOAL, keeping this run's fixed and
+    per-epoch costs (trials side by side share the CPUs: their epochs are not additive, so no such line)."""
     n = len(plain)
     per_epoch_plain = sum(t.total_s - t.startup_s for t in plain) / (n * epochs)
-    per_epoch_ray = sum(t.total_s - t.startup_s for t in swept) / (n * epochs)
+    per_epoch_ray = sum(t.total_s - t.startup_s for t in sweep.trials) / (n * epochs)
     fixed_plain = plain_s / n - per_epoch_plain * epochs
-    fixed_ray = ray_s / n - per_epoch_ray * epochs
+    fixed_ray = sweep.wall_s / n - per_epoch_ray * epochs
     slack = GOAL * per_epoch_plain - per_epoch_ray
     return (fixed_ray - GOAL * fixed_plain) / slack if slack > 0 else math.inf
 
 
-def report(epochs: int, cpus: int, plain_s: float, plain: list[TrialTimes], plain_finalise_s: float, ray_s: float,
-           stages: dict[str, float], swept: list[TrialTimes], load: tuple[float, float]) -> str:
-    trials_s = stages.get("run_tuner", math.nan)
-    finalise_s = stages.get("finalise_trial", 0.0)
-    lines = [f"{len(plain)} trials x {epochs} epochs of the smoke model, one at a time on {cpus} CPU(s), feature "
-             f"cache warm; load average {load[0]:.1f} before, {load[1]:.1f} after", "",
-             f"{'':<28} {'plain loop':>11} {'Ray sweep':>11}",
-             f"{'wall time':<28} {plain_s:>9.1f} s {ray_s:>9.1f} s",
-             f"  {'training (fit)':<26} {plain_s - plain_finalise_s:>9.1f} s {'':>11}"]
+def column(value: float | str, unit: str = "s", digits: int = 1) -> str:
+    return f"{value:>13}" if isinstance(value, str) else f"{value:>{13 - len(unit) - 1}.{digits}f} {unit}"
+
+
+def report(epochs: int, cpus: int, plain_s: float, plain: list[TrialTimes], plain_finalise_s: float,
+           sweeps: list[SweepRun], load: tuple[float, float]) -> str:
+    header = f"{'':<28}" + column("plain loop") + "".join(column(s.layout) for s in sweeps)
+    lines = [f"{len(plain)} trials x {epochs} epochs of the smoke model on {cpus} CPU(s), feature cache warm; "
+             f"load average {load[0]:.1f} before, {load[1]:.1f} after", "", header,
+             f"{'wall time':<28}" + column(plain_s) + "".join(column(s.wall_s) for s in sweeps),
+             f"  {'training (fit)':<26}" + column(plain_s - plain_finalise_s)]
     for name in ("ray.init", *SWEEP_STAGES, "ray.shutdown"):
-        plain_value = f"{plain_finalise_s:>9.1f} s" if name == "finalise_trial" else ""
-        lines.append(f"  {name:<26} {plain_value:>11} {stages.get(name, 0.0):>9.1f} s")
-    other = ray_s - sum(stages.values())
-    lines.append(f"  {'(rest of run_sweep)':<26} {'':>11} {other:>9.1f} s")
-    between = trials_s - sum(t.total_s for t in swept)
-    lines += ["", "per trial (mean)"] + per_trial_rows(plain, swept)
-    lines.append(f"  {'Tune around the trials':<26} {'':>11} {between / len(swept):>9.1f} s   scheduling, actor start "
-                 "and teardown")
-    ratio, trials_ratio = ray_s / plain_s, trials_s / (plain_s - plain_finalise_s)
-    break_even = break_even_epochs(plain_s, ray_s, plain, swept, epochs)
-    lines += ["", f"ratio Ray / plain: {ratio:.2f} (goal <= {GOAL}); training alone (Tuner.fit / the plain fits): "
-                  f"{trials_ratio:.2f}; both finalise every trial (ONNX export, latency, noisy WER): "
-                  f"{plain_finalise_s:.1f} s plain, {finalise_s:.1f} s in the sweep with MLflow",
-              f"at these costs the ratio never reaches {GOAL}: an epoch through Ray costs more than {GOAL} plain ones"
-              if not math.isfinite(break_even) else
-              f"at these costs the ratio stays within {GOAL} at any number of epochs" if break_even < 1 else
-              f"at these costs the ratio reaches {GOAL} from about {break_even:.0f} epochs per trial"]
+        first = column(plain_finalise_s) if name == "finalise_trial" else column("")
+        lines.append(f"  {name:<26}" + first + "".join(column(s.stages.get(name, 0.0)) for s in sweeps))
+    lines.append(f"  {'(rest of run_sweep)':<26}" + column("") +
+                 "".join(column(s.wall_s - sum(s.stages.values())) for s in sweeps))
+    lines += ["", "per trial (mean)"]
+    every = [plain] + [s.trials for s in sweeps]
+    for label, value, note in (
+            ("start-up", lambda t: t.startup_s, "plain: dataset load; Ray: Tune function -> first epoch"),
+            ("epochs", lambda t: sum(t.epoch_s), "training + validation"),
+            ("other", lambda t: t.rest_s, "checkpoints, reports to Ray, MLflow")):
+        lines.append(f"  {label:<26}" + "".join(column(mean(map(value, trials))) for trials in every) + f"   {note}")
+    lines.append(f"  {'one epoch':<26}" + "".join(column(mean(e for t in trials for e in t.epoch_s), digits=2)
+                                                  for trials in every))
+    lines.append("")
+    for sweep in sweeps:
+        ratio, fits = sweep.wall_s / plain_s, sweep.stages["run_tuner"] / (plain_s - plain_finalise_s)
+        lines.append(f"ratio {sweep.layout} / plain loop: {ratio:.2f} (goal <= {GOAL}); training alone "
+                     f"(Tuner.fit / the plain fits): {fits:.2f}")
+    break_even = break_even_epochs(plain_s, plain, sweeps[0], epochs)
+    lines.append("one at a time, at these costs: " + (
+        f"an epoch through Ray costs more than {GOAL} plain ones" if not math.isfinite(break_even) else
+        f"within {GOAL} at any number of epochs" if break_even < 1 else
+        f"within {GOAL} from about {break_even:.0f} epochs per trial"))
     return "\n".join(lines)
 
 
@@ -226,7 +233,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=SMOKE_CORPUS, help="folder with train/val manifests (built if smoke)")
     parser.add_argument("--epochs", type=int, default=30, help="per trial (the smoke space's; its ASHA rung is 10)")
-    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="for Ray, and the threads of both loops")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="for Ray, and the threads of the plain loop")
     parser.add_argument("--fusions", nargs="+", choices=FUSIONS, default=list(FUSIONS))
     parser.add_argument("--cache-dir", default="data/cache")
     parser.add_argument("--seed", type=int, default=42)
@@ -243,7 +250,7 @@ def main() -> None:
         options = SweepOptions(
             train_manifest=str((corpus / "train_manifest.txt").resolve()),
             val_manifest=str((corpus / "val_manifest.txt").resolve()),
-            space=str(write_space(work / "space.py", fields, args.fusions)), name="overhead",
+            space=str(write_space(work / "space.py", fields, args.fusions)), name="one-at-a-time",
             storage_path=str(work / "sweeps"), mlflow_uri=f"sqlite:///{work / 'mlflow.db'}",
             cache_dir=str(Path(args.cache_dir).resolve()), cpus_per_trial=float(args.cpus), scheduler="fifo",
             seed=args.seed, ship=False, max_failures=0,
@@ -252,10 +259,12 @@ def main() -> None:
         load_datasets(configs[0].replace(data_workers=0))  # warm the cache (all cores) outside both timings
         load_before = os.getloadavg()[0]
         plain_s, plain, plain_finalise_s = run_plain(configs, args.cpus)
-        ray_s, stages, swept = run_ray(options, args.cpus)
+        sweeps = [run_ray("1 at a time", options, args.cpus)]
+        if args.cpus > 1:  # the sweep's own layout: one CPU (one torch thread) per trial, trials side by side
+            side_by_side = SweepOptions(**{**options.__dict__, "name": "side-by-side", "cpus_per_trial": 1.0})
+            sweeps.append(run_ray(f"{args.cpus} at a time", side_by_side, args.cpus))
     print()
-    print(report(args.epochs, args.cpus, plain_s, plain, plain_finalise_s, ray_s, stages, swept,
-                 (load_before, os.getloadavg()[0])))
+    print(report(args.epochs, args.cpus, plain_s, plain, plain_finalise_s, sweeps, (load_before, os.getloadavg()[0])))
 
 
 if __name__ == "__main__":
