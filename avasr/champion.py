@@ -19,7 +19,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 from mlflow import MlflowClient
 
 from avasr import tracking
@@ -151,13 +150,9 @@ def ship(champion: TrialSummary, tracking_uri: str, destination: Path) -> tuple[
     model, _ = load_model(Path(champion.checkpoint) / BEST_CHECKPOINT)
     report = check_parity(model, champion.onnx_path)
     shutil.copyfile(champion.onnx_path, destination)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)  # register_onnx works on MLflow's current tracking (and registry) URI
-    try:
+    with tracking.global_uris(tracking_uri):  # register_onnx works on MLflow's global tracking and registry URIs
         version = register_onnx(destination, run_id=champion.run_id,
                                 metrics={"onnx_parity_max_abs_diff": report.max_abs_diff})
-    finally:
-        mlflow.set_tracking_uri(previous)
     return destination, str(version.version)
 
 

@@ -312,10 +312,11 @@ def run_tuner(trainable, options: SweepOptions, space: SearchSpace, param_space:
                                         scheduler=make_scheduler(options, space, epochs),
                                         num_samples=options.num_samples or space.num_samples,
                                         max_concurrent_trials=resources.concurrency,
-                                        # one Tune function process for trial after trial: no interpreter start
-                                        # and imports (~3 s) per trial; Tune starts a new one when a stopped
-                                        # trial's function does not end within 2 s
-                                        reuse_actors=True),
+                                        # a fresh Tune function process per trial: an ASHA-stopped trial's
+                                        # function is still in TorchTrainer.fit(), so Tune cannot reset its
+                                        # actor and failed the next trial instead ("reuse requires
+                                        # reset_config()"); killing the actor also stops its Train run
+                                        reuse_actors=False),
             run_config=tune.RunConfig(name=options.name, storage_path=str(storage),
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES)),
         )

@@ -20,10 +20,12 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 
@@ -38,6 +40,7 @@ ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
 PLOT_DPI = 100
+URI_ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 class TrackingError(RuntimeError):
@@ -112,6 +115,32 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
             raise TrackingError(f"MLflow experiment {name!r} is deleted in {uri}: restore it or pick another name")
         return experiment.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(uri))
+
+
+@contextmanager
+def global_uris(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs set to `uri` inside the block, then exactly as they were before.
+
+    Registering a model (log_model with registered_model_name) and resolving models:/ URIs go through the global
+    URIs. set_*_uri also exports MLFLOW_*_URI to the environment, so restoring with get_*_uri() would pin the
+    resolved default (./mlflow.db in the working directory) on this process and its subprocesses: later
+    registrations landed in the project's store instead of the one they were meant for."""
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    saved = tracking_state._tracking_uri, registry_state._registry_uri, {k: os.environ.get(k) for k in URI_ENV_VARS}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        for name, value in saved[2].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --- runs --------------------------------------------------------------------------------------------------------

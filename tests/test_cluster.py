@@ -37,7 +37,7 @@ from avasr.data.manifest import write_manifest
 from avasr.model import build_model, count_parameters
 from avasr.champion import CHAMPION_ONNX
 from avasr.sweep import DEFAULT_EXPERIMENT
-from avasr.tracking import PARENT_TAG
+from avasr.tracking import PARENT_TAG, global_uris
 from tests.media import write_clip
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -248,15 +248,9 @@ def test_sweep_submitted_to_a_ray_cluster_is_tracked_on_an_mlflow_server(tmp_pat
     champion = client.get_model_version_by_alias("avasr", "champion")
     assert champion.run_id == parent.data.tags["avasr.champion_run_id"]
     assert champion.run_id in {r.info.run_id for r in children}
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(mlflow_server)  # models:/ URIs resolve through the global registry URI
-    mlflow.set_registry_uri(mlflow_server)
-    try:
+    with global_uris(mlflow_server):  # models:/ URIs resolve through the global registry URI
         model_dir = Path(mlflow.artifacts.download_artifacts("models:/avasr@champion",
                                                              dst_path=str(tmp_path / "model")))
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
     (served,) = model_dir.rglob("*.onnx")
     shipped = onnx.load(str(storage / SWEEP_NAME / CHAMPION_ONNX))
     assert [i.name for i in onnx.load(str(served)).graph.input] == [i.name for i in shipped.graph.input]

@@ -14,6 +14,7 @@ from avasr.export import (PARITY_ATOL, OnnxTranscriber, ParityError, check_parit
                           register_onnx)
 from avasr.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
 from avasr.model import build_model, count_parameters
+from avasr.tracking import global_uris
 from avasr.train import ctc_objective
 from tests.synthetic import TINY, dataset
 
@@ -119,9 +120,7 @@ def test_trained_model_transcribes_the_same_text_in_onnxruntime(trained):
 @pytest.mark.slow
 def test_registered_champion_resolves_and_transcribes_like_pytorch(trained, tmp_path):
     model, batch, texts, path = trained
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    try:
+    with global_uris(f"sqlite:///{tmp_path}/mlflow.db"):  # where register_onnx registers
         # artifacts in tmp_path too: the default location is ./mlruns in the working directory
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("export", (tmp_path / "artifacts").as_uri()))
         with mlflow.start_run() as run:
@@ -135,8 +134,6 @@ def test_registered_champion_resolves_and_transcribes_like_pytorch(trained, tmp_
         transcriber = OnnxTranscriber("models:/avasr@champion")
         n = int(batch.video_lengths[0])
         assert transcriber.transcribe(batch.audio[:1, :, :, : 4 * n], batch.video[:1, :n]) == texts[0]
-    finally:
-        mlflow.set_tracking_uri(previous_uri)
 
 
 @pytest.mark.slow

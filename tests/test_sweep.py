@@ -2,12 +2,14 @@
 Ray (2 CPUs) with a real sqlite MLflow store: tracking, a retried trial, an interrupted and resumed sweep."""
 
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import ray
 from mlflow import MlflowClient
@@ -18,8 +20,8 @@ from avasr.model import build_model, count_parameters
 from avasr.champion import ShipError, TrialSummary, choose_best, export_best, leaderboard
 from avasr.spaces import SpaceError, available_spaces, load_space
 from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, plan_resources, run_sweep
-from avasr.tracking import (EPOCH_PREFIX, PARENT_TAG, TRIAL_TAG, TrackingError, check_tracking_uri,
-                            resolve_tracking_uri)
+from avasr.tracking import (EPOCH_PREFIX, PARENT_TAG, TRIAL_TAG, URI_ENV_VARS, TrackingError, check_tracking_uri,
+                            global_uris, resolve_tracking_uri)
 from tests.media import write_clip
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,7 @@ FLAT_PARAMS = ("fusion", "dropout", "lr", "epochs", "seed", "corpus_id")
 # ~35 s and ~5 s on a quiet 2-core machine; 2 busy processes beside it made the first 4-5 times slower (CI
 # machines are shared): generous limits, only ever reached by a broken sweep.
 SECOND_TRIAL_WITHIN_S, STOP_WITHIN_S = 480, 180
+CLUSTER_CPUS = 2
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
@@ -48,7 +51,10 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
+    # with the dashboard, as `run_sweep` and `ray start` bring it up: Ray Train's PlacementGroupCleaner frees an
+    # interrupted run's placement group through the State API it serves (without it, an interrupted sweep's last
+    # trial kept its CPUs after its driver exited, and the resumed sweep waited for them forever)
+    ray.init(num_cpus=CLUSTER_CPUS)
     yield
     ray.shutdown()
 
@@ -205,6 +211,19 @@ def test_file_store_is_refused_and_sqlite_paths_made_absolute(tmp_path, monkeypa
     assert resolve_tracking_uri(None, PROJECT) == f"sqlite:///{PROJECT}/mlflow.db"
 
 
+def test_global_uris_leave_mlflow_following_its_default_again(tmp_path, monkeypatch):
+    for name in URI_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path}/store.db"
+    with global_uris(store):
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (store, store)
+    assert not any(name in os.environ for name in URI_ENV_VARS)  # subprocesses inherit nothing
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the default follows the working directory: nothing was pinned
+    assert "elsewhere" in mlflow.get_tracking_uri() and "elsewhere" in mlflow.get_registry_uri()
+
+
 # --- real sweeps -------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(tmp_path, corpus, local_ray):
@@ -253,6 +272,24 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
 
 
 @pytest.mark.slow
+def test_trials_after_one_stopped_by_asha_still_run(tmp_path, corpus, local_ray):
+    # one at a time, the first trial learning and the others not (lr 1e-7): ASHA stops a later one at epoch 1,
+    # while its Tune function is still inside TorchTrainer.fit(), and the next trial must start all the same
+    fields = {k: v for k, v in TINY_FIELDS.items() if k != "lr"}
+    space = tmp_path / "asha.py"
+    space.write_text("from ray import tune\n"
+                     f"SPACE = {{'lr': tune.grid_search([3e-3, 1e-7, 1e-7]), 'epochs': 2, **{fields!r}}}\n"
+                     "ASHA = {'grace_period': 1, 'reduction_factor': 2}\n")
+    result = run_sweep(options(tmp_path, corpus, space, scheduler="asha", cpus_per_trial=2.0, ship=False))
+
+    client = MlflowClient(result.tracking_uri)
+    runs = child_runs(client, result)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs), [r.data.tags for r in runs]
+    trained = sorted(int(r.data.metrics["epochs_trained"]) for r in runs)
+    assert trained[0] == 1 and trained[-1] == 2, trained  # one stopped at the rung, the first ran to the end
+
+
+@pytest.mark.slow
 def test_a_trial_failing_once_is_retried_from_its_checkpoint(tmp_path, corpus, local_ray):
     space = write_space(tmp_path, epochs=3, fail_at_epoch=1)
     result = run_sweep(options(tmp_path, corpus, space, ship=False))
@@ -288,6 +325,10 @@ def interrupt_during_second_trial(driver: subprocess.Popen, train_runs: Path, tr
     interrupted_at = time.time()
     driver.send_signal(signal.SIGINT)  # one trial at a time: the first has finished, the second has not
     assert driver.wait(timeout=STOP_WITHIN_S) == 130, tail(log)  # "interrupted: continue with --resume"
+    deadline = time.monotonic() + STOP_WITHIN_S
+    while ray.available_resources().get("CPU", 0.0) < CLUSTER_CPUS:  # the stopped trial's CPUs come back
+        assert time.monotonic() < deadline, f"CPUs still held after the sweep ended: {ray.available_resources()}"
+        time.sleep(0.5)
     return interrupted_at
 
 
