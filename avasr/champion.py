@@ -75,14 +75,14 @@ class TrialSummary:
 
 
 # --- a trial's final metrics -------------------------------------------------------------------------------------
-def final_metrics(folder: Path, onnx_path: Path) -> tuple[dict[str, float], list[str]]:
-    """(metrics, problems) of the best checkpoint in a trial's checkpoint folder; its ONNX written to onnx_path.
+def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path) -> tuple[dict[str, float], list[str]]:
+    """(metrics, problems) of the best checkpoint in a trial's checkpoint folder, whose metrics.csv holds `rows`;
+    its ONNX written to onnx_path.
 
     A failed export or noisy evaluation is a problem, not an error: the run stays comparable (without a latency it
     can never be chosen)."""
     checkpoint = load_checkpoint(folder / BEST_CHECKPOINT)
     best = checkpoint["best_metrics"]
-    rows = tracking.read_metrics_csv(folder / METRICS_FILE)
     metrics = {"val_wer": best["val_wer"], "val_cer": best["val_cer"], "val_loss": best["val_loss"],
                "param_count": best["param_count"], "best_epoch": best["epoch"], "epochs_trained": rows[-1]["epoch"]}
     problems = []
@@ -116,10 +116,10 @@ def finalise_trial(client: MlflowClient, run_id: str, folder: Path | None, error
         tracking.set_tags(client, run_id, {tracking.ERROR_TAG: reason[:TAG_MAX_CHARS], FINAL_TAG: "true"})
         client.set_terminated(run_id, "FAILED")
         return
-    metrics, problems = final_metrics(folder, onnx_path)
+    rows = tracking.read_metrics_csv(folder / METRICS_FILE)
+    metrics, problems = final_metrics(folder, rows, onnx_path)
     with tempfile.TemporaryDirectory() as tmp:
-        plot = tracking.plot_training_curves(tracking.read_metrics_csv(folder / METRICS_FILE),
-                                             Path(tmp) / PLOT_FILE, run.info.run_name)
+        plot = tracking.plot_training_curves(rows, Path(tmp) / PLOT_FILE, run.info.run_name)
         client.log_artifact(run_id, str(plot), "plots")
     for name in (METRICS_FILE, LOG_FILE):
         client.log_artifact(run_id, str(folder / name), "training")

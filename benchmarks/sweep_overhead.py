@@ -102,10 +102,11 @@ def run_plain(configs: list[Config], threads: int) -> tuple[float, list[TrialTim
         fit(config, datasets=datasets)
         wall = time.perf_counter() - loaded
         output = Path(config.output_dir)
-        epochs = tuple(row["seconds"] for row in read_metrics_csv(output / METRICS_FILE))
+        rows = read_metrics_csv(output / METRICS_FILE)
+        epochs = tuple(row["seconds"] for row in rows)
         trials.append(TrialTimes(config.fusion, loaded - begin, epochs, wall - sum(epochs)))
         finalising = time.perf_counter()
-        final_metrics(output, output / "model.onnx")
+        final_metrics(output, rows, output / "model.onnx")
         finalise_s += time.perf_counter() - finalising
     return time.perf_counter() - started, trials, finalise_s
 
