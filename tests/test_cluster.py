@@ -38,6 +38,7 @@ from avasr.model import build_model, count_parameters
 from avasr.champion import CHAMPION_ONNX
 from avasr.sweep import DEFAULT_EXPERIMENT
 from avasr.tracking import PARENT_TAG, global_uris
+from tests.logs import tail
 from tests.media import write_clip
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -73,10 +74,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def tail(path: Path, chars: int = 4000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.is_file() else f"({path} missing)"
 
 
 def wait_until_up(url: str, process: subprocess.Popen, log: Path, headers: dict | None = None) -> None:

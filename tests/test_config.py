@@ -40,10 +40,16 @@ def test_invalid_values_name_the_valid_ones():
         Config(dropout=1.5)
 
 
-def test_cli_overrides_only_given_flags(tmp_path):
+def parser_with_config_file() -> argparse.ArgumentParser:
+    """What experiments/train.py parses: --config FILE and a flag per Config field."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
     add_config_arguments(parser)
+    return parser
+
+
+def test_cli_overrides_only_given_flags(tmp_path):
+    parser = parser_with_config_file()
     file = tmp_path / "c.json"
     file.write_text('{"epochs": 7, "lr": 0.01}')
     args = parser.parse_args(["--config", str(file), "--lr", "0.0005", "--batch-size", "4", "--fusion", "simple",
@@ -54,13 +60,10 @@ def test_cli_overrides_only_given_flags(tmp_path):
 
 
 def test_config_file_overrides_a_resumed_base_field_by_field(tmp_path):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config")
-    add_config_arguments(parser)
     file = tmp_path / "c.json"
     file.write_text('{"lr": 0.01}')
     base = Config(epochs=7, fusion="attention")  # e.g. the config stored in the checkpoint being resumed
-    c = config_from_args(parser.parse_args(["--config", str(file), "--batch-size", "4"]), base)
+    c = config_from_args(parser_with_config_file().parse_args(["--config", str(file), "--batch-size", "4"]), base)
     assert (c.epochs, c.fusion, c.lr, c.batch_size) == (7, "attention", 0.01, 4)
 
 

@@ -22,6 +22,7 @@ from avasr.spaces import SpaceError, available_spaces, load_space
 from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, plan_resources, run_sweep
 from avasr.tracking import (EPOCH_PREFIX, PARENT_TAG, TRIAL_TAG, URI_ENV_VARS, TrackingError, check_tracking_uri,
                             global_uris, resolve_tracking_uri)
+from tests.logs import tail
 from tests.media import write_clip
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -330,10 +331,6 @@ def interrupt_during_second_trial(driver: subprocess.Popen, train_runs: Path, tr
         assert time.monotonic() < deadline, f"CPUs still held after the sweep ended: {ray.available_resources()}"
         time.sleep(0.5)
     return interrupted_at
-
-
-def tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:]
 
 
 @pytest.mark.slow
