@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from avasr import tracking
 from avasr.data.noise import NoiseError
 from avasr.data.noisy import NoiseSpec
+from avasr.errors import AvasrError, OutputError
 from avasr.evaluation import evaluate_checkpoint
 from avasr.export import ExportError, check_parity, export_onnx, register_onnx
 from avasr.latency import onnx_cpu_latency
@@ -40,7 +41,7 @@ NOISY_VAL_METRIC = "val_wer_snr0_babble"  # the best checkpoint's val WER in bab
 NOISY_VAL_NOISE = NoiseSpec("babble", snr_db=0.0, seed=0)
 
 
-class ShipError(RuntimeError):
+class ShipError(AvasrError, RuntimeError):
     """Nothing to ship: no sweep, no run within the budgets, or a trial whose files are gone."""
 
 
@@ -117,6 +118,7 @@ def finalise_trial(client: MlflowClient, run_id: str, folder: Path | None, error
         client.set_terminated(run_id, "FAILED")
         return
     rows = tracking.read_metrics_csv(folder / METRICS_FILE)
+    tracking.log_missing_epochs(client, run_id, rows)  # e.g. those a worker could not log while the server was down
     metrics, problems = final_metrics(folder, rows, onnx_path)
     with tempfile.TemporaryDirectory() as tmp:
         plot = tracking.plot_training_curves(rows, Path(tmp) / PLOT_FILE, run.info.run_name)
@@ -149,7 +151,10 @@ def ship(champion: TrialSummary, tracking_uri: str, destination: Path) -> tuple[
     """The champion's ONNX -> parity with PyTorch (raises ParityError) -> registered avasr@champion."""
     model, _ = load_model(Path(champion.checkpoint) / BEST_CHECKPOINT)
     report = check_parity(model, champion.onnx_path)
-    shutil.copyfile(champion.onnx_path, destination)
+    try:
+        shutil.copyfile(champion.onnx_path, destination)
+    except OSError as e:
+        raise OutputError(f"{destination}: cannot write the ONNX file: {e}") from None
     with tracking.global_uris(tracking_uri):  # register_onnx works on MLflow's global tracking and registry URIs
         version = register_onnx(destination, run_id=champion.run_id,
                                 metrics={"onnx_parity_max_abs_diff": report.max_abs_diff})

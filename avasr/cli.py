@@ -1,5 +1,6 @@
-"""What every entry point shares: a user's mistake (a bad manifest, config, file or space) ends with one clear
-line on stderr and exit status 1, not a traceback. Programming errors (other types) still show their traceback."""
+"""What every entry point shares: a user's mistake (an AvasrError: a bad manifest, config, file or space) ends with
+one clear line on stderr and exit status 1. Every other exception (a torch shape mismatch, an out-of-memory) is not
+the user's to fix and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-USER_ERRORS = (ValueError, RuntimeError, OSError)  # every avasr error type derives from one of these
+from avasr.errors import AvasrError
+
 FAILED = 1
 
 
 def run(main: Callable[[], object]) -> None:
     try:
         status = main()
-    except USER_ERRORS as e:
+    except AvasrError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         raise SystemExit(FAILED) from None
     raise SystemExit(status if isinstance(status, int) else 0)

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avasr.errors import AvasrError
 from avasr.text import VOCAB_SIZE
 
 # --- constants that the architecture, not the user, decides -------------------------------------------------
@@ -25,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MODALITIES = ("audio", "video", "audio+video")
 
 
-class ConfigError(ValueError):
+class ConfigError(AvasrError, ValueError):
     """An unknown key, a wrong type or an invalid value in a configuration."""
 
 
@@ -91,6 +92,10 @@ class Config:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.seed < 2**32:  # numpy's seeding takes 32-bit seeds
+            problems.append(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.num_workers < 0 or self.data_workers < 0:
+            problems.append(f"num_workers and data_workers must be >= 0, got {self.num_workers}, {self.data_workers}")
         if self.lr <= 0 or self.fps <= 0:
             problems.append("lr and fps must be positive")
         if self.temporal_kernel <= 0 or self.temporal_kernel % 2 == 0:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from avasr.config import DECODERS
+from avasr.errors import AvasrError
 from avasr.text import BLANK_ID, SYMBOLS, VOCAB_SIZE, VocabularyError, decode as ids_to_text, encode, normalize
 
 SPACE_ID = SYMBOLS.index(" ")
@@ -35,7 +36,7 @@ NEG_INF = float("-inf")
 Prefix = tuple[int, ...]  # label ids, no blanks: a candidate transcript
 
 
-class LexiconError(ValueError):
+class LexiconError(AvasrError, ValueError):
     """A bad word list; the message lists each problem as `file:line: problem`."""
 
 

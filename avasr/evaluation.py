@@ -18,6 +18,7 @@ from avasr.config import Config
 from avasr.data.dataset import AVDataset
 from avasr.data.noisy import NoiseSpec
 from avasr.decode import Lexicon
+from avasr.errors import OutputError
 from avasr.text import compute_cer, compute_wer
 from avasr.train import evaluate, load_model, make_loader, pick_device
 
@@ -149,9 +150,12 @@ def features_cached(config: Config) -> Iterator[Config]:
 
 
 def write_predictions(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t")
-        writer.writerow(["id", "reference", "hypothesis", "wer", "cer"])
-        for uid, ref, hyp in zip(result["ids"], result["references"], result["hypotheses"]):
-            writer.writerow([uid, ref, hyp, f"{compute_wer(ref, hyp):.4f}", f"{compute_cer(ref, hyp):.4f}"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f, delimiter="\t")
+            writer.writerow(["id", "reference", "hypothesis", "wer", "cer"])
+            for uid, ref, hyp in zip(result["ids"], result["references"], result["hypotheses"]):
+                writer.writerow([uid, ref, hyp, f"{compute_wer(ref, hyp):.4f}", f"{compute_cer(ref, hyp):.4f}"])
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write predictions: {e}") from None

@@ -31,6 +31,7 @@ from torch.export import Dim
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
 from avasr.decode import greedy_decode
+from avasr.errors import AvasrError
 from avasr.text import SYMBOLS
 
 INPUT_NAMES = ("audio", "video", "lengths")
@@ -56,14 +57,15 @@ ARTIFACT_NAME = "model"  # the logged model's name inside its run
 SHARED_DIM_WARNING = r".*axis name: batch will not be used"
 
 
-class ExportError(RuntimeError):
+class ExportError(AvasrError, RuntimeError):
     """The model could not be exported, or the exported file is not a valid ONNX model."""
 
 
-class ParityError(AssertionError):
+class ParityError(AvasrError, AssertionError):
     """onnxruntime and PyTorch disagree beyond PARITY_ATOL, or their greedy transcripts differ.
 
-    `report` holds the numbers (None when the output shapes already differ)."""
+    `report` holds the numbers (None when the output shapes already differ). An AvasrError: the verdict that this
+    model cannot ship, numbers included, which a traceback would not add to; the sweep records it and goes on."""
 
     def __init__(self, message: str, report: "ParityReport | None" = None):
         super().__init__(message)

@@ -14,6 +14,7 @@ from pathlib import Path
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
 from avasr.config import Config, ConfigError
+from avasr.errors import AvasrError
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "tune_spaces"
 
@@ -25,7 +26,7 @@ SWEEP_ONLY_KEYS = (FAIL_AT_EPOCH, MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY)
 SET_BY_SWEEP = ("train_manifest", "val_manifest", "output_dir", "cache_dir")
 
 
-class SpaceError(ValueError):
+class SpaceError(AvasrError, ValueError):
     """A space file that cannot be loaded, or a value in it that no trial could train with."""
 
 

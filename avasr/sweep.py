@@ -39,7 +39,9 @@ from avasr import tracking
 from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, STORAGE_TAG, TAG_MAX_CHARS,
                             TrialSummary, choose_best, finalise_trial, leaderboard, ship)
 from avasr.config import Config
+from avasr.errors import AvasrError
 from avasr.export import ParityError
+from avasr.resources import PlacementGroupReaper, release_orphaned_placement_groups, settle_job_resources
 from avasr.spaces import SearchSpace, fixed_values, load_space
 from avasr.train import BEST_CHECKPOINT, METRICS_FILE, load_datasets
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
@@ -56,7 +58,7 @@ STATE_FILE = "avasr_sweep.json"  # parent run and store of a sweep, read back by
 ONNX_FOLDER = "onnx"
 
 
-class SweepError(RuntimeError):
+class SweepError(AvasrError, RuntimeError):
     """A sweep that cannot start or be resumed as asked: too few resources, an existing folder, nothing to resume."""
 
 
@@ -74,6 +76,11 @@ class SweepOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: one per trial when the cluster has GPUs, else none
     max_failures: int = 2  # worker failures a trial recovers from (from its last checkpoint)
+    # A trial whose Train worker gets no CPUs/GPUs within this fails, naming who holds them (Tune reruns it once),
+    # and the sweep goes on; also how long the driver waits for its trials' resources to come back at the end.
+    resource_wait_s: float = 120.0
+    # How long the driver waits for a tracking server that went down before it finalises the trials.
+    mlflow_wait_s: float = 300.0
     scheduler: str = "asha"
     num_samples: int | None = None  # overrides the space's NUM_SAMPLES
     seed: int = 42  # the trials' seed unless the space sets one
@@ -186,13 +193,17 @@ def open_parent_run(client: MlflowClient, options: SweepOptions, experiment_path
         return state["experiment_id"], state["parent_run_id"]
     if experiment_path.exists():
         raise SweepError(f"{experiment_path} already holds a sweep: pass --resume to continue it, or another --name")
+    try:  # before the parent run: a sweep that cannot write its folder leaves no run behind
+        experiment_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"{experiment_path.parent}: cannot create the sweeps' folder (--storage-path): {e}") from None
     experiment_id = tracking.ensure_experiment(client, options.experiment, tracking_uri)
     params = {"space": space.path.stem, "num_samples": options.num_samples or space.num_samples,
               "scheduler": options.scheduler, "corpus_id": corpus, "seed": options.seed,
               "max_params": options.max_params, "max_latency_ms": options.max_latency_ms}
     parent = tracking.start_parent_run(client, experiment_id, options.name, params,
                                        {"avasr.space_file": str(space.path), STORAGE_TAG: str(experiment_path)})
-    experiment_path.mkdir(parents=True)
+    experiment_path.mkdir()
     state = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent}
     state_file.write_text(json.dumps(state, indent=2) + "\n")
     return experiment_id, parent
@@ -249,7 +260,11 @@ def run_sweep(options: SweepOptions) -> SweepResult:
                 ship_error = str(e)
         close_parent_run(client, parent_run_id, trials, champion, interrupted, ship_error)
     except BaseException as e:
-        client.set_terminated(parent_run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        try:  # a tracking server that is down cannot be told: the parent then stays RUNNING, i.e. incomplete
+            tracking.check_tracking_uri(tracking_uri)
+            client.set_terminated(parent_run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        except tracking.TrackingError:
+            pass
         raise
     return SweepResult(experiment_path, tracking_uri, experiment_id, parent_run_id, trials, champion, onnx_path,
                        version, interrupted, ship_error)
@@ -270,11 +285,17 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
             warm_feature_cache(base)
         context = TrialContext(tracking_uri, experiment_id, parent_run_id, corpus,
                                str(experiment_path / "train_runs"), resources.cpus, resources.gpus,
-                               options.max_failures)
+                               options.max_failures, options.resource_wait_s)
         trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": DRIVER_CPU})
-        grid = run_tuner(trainable, options, space, param_space, base.epochs, resources, storage)
+        for group in release_orphaned_placement_groups():  # left by a killed driver of this (resumed) sweep
+            print(f"released an orphaned {group.describe()}")
+        try:
+            grid = run_tuner(trainable, options, space, param_space, base.epochs, resources, storage)
+        finally:  # stopped, failed or interrupted: this sweep's trials hold nothing when it returns
+            settle_job_resources(options.resource_wait_s)
         if sweep_interrupted(experiment_path):  # Tune stops gracefully on Ctrl-C and returns
             return True
+        tracking.wait_for_store(tracking_uri, options.mlflow_wait_s)
         finalise_trials(MlflowClient(tracking_uri), experiment_id, parent_run_id, grid, context.train_storage,
                         experiment_path / ONNX_FOLDER)
         return False
@@ -318,7 +339,8 @@ def run_tuner(trainable, options: SweepOptions, space: SearchSpace, param_space:
                                         # reset_config()"); killing the actor also stops its Train run
                                         reuse_actors=False),
             run_config=tune.RunConfig(name=options.name, storage_path=str(storage),
-                                      failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES)),
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES),
+                                      callbacks=[PlacementGroupReaper()]),
         )
     return tuner.fit()
 

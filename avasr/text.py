@@ -14,6 +14,8 @@ import string
 
 import jiwer
 
+from avasr.errors import AvasrError
+
 BLANK = "<blank>"
 BLANK_ID = 0
 SPACE = " "
@@ -29,7 +31,7 @@ _DROP_TABLE = str.maketrans("", "", DROPPED_PUNCTUATION)
 _WHITESPACE = re.compile(r"\s+")
 
 
-class VocabularyError(ValueError):
+class VocabularyError(AvasrError, ValueError):
     """A transcript holds characters the model cannot emit. The message names where it came from."""
 
 

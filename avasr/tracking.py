@@ -29,21 +29,25 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 
+from avasr.errors import AvasrError
+
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"  # next to the sqlite file
 HEALTH_TIMEOUT_S = 5.0  # a tracking server answers /health in milliseconds; an unreachable one must fail fast
+STORE_POLL_S = 2.0  # while waiting for a tracking server to come back
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under their parent with it
 RUN_NAME_TAG = "mlflow.runName"
 TRIAL_TAG = "avasr.trial_id"  # finds a trial's child run again after a retry or a restored sweep
 KIND_TAG = "avasr.kind"  # "sweep" (parent) or "trial" (child)
 ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
+EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")  # the curves, from metrics.csv
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
 PLOT_DPI = 100
 URI_ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(AvasrError, RuntimeError):
     """The MLflow store cannot be reached or written."""
 
 
@@ -99,6 +103,19 @@ def check_tracking_uri(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
     elif scheme in ("", "file"):
         raise TrackingError(f"{uri}: MLflow 3 refuses the plain file store; use sqlite:////abs/path/"
                             f"{DEFAULT_DB_NAME} or a tracking server (http://host:5000)")
+
+
+def wait_for_store(uri: str, timeout_s: float) -> None:
+    """Return once the store answers; raise TrackingError when it has not for `timeout_s` (a tracking server that
+    went down during a sweep: trials keep training without it, and their epochs are logged when it is back)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check_tracking_uri(uri)
+        except TrackingError as e:
+            if time.monotonic() > deadline:
+                raise TrackingError(f"{e}; waited {timeout_s:g} s for it (--mlflow-wait-s)") from None
+            time.sleep(STORE_POLL_S)
 
 
 def artifact_location(uri: str) -> str | None:
@@ -193,6 +210,21 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     if entries:
         client.log_batch(run_id, metrics=entries)
+
+
+def logged_epochs(client: MlflowClient, run_id: str) -> set[int]:
+    """The epochs whose curves a run holds (every epoch logs all of EPOCH_METRICS in one batch)."""
+    return {m.step for m in client.get_metric_history(run_id, EPOCH_PREFIX + EPOCH_METRICS[0])}
+
+
+def log_missing_epochs(client: MlflowClient, run_id: str, rows: list[dict[str, float]]) -> int:
+    """Log the epochs of `rows` (metrics.csv) that the run's curves lack, e.g. those a worker could not log while
+    the tracking server was down: every epoch ends up logged exactly once. Returns how many were missing."""
+    logged = logged_epochs(client, run_id)
+    missing = [row for row in rows if int(row["epoch"]) not in logged]
+    for row in missing:
+        log_metrics(client, run_id, {k: row[k] for k in EPOCH_METRICS}, step=int(row["epoch"]), prefix=EPOCH_PREFIX)
+    return len(missing)
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, object]) -> None:

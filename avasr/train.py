@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from avasr.config import NUM_CLASSES, Config
 from avasr.data.dataset import AVDataset, Batch, collate
 from avasr.decode import Lexicon, decode
+from avasr.errors import AvasrError, OutputError
 from avasr.metrics import character_error_rate, word_error_rate
 from avasr.model import build_model, count_parameters, lengths_to_mask
 from avasr.text import BLANK_ID
@@ -49,7 +50,7 @@ METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_wer", "val_cer", "lr", 
 ReportFn = Callable[[dict, Path], None]  # (this epoch's metrics, folder holding the checkpoints just written)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(AvasrError, RuntimeError):
     pass
 
 
@@ -183,9 +184,12 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise TrainingError(f"{path}: cannot load checkpoint: {e}") from None
+    if not (isinstance(checkpoint, dict) and {"config", "model"} <= checkpoint.keys()):
+        raise TrainingError(f"{path}: not a checkpoint written by avasr training (no config and model in it)")
+    return checkpoint
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -235,8 +239,11 @@ def fit(
 ) -> dict:
     """Train until `config.epochs` or early stopping. Returns the best epoch's metrics (with `param_count`)."""
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    log = setup_logging(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        log = setup_logging(output_dir)
+    except OSError as e:
+        raise OutputError(f"{output_dir}: cannot write the output folder: {e}") from None
     seed_everything(config.seed)
     device = pick_device(config)
     train_set, val_set = datasets or load_datasets(config)

@@ -6,9 +6,9 @@ training loop (`avasr.train.fit`).
 
 The rank-0 worker logs the per-epoch curves to MLflow (`epoch/val_wer`, ... with step = epoch): it is the only
 process that holds an epoch's metrics as they happen (the Tune function is blocked in `fit()`), so the MLflow UI
-follows a trial live. It logs an epoch after its checkpoint is written and before reporting it to Ray, so a retry
-that resumes from the last reported checkpoint logs the following epochs exactly once (the rare crash between the
-two re-logs the same step with the same values: resume is exact).
+follows a trial live. Each epoch is logged once, whatever fails (see EpochLog): a retried worker skips the steps
+the run holds, and a tracking server that is down holds up neither training nor the curves, which the driver
+completes from the checkpoint's metrics.csv when it finalises the trial.
 
 This module is what a Train worker imports to run `train_func`: it stays light (no ONNX, no plotting), since
 every import here is paid again by every trial's worker process.
@@ -28,11 +28,15 @@ import ray.train
 import torch
 from mlflow import MlflowClient
 from ray import tune
+from ray.train import ControllerError
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from avasr import tracking
 from avasr.config import Config
+from avasr.errors import AvasrError
+from avasr.resources import ResourcesError, who_holds
 from avasr.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_KEY, split_trial_config
 from avasr.train import LAST_CHECKPOINT, fit, load_datasets
 
@@ -42,11 +46,18 @@ CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all 
 # until the previous one is taken: epochs shorter than the poll were held to it, and a trial ended two polls after
 # its last epoch (benchmarks/sweep_overhead.py: ~12 s a trial of 10 smoke epochs). Ray passes it to the controller.
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
-EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
+# How long Train's controller waits for its worker group's placement group; the sweep sets it from
+# SweepOptions.resource_wait_s. Train retries a timed-out start without limit by default ("max allowed: inf"):
+# CONTROLLER_RETRIES makes the trial fail instead, with who holds the resources (Tune reruns it once).
+WORKER_START_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+CONTROLLER_RETRIES = 0
+# A worker's MLflow calls must not hold training up while a tracking server is down (MLflow's defaults retry
+# for minutes): one quick retry, then the epoch waits in EpochLog.pending for the next one.
+WORKER_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 UNLOGGED_FIELDS = ("output_dir", "extra")  # a worker's temporary folder; free-form tags
 
 
-class InjectedFailure(RuntimeError):
+class InjectedFailure(AvasrError, RuntimeError):
     """Raised on purpose by a trial whose config has `fail_at_epoch` (tests of retries)."""
 
 
@@ -62,9 +73,42 @@ class TrialContext:
     cpus: float
     gpus: float
     max_failures: int
+    resource_wait_s: float  # a Train run that gets no worker resources within this fails with who holds them
 
 
 # --- the Train worker --------------------------------------------------------------------------------------------
+class EpochLog:
+    """Rank 0's per-epoch curves in MLflow, each epoch once and never in training's way.
+
+    Once: a retried worker may train again epochs it logged before its crash (killed before Ray had its
+    checkpoint): steps the run already holds are skipped. Out of the way: an epoch the store refuses (a tracking
+    server that is down) waits in `pending` and goes with the next epoch that gets through; epochs still pending
+    when training ends are logged by the driver from the checkpoint's metrics.csv (tracking.log_missing_epochs).
+    """
+
+    def __init__(self, client: MlflowClient | None, run_id: str | None):
+        self.client, self.run_id = client, run_id
+        self.pending: list[dict] = []
+        self.logged: set[int] | None = None  # steps already in the run, read at the first epoch
+
+    def __call__(self, metrics: dict) -> None:
+        if self.client is None:
+            return
+        self.pending.append({k: metrics[k] for k in ("epoch", *tracking.EPOCH_METRICS)})
+        try:
+            if self.logged is None:
+                self.logged = tracking.logged_epochs(self.client, self.run_id)
+            for row in list(self.pending):
+                if row["epoch"] not in self.logged:
+                    tracking.log_metrics(self.client, self.run_id, {k: row[k] for k in tracking.EPOCH_METRICS},
+                                         step=row["epoch"], prefix=tracking.EPOCH_PREFIX)
+                    self.logged.add(row["epoch"])
+                self.pending.remove(row)
+        except Exception as e:  # MLflow raises its own and requests' errors: none may stop training
+            print(f"avasr: MLflow refused epoch {self.pending[0]['epoch']} ({type(e).__name__}); "
+                  f"{len(self.pending)} epoch(s) wait for the store")
+
+
 def train_func(config: dict) -> None:
     """The Ray Train worker: avasr.train.fit in a temporary folder, each epoch reported with its checkpoint.
 
@@ -81,12 +125,11 @@ def train_func(config: dict) -> None:
         checkpoint.to_directory(str(work_dir))  # Ray
         resume = work_dir / LAST_CHECKPOINT
     rank_zero = ray.train.get_context().get_world_rank() == 0  # Ray
-    client = MlflowClient(sweep[MLFLOW_URI_KEY]) if rank_zero and sweep.get(MLFLOW_URI_KEY) else None
+    tracked = rank_zero and sweep.get(MLFLOW_URI_KEY)
+    log_epoch = EpochLog(MlflowClient(sweep[MLFLOW_URI_KEY]) if tracked else None, sweep.get(MLFLOW_RUN_KEY))
 
     def report(metrics: dict, checkpoint_dir: Path) -> None:
-        if client is not None:
-            tracking.log_metrics(client, sweep[MLFLOW_RUN_KEY], {k: metrics[k] for k in EPOCH_METRICS},
-                                 step=metrics["epoch"], prefix=tracking.EPOCH_PREFIX)
+        log_epoch(metrics)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)))  # Ray
         if resume is None and metrics["epoch"] == sweep.get(FAIL_AT_EPOCH):
             raise InjectedFailure(f"fail_at_epoch={metrics['epoch']}: failing once after this epoch's checkpoint")
@@ -118,6 +161,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
                      THREADS_KEY: max(1, math.floor(context.cpus))}
     worker_resources = {"CPU": context.cpus - DRIVER_CPU, **({"GPU": context.gpus} if context.gpus else {})}
     os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))  # a value set by the user wins
+    os.environ[WORKER_START_ENV] = str(context.resource_wait_s)  # Ray passes both to the controller
     trainer = TorchTrainer(  # Ray Train: one worker runs the one training loop
         train_func,
         train_loop_config=worker_config,
@@ -127,9 +171,18 @@ def run_trial(config: dict, context: TrialContext) -> None:
             name=trial_id,  # stable: a rerun or restored trial resumes from this run's checkpoints
             storage_path=context.train_storage,
             callbacks=[TuneReportCallback()],  # forwards each report to Tune (and so to ASHA)
-            failure_config=ray.train.FailureConfig(max_failures=context.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=context.max_failures,
+                                                   controller_failure_limit=CONTROLLER_RETRIES),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
-            worker_runtime_env={"env_vars": {"TQDM_DISABLE": "1"}},  # Tune already prints every epoch
+            # TQDM: Tune already prints every epoch
+            worker_runtime_env={"env_vars": {"TQDM_DISABLE": "1", **WORKER_MLFLOW_ENV}},
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except ControllerError as e:
+        if not isinstance(e.controller_failure, WorkerGroupStartupTimeoutError):
+            raise
+        raise ResourcesError(
+            f"trial {trial_id}: its Train worker got no {worker_resources} within {context.resource_wait_s:g} s "
+            f"(--resource-wait-s): {who_holds('GPU' if context.gpus else 'CPU')}") from None

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=42, help="same seed, same corpus (default: 42)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed must be at least 0, got {args.seed}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or Path(DEFAULT_OUT.format(size=args.size))
     corpus = build_corpus(out, size=args.size, seed=args.seed, workers=args.workers)

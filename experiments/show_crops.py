@@ -18,6 +18,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10, help="crops per row, evenly spread in time")
     parser.add_argument("--fps", type=float, default=Config.fps)
     args = parser.parse_args()
+    if args.utterances < 1 or args.frames < 1:
+        parser.error(f"--utterances and --frames must be at least 1, got {args.utterances} and {args.frames}")
     print(show_crops(args.manifest, args.out, Config(fps=args.fps), args.utterances, args.frames))
 
 

@@ -13,8 +13,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,18 +36,13 @@ from avasr.model import build_model, count_parameters
 from avasr.champion import CHAMPION_ONNX
 from avasr.sweep import DEFAULT_EXPERIMENT
 from avasr.tracking import PARENT_TAG, global_uris
-from tests.logs import tail
 from tests.media import write_clip
+from tests.servers import BIN, HOST, POLL_S, START_TIMEOUT_S, MlflowServer, free_ports, stop_group, wait_until_up
 
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # the venv's console scripts: ray, mlflow
-HOST = "127.0.0.1"
 # Ray's unix sockets live under its temp dir and their paths must stay under ~107 characters: a short root.
 RAY_TEMP_ROOT = "/tmp" if Path("/tmp").is_dir() else None
-START_TIMEOUT_S = 120  # a loaded 2-core machine takes 5-30 s to start either server
 JOB_TIMEOUT_S = 600  # ~90 s quiet; CI machines are shared and can be several times slower
-STOP_TIMEOUT_S = 30
-POLL_S = 1.0
 # Uploaded with the job: the project's code only. Ray also honours .gitignore; these make it explicit.
 UPLOAD_EXCLUDES = ["/.git/", "/.venv/", "/data/", "/outputs/", "/mlartifacts/", "/mlflow.db", "/.pytest_cache/"]
 TERMINAL_JOB_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -64,74 +57,13 @@ SWEEP_NAME = "cluster-smoke"
 
 
 # --- processes this test owns ------------------------------------------------------------------------------------
-def free_ports(count: int) -> list[int]:
-    """Distinct ports free now (all sockets are held open until every port is chosen)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def wait_until_up(url: str, process: subprocess.Popen, log: Path, headers: dict | None = None) -> None:
-    """Poll `url` until it answers 200; fail with the server's log if it exits or times out."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        assert process.poll() is None, f"{process.args[:3]} exited with {process.returncode}:\n{tail(log)}"
-        assert time.monotonic() < deadline, f"{url} not up after {START_TIMEOUT_S} s:\n{tail(log)}"
-        time.sleep(POLL_S)
-
-
-def stop_group(process: subprocess.Popen, leader_only: bool) -> None:
-    """SIGTERM (to the leader, or to its whole process group), then SIGKILL to the group for whatever is left.
-
-    The group is the one `start_new_session=True` created for this process: it holds only what this test started.
-    """
-    group = process.pid
-    try:
-        if leader_only:
-            process.terminate()
-        else:
-            os.killpg(group, signal.SIGTERM)
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if process.poll() is None:
-        process.wait(timeout=STOP_TIMEOUT_S)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path) -> Iterator[str]:
-    """`mlflow server` on 127.0.0.1: runs in SQLite, artifacts uploaded through the server (--serve-artifacts is
-    the default) into a folder of its own, so clients need no access to it."""
-    (port,) = free_ports(1)
-    folder = tmp_path / "mlflow"
-    folder.mkdir()
-    log = folder / "server.log"
-    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-               "--artifacts-destination", str(folder / "artifacts"), "--host", HOST, "--port", str(port),
-               "--workers", "1"]
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://{HOST}:{port}"
+    server = MlflowServer(tmp_path / "mlflow").start()
     try:
-        wait_until_up(f"{uri}/health", server, log)
-        yield uri
+        yield server.uri
     finally:
-        stop_group(server, leader_only=False)
+        server.stop()
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,10 @@ def test_invalid_values_name_the_valid_ones():
         Config(fusion="concat")
     with pytest.raises(ConfigError, match="dropout must be in"):
         Config(dropout=1.5)
+    with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\*\*32\), got -1"):  # numpy refuses it in fit
+        Config(seed=-1)
+    with pytest.raises(ConfigError, match="num_workers and data_workers must be >= 0, got -1, 0"):
+        Config(num_workers=-1)
 
 
 def parser_with_config_file() -> argparse.ArgumentParser:

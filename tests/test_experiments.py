@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.media import write_clip
 
@@ -70,3 +71,31 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"train.py: error: {tmp_path / 'bad.txt'}: 1 bad line(s)" in done.stderr
+
+
+@pytest.mark.parametrize(("script", "args", "line"), [
+    ("train.py", ["--config", "{tmp}/missing.json"], "{tmp}/missing.json: cannot read configuration: [Errno 2]"),
+    ("train.py", ["--resume", "{tmp}/missing.pth"], "{tmp}/missing.pth: cannot load checkpoint: [Errno 2]"),
+    ("evaluate.py", ["--checkpoint", "{tmp}/foreign.pth", "--manifest", "{tmp}/m.txt"],
+     "{tmp}/foreign.pth: not a checkpoint written by avasr training"),
+    ("train.py", ["--train-manifest", "{tmp}/m.txt", "--val-manifest", "{tmp}/m.txt", "--output-dir", "{tmp}/a_file"],
+     "{tmp}/a_file: cannot write the output folder: [Errno 17] File exists"),
+    ("show_crops.py", ["--manifest", "{tmp}/m.txt", "--out", "{tmp}/crops.xyz"],
+     "{tmp}/crops.xyz: cannot save the image: Format 'xyz' is not supported"),
+    ("show_crops.py", ["--manifest", "{tmp}/corrupt.txt"], "{tmp}/x.mp4: cannot open the video (corrupt or not a video"),
+    ("make_corpus.py", ["--out", "{tmp}/a_file"], "{tmp}/a_file: cannot create the corpus folder: [Errno 17] File exists"),
+], ids=["missing config", "missing checkpoint", "foreign checkpoint", "output folder is a file", "unknown image format",
+        "corrupt video", "corpus folder is a file"])
+def test_a_users_mistake_is_one_line_naming_the_file(tmp_path, script, args, line):
+    """Each ends in an AvasrError (avasr.cli); a builtin error would show its traceback."""
+    write_clip(tmp_path, "u0", 1.0)
+    (tmp_path / "m.txt").write_text("u0.wav|u0.mp4|bin blue\n")
+    (tmp_path / "x.mp4").write_bytes(b"\x00not a video" * 100)
+    (tmp_path / "corrupt.txt").write_text("u0.wav|x.mp4|bin blue\n")
+    (tmp_path / "a_file").write_text("")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pth")
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script),
+                           *(a.format(tmp=tmp_path) for a in args)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"\n{script}: error: {line.format(tmp=tmp_path)}" in "\n" + done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "[ WARN" not in done.stderr

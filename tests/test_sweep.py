@@ -1,9 +1,9 @@
-"""The fusion sweep: spaces, resources, budgets and the MLflow store without Ray; then tiny real sweeps on a local
-Ray (2 CPUs) with a real sqlite MLflow store: tracking, a retried trial, an interrupted and resumed sweep."""
+"""The fusion sweep: spaces, resources, budgets and the MLflow store without Ray; then a tiny real sweep on a local
+Ray (2 CPUs) with a real sqlite MLflow store, tracked and shipped. Faults (stops, crashes, interrupts, a tracking
+server going down) are tests/test_faults.py's."""
 
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,78 +11,21 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import ray
 from mlflow import MlflowClient
 
 from avasr.config import Config
-from avasr.data.manifest import write_manifest
 from avasr.model import build_model, count_parameters
 from avasr.champion import ShipError, TrialSummary, choose_best, export_best, leaderboard
 from avasr.spaces import SpaceError, available_spaces, load_space
-from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, plan_resources, run_sweep
-from avasr.tracking import (EPOCH_PREFIX, PARENT_TAG, TRIAL_TAG, URI_ENV_VARS, TrackingError, check_tracking_uri,
-                            global_uris, resolve_tracking_uri)
-from tests.logs import tail
-from tests.media import write_clip
+from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, corpus_id, plan_resources, run_sweep
+from avasr.tracking import (PARENT_TAG, URI_ENV_VARS, TrackingError, check_tracking_uri, global_uris,
+                            resolve_tracking_uri)
+from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
 
 PROJECT = Path(__file__).resolve().parents[1]
-TRANSCRIPTS = ["bin blue", "lay red", "set green", "place at", "bin now", "lay soon"]
-CLIP_SECONDS = 1.2  # 30 video frames: enough for CTC on every transcript above
-TINY_FIELDS = {"dropout": 0.1, "lr": 3e-3, "batch_size": 2, "lip_size": 16, "encoder_channels": [4, 8, 8],
-               "feature_dim": 16, "temporal_layers": 1, "device": "cpu"}
 FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95",
                  "val_wer_snr0_babble")
 FLAT_PARAMS = ("fusion", "dropout", "lr", "epochs", "seed", "corpus_id")
-# ~35 s and ~5 s on a quiet 2-core machine; 2 busy processes beside it made the first 4-5 times slower (CI
-# machines are shared): generous limits, only ever reached by a broken sweep.
-SECOND_TRIAL_WITHIN_S, STOP_WITHIN_S = 480, 180
-CLUSTER_CPUS = 2
-
-
-# --- fixtures ----------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> Path:
-    """Four training and two validation clips of a real face (Haar needs one) with a tone as audio."""
-    root = tmp_path_factory.mktemp("corpus")
-    rows = [(*write_clip(root / "clips", f"u{i}", CLIP_SECONDS), text) for i, text in enumerate(TRANSCRIPTS)]
-    write_manifest(root / "train_manifest.txt", rows[:4])
-    write_manifest(root / "val_manifest.txt", rows[4:])
-    return root
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    # with the dashboard, as `run_sweep` and `ray start` bring it up: Ray Train's PlacementGroupCleaner frees an
-    # interrupted run's placement group through the State API it serves (without it, an interrupted sweep's last
-    # trial kept its CPUs after its driver exited, and the resumed sweep waited for them forever)
-    ray.init(num_cpus=CLUSTER_CPUS)
-    yield
-    ray.shutdown()
-
-
-def write_space(folder: Path, fusion: str = '["simple"]', **fields) -> Path:
-    """A space file: a grid over the fusions given as Python source, every other field fixed."""
-    path = folder / "space.py"
-    values = {**TINY_FIELDS, **fields}
-    path.write_text(f"from ray import tune\nSPACE = {{'fusion': tune.grid_search({fusion}), **{values!r}}}\n")
-    return path
-
-
-def options(tmp_path: Path, corpus: Path, space: Path, **changes) -> SweepOptions:
-    values = dict(
-        train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt"),
-        space=str(space), storage_path=str(tmp_path / "sweeps"), mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        cache_dir=str(corpus / "cache"), max_failures=1, scheduler="fifo",
-    )
-    return SweepOptions(**{**values, **changes})
-
-
-def child_runs(client: MlflowClient, result) -> list:
-    return client.search_runs([result.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'")
-
-
-def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run_id, EPOCH_PREFIX + key))
 
 
 # --- spaces ------------------------------------------------------------------------------------------------------
@@ -270,96 +213,4 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
         export_best(result.tracking_uri, DEFAULT_EXPERIMENT, max_params=10)
     with pytest.raises(ShipError, match=r"no sweep called 'nope'"):
         export_best(result.tracking_uri, DEFAULT_EXPERIMENT, sweep="nope")
-
-
-@pytest.mark.slow
-def test_trials_after_one_stopped_by_asha_still_run(tmp_path, corpus, local_ray):
-    # one at a time, the first trial learning and the others not (lr 1e-7): ASHA stops a later one at epoch 1,
-    # while its Tune function is still inside TorchTrainer.fit(), and the next trial must start all the same
-    fields = {k: v for k, v in TINY_FIELDS.items() if k != "lr"}
-    space = tmp_path / "asha.py"
-    space.write_text("from ray import tune\n"
-                     f"SPACE = {{'lr': tune.grid_search([3e-3, 1e-7, 1e-7]), 'epochs': 2, **{fields!r}}}\n"
-                     "ASHA = {'grace_period': 1, 'reduction_factor': 2}\n")
-    result = run_sweep(options(tmp_path, corpus, space, scheduler="asha", cpus_per_trial=2.0, ship=False))
-
-    client = MlflowClient(result.tracking_uri)
-    runs = child_runs(client, result)
-    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs), [r.data.tags for r in runs]
-    trained = sorted(int(r.data.metrics["epochs_trained"]) for r in runs)
-    assert trained[0] == 1 and trained[-1] == 2, trained  # one stopped at the rung, the first ran to the end
-
-
-@pytest.mark.slow
-def test_a_trial_failing_once_is_retried_from_its_checkpoint(tmp_path, corpus, local_ray):
-    space = write_space(tmp_path, epochs=3, fail_at_epoch=1)
-    result = run_sweep(options(tmp_path, corpus, space, ship=False))
-
-    client = MlflowClient(result.tracking_uri)
-    (run,) = child_runs(client, result)
-    assert run.info.status == "FINISHED" and result.trials[0].status == "FINISHED"
-    # the epoch counter continues after the failure: each epoch logged once, none from a restart
-    assert steps(client, run.info.run_id, "val_loss") == [1, 2, 3]
-    log = Path(client.download_artifacts(run.info.run_id, "training/training.log", str(tmp_path))).read_text()
-    assert "after epoch 1" in log and log.count("resumed from") == 1
-
-
-def second_trial_started(train_runs: Path, tracking_uri: str) -> bool:
-    """The second trial's child run exists: created by its Tune function seconds before its Train run starts.
-
-    The store is read only once the first trial has checkpoints: by then the driver has created the database
-    (two processes creating one sqlite store race on its schema)."""
-    if not list(train_runs.glob("*_00000/checkpoint_*")):
-        return False
-    client = MlflowClient(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return bool(client.search_runs(experiments, filter_string=f"tags.`{TRIAL_TAG}` LIKE '%_00001'"))
-
-
-def interrupt_during_second_trial(driver: subprocess.Popen, train_runs: Path, tracking_uri: str, log: Path) -> float:
-    """Ctrl-C to the sweep once its first trial has finished and its second has started; waits for it to exit."""
-    deadline = time.monotonic() + SECOND_TRIAL_WITHIN_S
-    while not second_trial_started(train_runs, tracking_uri):
-        assert driver.poll() is None, f"the sweep ended before its second trial: {tail(log)}"
-        assert time.monotonic() < deadline, f"no second trial within {SECOND_TRIAL_WITHIN_S} s: {tail(log)}"
-        time.sleep(0.2)
-    interrupted_at = time.time()
-    driver.send_signal(signal.SIGINT)  # one trial at a time: the first has finished, the second has not
-    assert driver.wait(timeout=STOP_WITHIN_S) == 130, tail(log)  # "interrupted: continue with --resume"
-    deadline = time.monotonic() + STOP_WITHIN_S
-    while ray.available_resources().get("CPU", 0.0) < CLUSTER_CPUS:  # the stopped trial's CPUs come back
-        assert time.monotonic() < deadline, f"CPUs still held after the sweep ended: {ray.available_resources()}"
-        time.sleep(0.5)
-    return interrupted_at
-
-
-@pytest.mark.slow
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, corpus, local_ray):
-    space = write_space(tmp_path, fusion='["simple", "weighted"]', epochs=2)
-    opts = options(tmp_path, corpus, space, ship=False, cpus_per_trial=2.0)  # one trial at a time
-    command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), "--space", opts.space,
-               "--train-manifest", opts.train_manifest, "--val-manifest", opts.val_manifest,
-               "--storage-path", opts.storage_path, "--mlflow-uri", opts.mlflow_uri, "--cache-dir", opts.cache_dir,
-               "--scheduler", "fifo", "--cpus-per-trial", "2", "--no-ship",
-               "--address", ray.get_runtime_context().gcs_address]
-    log = tmp_path / "driver.log"  # a file, not a pipe: a driver never blocks on output nobody reads
-    with log.open("wb") as out:
-        driver = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        interrupted_at = interrupt_during_second_trial(driver, Path(opts.storage_path) / opts.name / "train_runs",
-                                                       opts.mlflow_uri, log)
-    finally:
-        if driver.poll() is None:  # a failed assertion must not leave a sweep running into the next tests
-            driver.kill()
-            driver.wait()
-
-    result = run_sweep(SweepOptions(**{**opts.__dict__, "resume": True}))
-    client = MlflowClient(opts.mlflow_uri)
-    runs = {r.data.tags[TRIAL_TAG][-5:]: r for r in child_runs(client, result)}
-    assert sorted(runs) == ["00000", "00001"] and not result.interrupted
-    assert all(r.info.status == "FINISHED" for r in runs.values())
-    first = client.get_metric_history(runs["00000"].info.run_id, EPOCH_PREFIX + "val_loss")
-    assert sorted(m.step for m in first) == [1, 2]
-    assert all(m.timestamp / 1000 < interrupted_at for m in first)  # nothing of the finished trial ran again
-    assert steps(client, runs["00001"].info.run_id, "val_loss")[-1] == 2
-    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+    assert_all_cpus_come_back()

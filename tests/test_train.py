@@ -120,6 +120,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="bad.pth: cannot load checkpoint"):
         load_checkpoint(tmp_path / "bad.pth")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pth")  # a torch file, not one of ours
+    with pytest.raises(RuntimeError, match="foreign.pth: not a checkpoint written by avasr training"):
+        load_checkpoint(tmp_path / "foreign.pth")
 
 
 def test_modalities_blank_the_other_stream():

@@ -1,5 +1,8 @@
 """Video decoding, frame-rate conversion and bad video files: every failure is a VideoError naming the file."""
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -91,6 +94,32 @@ def test_corrupt_file_is_a_video_error_naming_it(tmp_path):
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     with pytest.raises(VideoError, match="corrupt.mp4: cannot open the video"):
         read_gray_frames(path)
+
+
+def test_opencv_keeps_quiet_about_a_corrupt_file_and_only_our_error_shows(tmp_path):
+    """OpenCV writes its `[ WARN:0@0.086] global cap.cpp:212 open VIDEOIO(FFMPEG) ...` from C++: only the
+    stderr of a process of its own shows it."""
+    path = tmp_path / "x.mp4"
+    path.write_bytes(b"\x00\x00\x00\x10ftypisom" + np.random.default_rng(0).bytes(4096))  # an MP4 with no moov
+    script = ("import sys\nfrom avasr.data.video import VideoError, read_gray_frames\n"
+              "try:\n    read_gray_frames(sys.argv[1])\nexcept VideoError as e:\n    print(e, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert f"{path}: cannot open the video (corrupt or not a video container)\n" in done.stderr
+    assert "VIDEOIO" not in done.stderr and "[ WARN" not in done.stderr, done.stderr
+    assert "moov atom" not in done.stderr, done.stderr  # FFmpeg's own log
+
+
+def test_opencv_logs_at_its_previous_level_after_a_corrupt_file(tmp_path):
+    path = tmp_path / "x.mp4"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    try:
+        with pytest.raises(VideoError):
+            read_gray_frames(path)
+        assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_FATAL
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
 
 
 def test_truncated_file_is_a_video_error_naming_it(tmp_path):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avasr.errors import AvasrError
+
 LIBRARY_NAME = "libespeak-ng.so.1"
 SETUP_HINT = "run `make setup` (it installs the Debian packages espeak-ng and libespeak-ng1)"
 
@@ -41,7 +43,7 @@ EE_OK = 0
 PHONEME_NAME_BYTES = 8
 
 
-class EspeakError(RuntimeError):
+class EspeakError(AvasrError, RuntimeError):
     """libespeak-ng is missing, cannot be initialised, or refused a voice or a text."""
 
 

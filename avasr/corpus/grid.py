@@ -35,6 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avasr.data.manifest import write_manifest
+from avasr.errors import AvasrError
 from avasr.text import VocabularyError, normalize
 
 ALIGN_UNITS_PER_SECOND = 25000  # GRID align times count 25 kHz audio samples (1000 per 25 fps video frame)
@@ -69,7 +70,7 @@ MISSING_AUDIO = "missing audio"
 NO_WORDS = "alignment has no words"
 
 
-class CorpusError(ValueError):
+class CorpusError(AvasrError, ValueError):
     """A corpus folder or file that cannot be imported; the message names the file (and line)."""
 
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from avasr.corpus import face, grammar
 from avasr.corpus.espeak import Phoneme, library_version, process_synthesizer
 from avasr.data.manifest import write_manifest
+from avasr.errors import AvasrError, OutputError
 
 GENERATOR_VERSION = 1  # bump when the output of the same seed changes
 SAMPLE_RATE = 22050  # espeak-ng's own rate, kept: the training loader resamples
@@ -76,7 +77,7 @@ SPEAKER_STREAM, SENTENCE_STREAM, SPEECH_STREAM, RENDER_STREAM = 1, 2, 3, 4  # in
 log = logging.getLogger(__name__)
 
 
-class CorpusError(RuntimeError):
+class CorpusError(AvasrError, RuntimeError):
     """The corpus folder holds a different corpus, or an utterance could not be written."""
 
 
@@ -347,7 +348,10 @@ def build_corpus(
         return out_dir
     espeak_version = library_version()  # a missing libespeak-ng is reported here, not in every worker
     speakers, utterances = plan_corpus(size, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot create the corpus folder: {e}") from None
     log.info("building corpus %s in %s", corpus_id(size, seed), out_dir)
     spoken, animated = _render_all(utterances, out_dir, seed, workers or os.cpu_count() or 1)
     _write_manifests(out_dir, utterances)

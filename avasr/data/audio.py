@@ -14,12 +14,13 @@ import torch
 import torchaudio
 
 from avasr.config import Config
+from avasr.errors import AvasrError
 
 LOG_FLOOR = 1e-6  # added before the log so silent frames stay finite
 NORM_EPS = 1e-5  # keeps per-utterance standardisation finite on constant input
 
 
-class AudioError(ValueError):
+class AudioError(AvasrError, ValueError):
     """An unreadable, corrupt or unusable audio file; the message names it."""
 
 

@@ -28,6 +28,7 @@ from avasr.data.lips import NoFaceError
 from avasr.data.manifest import ManifestEntry, read_manifest
 from avasr.data.noisy import NoiseSpec, noisy_waveforms
 from avasr.data.video import VideoError
+from avasr.errors import AvasrError
 from avasr.text import encode
 
 MAX_AV_MISMATCH_SECONDS = 0.25  # audio and video of one clip may differ by this much; more means a broken pair
@@ -35,7 +36,7 @@ PIXEL_MAX = 255.0
 MIN_UTTERANCES_PER_WORKER = 16  # below this, starting worker processes costs more than it saves
 
 
-class DataError(ValueError):
+class DataError(AvasrError, ValueError):
     """Unusable files in a manifest; the message lists every one with its manifest line."""
 
 

@@ -9,13 +9,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from avasr.errors import AvasrError
 from avasr.text import normalize
 
 FIELD_SEPARATOR = "|"
 FIELDS_PER_LINE = 3
 
 
-class ManifestError(ValueError):
+class ManifestError(AvasrError, ValueError):
     """One or more bad lines in a manifest; the message lists each as `file:line: problem`."""
 
     def __init__(self, path: Path, problems: list[str]):

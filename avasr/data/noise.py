@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avasr.errors import AvasrError
+
 NOISE_KINDS = ("white", "pink", "babble")
 DEFAULT_BABBLE_TALKERS = 6  # enough overlapping voices that no single word is intelligible
 _EPSILON_POWER = 1e-20  # below this mean square a signal counts as silent
 
 
-class NoiseError(ValueError):
+class NoiseError(AvasrError, ValueError):
     """Noise cannot be built or mixed as asked (silent noise, too few babble talkers, wrong shapes)."""
 
 

@@ -4,25 +4,36 @@ Decoding uses OpenCV's FFmpeg backend. Frame rates other than `config.fps` (e.g.
 nearest-in-time frame selection before the lips are cropped (see `avasr.data.lips`).
 
 Errors: an unreadable, corrupt or frame-less file raises `VideoError`, a video without a face `NoFaceError`
-(a `VideoError`); both name the file. A track's duration is `len(track.crops) / config.fps` seconds, which the
-dataset compares with its audio to catch videos much shorter than their audio.
+(a `VideoError`); both name the file. OpenCV's own warnings while a file is opened and read (`[ WARN...] ...
+VIDEOIO(FFMPEG) ...`) are silenced: they would only come before that clearer error. A track's duration is
+`len(track.crops) / config.fps` seconds, which the dataset compares with its audio to catch videos much shorter
+than their audio.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from avasr.errors import AvasrError
+
+# FFmpeg's own log ("[mov,mp4,... @ 0x...] moov atom not found") bypasses OpenCV's logging API; OpenCV reads this
+# once, at its first FFmpeg open. Quiet (AV_LOG_QUIET) unless the user asked otherwise: VideoError says it better.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 if TYPE_CHECKING:  # lips.py imports VideoError from here, so the runtime import waits until load_lips runs
     from avasr.config import Config
     from avasr.data.lips import LipCropper, LipTrack
 
 
-class VideoError(ValueError):
+class VideoError(AvasrError, ValueError):
     """A video that cannot give frames: missing, unreadable, corrupt, no frames, no frame rate. Names the file."""
 
 
@@ -31,24 +42,36 @@ def read_gray_frames(path: str | Path) -> tuple[np.ndarray, float]:
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # one decoder everywhere, not whatever CAP_ANY finds first
-    try:
-        if not capture.isOpened():
-            raise VideoError(f"{path}: cannot open the video (corrupt or not a video container)")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
-    finally:
-        capture.release()
+    with opencv_errors_only():
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # one decoder everywhere, not whatever CAP_ANY finds
+        try:
+            if not capture.isOpened():
+                raise VideoError(f"{path}: cannot open the video (corrupt or not a video container)")
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            frames = []
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                frames.append(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+        finally:
+            capture.release()
     if not frames:
         raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video)")
     if not (math.isfinite(fps) and fps > 0):
         raise VideoError(f"{path}: the container gives no frame rate (got {fps}); re-encode it with one")
     return np.stack(frames), float(fps)
+
+
+@contextmanager
+def opencv_errors_only() -> Iterator[None]:
+    """OpenCV logs errors only inside the block, then at its previous level again."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
 
 
 def resample_frames(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:

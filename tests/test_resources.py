@@ -1,0 +1,84 @@
+"""Placement groups orphaned by a dead creator actor are found and released, on a real local Ray: the fault behind
+issue 9 (a Train controller killed with its trial left its workers' CPUs reserved) rebuilt in a second."""
+
+import time
+
+import pytest
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+
+from avasr.resources import (PlacementGroupInfo, ResourcesError, placement_groups, release_orphaned_placement_groups,
+                             wait_until_free, who_holds)
+
+CLUSTER_CPUS = 2
+CREATED_WITHIN_S = 60  # a placement group on an idle 2-CPU Ray is ready in milliseconds
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=CLUSTER_CPUS)
+    yield
+    ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class Reserver:
+    """Reserves CPUs the way a Ray Train controller does: a placement group created by a (non-detached) actor."""
+
+    def reserve(self, cpus: float) -> str:
+        group = placement_group([{"CPU": cpus}])
+        ray.get(group.ready(), timeout=CREATED_WITHIN_S)
+        return group.id.hex()
+
+
+def group(group_id: str) -> PlacementGroupInfo:
+    (found,) = [g for g in placement_groups() if g.id == group_id]
+    return found
+
+
+def wait_for(condition, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_group_whose_creator_actor_was_killed_stays_reserved_until_released(local_ray):
+    reserver = Reserver.remote()
+    group_id = ray.get(reserver.reserve.remote(1.5), timeout=CREATED_WITHIN_S)
+    assert not group(group_id).orphaned(ray.get_runtime_context().get_job_id())  # its creator is alive
+    ray.kill(reserver)
+    wait_for(lambda: group(group_id).creator_actor_dead, "GCS to see the creator dead")
+
+    # Ray keeps it: the job that created it is alive (this is what held a killed trial's CPUs in the sweep)
+    time.sleep(1.0)
+    orphan = group(group_id)
+    assert (orphan.state, orphan.resources["CPU"], orphan.detached) == ("CREATED", 1.5, False)
+    assert ray.available_resources().get("CPU", 0) == pytest.approx(0.5)
+    assert f"placement group {group_id[:8]} (CREATED, CPU 1.5)" in who_holds("CPU")
+    assert "dead Reserver" in who_holds("CPU")
+
+    released = release_orphaned_placement_groups()
+    assert [g.id for g in released] == [group_id]
+    wait_for(lambda: ray.available_resources().get("CPU", 0) == CLUSTER_CPUS, "the CPUs to come back")
+    assert group(group_id).state == "REMOVED"
+    assert release_orphaned_placement_groups() == []
+
+
+def test_groups_of_live_actors_and_of_drivers_are_never_released(local_ray):
+    reserver = Reserver.remote()
+    actor_group = ray.get(reserver.reserve.remote(0.5), timeout=CREATED_WITHIN_S)
+    driver_group = placement_group([{"CPU": 0.5}])
+    ray.get(driver_group.ready(), timeout=CREATED_WITHIN_S)
+    try:
+        assert release_orphaned_placement_groups() == []
+        assert group(actor_group).state == group(driver_group.id.hex()).state == "CREATED"
+        assert group(driver_group.id.hex()).creator_actor_id is None
+        with pytest.raises(ResourcesError, match=r"the cluster's CPUs were not all free after 0.5 s: 1 of 2 CPUs "
+                                                 r"free; placement group .*live Reserver"):
+            wait_until_free(0.5)
+    finally:
+        remove_placement_group(driver_group)
+        ray.kill(reserver)
+    wait_until_free(30.0)  # the killed reserver's group is released on the way
+    assert ray.available_resources().get("CPU", 0) == CLUSTER_CPUS
