@@ -66,7 +66,8 @@ class PlacementGroupInfo:
         creator = "a driver" if self.creator_actor_id is None else (
             f"{'dead' if self.creator_actor_dead else 'live'} {actor_class(self.creator_actor_id)} "
             f"{self.creator_actor_id[:8]}")
-        return f"placement group {self.id[:8]} ({self.state}, {held}) of job {self.creator_job_id}, created by {creator}"
+        return (f"placement group {self.id[:8]} ({self.state}, {held}) of job {self.creator_job_id}, "
+                f"created by {creator}")
 
 
 def _info(raw: bytes) -> PlacementGroupInfo:
