@@ -41,7 +41,7 @@ from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_P
 from avasr.config import Config
 from avasr.errors import AvasrError
 from avasr.export import ParityError
-from avasr.resources import PlacementGroupReaper, release_orphaned_placement_groups, settle_job_resources
+from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
 from avasr.spaces import SearchSpace, fixed_values, load_space
 from avasr.train import BEST_CHECKPOINT, METRICS_FILE, load_datasets
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
@@ -55,6 +55,7 @@ SCHEDULER_METRIC = "val_loss"
 SCHEDULER_TIME_ATTR = "epoch"  # not training_iteration: it keeps counting right across retries and restores
 TRIAL_DRIVER_RETRIES = 1  # a Tune function lost with its node is rerun once; worker errors are Train's business
 STATE_FILE = "avasr_sweep.json"  # parent run and store of a sweep, read back by --resume
+STATE_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
 ONNX_FOLDER = "onnx"
 
 
@@ -142,11 +143,14 @@ def plan_resources(cluster: dict[str, float], cpus_per_trial: float, gpus_per_tr
 def corpus_id(train_manifest: Path, val_manifest: Path) -> str:
     """The built-in corpus's own id (its corpus.json), else the folder name and a hash of both manifests."""
     description = train_manifest.parent / "corpus.json"
-    if description.is_file():
-        found = json.loads(description.read_text(encoding="utf-8")).get("id")
-        if found:
-            return str(found)
-    digest = hashlib.sha256(train_manifest.read_bytes() + val_manifest.read_bytes()).hexdigest()[:12]
+    try:
+        if description.is_file():
+            found = json.loads(description.read_text(encoding="utf-8")).get("id")
+            if found:
+                return str(found)
+        digest = hashlib.sha256(train_manifest.read_bytes() + val_manifest.read_bytes()).hexdigest()[:12]
+    except (OSError, ValueError) as e:  # a missing manifest, a corrupt corpus.json
+        raise SweepError(f"cannot read the corpus: {e}") from None
     return f"{train_manifest.parent.name}-{digest}"
 
 
@@ -186,7 +190,12 @@ def open_parent_run(client: MlflowClient, options: SweepOptions, experiment_path
     if options.resume:
         if not state_file.is_file():
             raise SweepError(f"{experiment_path}: nothing to resume (no {STATE_FILE}); run without --resume")
-        state = json.loads(state_file.read_text())
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError) as e:
+            raise SweepError(f"{state_file}: not a readable sweep state ({e}); run without --resume") from None
+        if not isinstance(state, dict) or not set(STATE_KEYS) <= state.keys():
+            raise SweepError(f"{state_file}: a sweep state needs {', '.join(STATE_KEYS)}; run without --resume")
         if state["tracking_uri"] != tracking_uri:
             raise SweepError(f"{state_file}: the sweep was tracked in {state['tracking_uri']}, not {tracking_uri}")
         client.update_run(state["parent_run_id"], status="RUNNING")
@@ -236,6 +245,9 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     """Run (or resume) a sweep, finalise every trial in MLflow, ship the best. See the module docstring."""
     if options.scheduler not in SCHEDULERS:
         raise SweepError(f"unknown scheduler {options.scheduler!r}: choose from {', '.join(SCHEDULERS)}")
+    if options.resource_wait_s <= 0 or options.mlflow_wait_s < 0:
+        raise SweepError(f"resource_wait_s must be positive and mlflow_wait_s at least 0, got "
+                         f"{options.resource_wait_s:g} and {options.mlflow_wait_s:g}")
     space = load_space(options.space)
     tracking_uri = tracking.resolve_tracking_uri(options.mlflow_uri, PROJECT_DIR)
     tracking.check_tracking_uri(tracking_uri)  # seconds, before Ray or any trial starts
@@ -263,7 +275,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         try:  # a tracking server that is down cannot be told: the parent then stays RUNNING, i.e. incomplete
             tracking.check_tracking_uri(tracking_uri)
             client.set_terminated(parent_run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        except tracking.TrackingError:
+        except Exception:  # noqa: BLE001 - the error that got here is the one to report
             pass
         raise
     return SweepResult(experiment_path, tracking_uri, experiment_id, parent_run_id, trials, champion, onnx_path,
@@ -285,10 +297,10 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
             warm_feature_cache(base)
         context = TrialContext(tracking_uri, experiment_id, parent_run_id, corpus,
                                str(experiment_path / "train_runs"), resources.cpus, resources.gpus,
-                               options.max_failures, options.resource_wait_s)
+                               options.max_failures, options.resource_wait_s, options.mlflow_wait_s)
         trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": DRIVER_CPU})
-        for group in release_orphaned_placement_groups():  # left by a killed driver of this (resumed) sweep
-            print(f"released an orphaned {group.describe()}")
+        if inspectable():
+            release_and_say()  # a cluster shrunk by an earlier sweep's orphans is whole again before trials start
         try:
             grid = run_tuner(trainable, options, space, param_space, base.epochs, resources, storage)
         finally:  # stopped, failed or interrupted: this sweep's trials hold nothing when it returns
@@ -339,10 +351,10 @@ def run_tuner(trainable, options: SweepOptions, space: SearchSpace, param_space:
                                         # reset_config()"); killing the actor also stops its Train run
                                         reuse_actors=False),
             run_config=tune.RunConfig(name=options.name, storage_path=str(storage),
-                                      failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES),
-                                      callbacks=[PlacementGroupReaper()]),
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES)),
         )
-    return tuner.fit()
+    with releasing_orphans():
+        return tuner.fit()
 
 
 def close_parent_run(client: MlflowClient, run_id: str, trials, champion: TrialSummary | None,

@@ -41,7 +41,8 @@ TRIAL_TAG = "avasr.trial_id"  # finds a trial's child run again after a retry or
 KIND_TAG = "avasr.kind"  # "sweep" (parent) or "trial" (child)
 ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
-EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")  # the curves, from metrics.csv
+# The per-epoch curves: avasr.train.METRIC_FIELDS but the epoch (restated: importing train would load torch here)
+EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
 PLOT_DPI = 100
 URI_ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -223,8 +224,13 @@ def log_missing_epochs(client: MlflowClient, run_id: str, rows: list[dict[str, f
     logged = logged_epochs(client, run_id)
     missing = [row for row in rows if int(row["epoch"]) not in logged]
     for row in missing:
-        log_metrics(client, run_id, {k: row[k] for k in EPOCH_METRICS}, step=int(row["epoch"]), prefix=EPOCH_PREFIX)
+        log_epoch(client, run_id, row)
     return len(missing)
+
+
+def log_epoch(client: MlflowClient, run_id: str, row: dict[str, float]) -> None:
+    """One epoch's curves (a metrics.csv row, or the metrics a worker reports) with step = epoch."""
+    log_metrics(client, run_id, {k: row[k] for k in EPOCH_METRICS}, step=int(row["epoch"]), prefix=EPOCH_PREFIX)
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, object]) -> None:

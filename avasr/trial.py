@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,16 @@ CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all 
 # its last epoch (benchmarks/sweep_overhead.py: ~12 s a trial of 10 smoke epochs). Ray passes it to the controller.
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
 # How long Train's controller waits for its worker group's placement group; the sweep sets it from
-# SweepOptions.resource_wait_s. Train retries a timed-out start without limit by default ("max allowed: inf"):
-# CONTROLLER_RETRIES makes the trial fail instead, with who holds the resources (Tune reruns it once).
+# SweepOptions.resource_wait_s. Train retries a failed start (a timeout, a worker dying as it starts) without limit
+# by default ("max allowed: inf"): after CONTROLLER_RETRIES the trial fails instead, naming who holds the
+# resources, so one Tune attempt waits at most (1 + CONTROLLER_RETRIES) x resource_wait_s (Tune reruns it once).
 WORKER_START_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
-CONTROLLER_RETRIES = 0
-# A worker's MLflow calls must not hold training up while a tracking server is down (MLflow's defaults retry
-# for minutes): one quick retry, then the epoch waits in EpochLog.pending for the next one.
-WORKER_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+CONTROLLER_RETRIES = 1
+# A worker's MLflow calls must not hold training up while a tracking server is down or hangs (MLflow's defaults
+# retry for minutes): one try of at most a few seconds, then the epochs wait in EpochLog.pending, and the store
+# is tried again only after MLFLOW_RETRY_AFTER_S.
+WORKER_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+MLFLOW_RETRY_AFTER_S = 15.0
 UNLOGGED_FIELDS = ("output_dir", "extra")  # a worker's temporary folder; free-form tags
 
 
@@ -74,6 +78,7 @@ class TrialContext:
     gpus: float
     max_failures: int
     resource_wait_s: float  # a Train run that gets no worker resources within this fails with who holds them
+    mlflow_wait_s: float  # how long a trial waits for a tracking server that is down before it fails
 
 
 # --- the Train worker --------------------------------------------------------------------------------------------
@@ -86,25 +91,28 @@ class EpochLog:
     when training ends are logged by the driver from the checkpoint's metrics.csv (tracking.log_missing_epochs).
     """
 
-    def __init__(self, client: MlflowClient | None, run_id: str | None):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient | None, run_id: str | None, retry_after_s: float = MLFLOW_RETRY_AFTER_S):
+        self.client, self.run_id, self.retry_after_s = client, run_id, retry_after_s
         self.pending: list[dict] = []
-        self.logged: set[int] | None = None  # steps already in the run, read at the first epoch
+        self.logged: set[int] | None = None  # steps the run holds: read before the first epoch and after a failure
+        self.next_try = 0.0  # time.monotonic() before which the store is not tried again
 
     def __call__(self, metrics: dict) -> None:
         if self.client is None:
             return
         self.pending.append({k: metrics[k] for k in ("epoch", *tracking.EPOCH_METRICS)})
+        if time.monotonic() < self.next_try:
+            return
         try:
-            if self.logged is None:
+            if self.logged is None:  # a batch whose answer was lost may have been stored after all
                 self.logged = tracking.logged_epochs(self.client, self.run_id)
             for row in list(self.pending):
                 if row["epoch"] not in self.logged:
-                    tracking.log_metrics(self.client, self.run_id, {k: row[k] for k in tracking.EPOCH_METRICS},
-                                         step=row["epoch"], prefix=tracking.EPOCH_PREFIX)
+                    tracking.log_epoch(self.client, self.run_id, row)
                     self.logged.add(row["epoch"])
                 self.pending.remove(row)
-        except Exception as e:  # MLflow raises its own and requests' errors: none may stop training
+        except Exception as e:  # noqa: BLE001 - MLflow's and requests' errors alike: none may stop training
+            self.logged, self.next_try = None, time.monotonic() + self.retry_after_s
             print(f"avasr: MLflow refused epoch {self.pending[0]['epoch']} ({type(e).__name__}); "
                   f"{len(self.pending)} epoch(s) wait for the store")
 
@@ -154,6 +162,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
     """One trial: its MLflow child run (found again when the trial is rerun), then one Ray Train run to the end."""
     trial_id = tune.get_context().get_trial_id()  # Ray Tune
     base, sweep = split_trial_config(config)
+    tracking.wait_for_store(context.tracking_uri, context.mlflow_wait_s)  # bounded: MLflow's own retries are not
     client = MlflowClient(context.tracking_uri)
     run_id = tracking.child_run(client, context.experiment_id, context.parent_run_id, trial_id,
                                 trial_run_name(base, trial_id), trial_params(base, context.corpus_id, trial_id))
@@ -184,5 +193,6 @@ def run_trial(config: dict, context: TrialContext) -> None:
         if not isinstance(e.controller_failure, WorkerGroupStartupTimeoutError):
             raise
         raise ResourcesError(
-            f"trial {trial_id}: its Train worker got no {worker_resources} within {context.resource_wait_s:g} s "
-            f"(--resource-wait-s): {who_holds('GPU' if context.gpus else 'CPU')}") from None
+            f"trial {trial_id}: its Train worker got no {worker_resources} in {1 + CONTROLLER_RETRIES} waits of "
+            f"{context.resource_wait_s:g} s (--resource-wait-s): {who_holds('GPU' if context.gpus else 'CPU')}"
+        ) from None

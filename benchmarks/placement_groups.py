@@ -66,9 +66,10 @@ def main() -> None:
     print("| round | killed after s | freed by Ray alone | held then | live cleaners | freed by avasr |")
     print("|---|---|---|---|---|---|")
     leaks = released = 0
+    futures = []  # held, as Tune holds its trials' futures
     for round_ in range(args.rounds):
         trial = Trial.remote()
-        running = trial.run.remote(round_)  # noqa: F841 - held, as Tune holds its trials' futures
+        futures.append(trial.run.remote(round_))
         started = time.monotonic()
         while not os.path.exists(os.path.join(FOLDER, f"r{round_}")):
             if time.monotonic() - started > START_WITHIN_S:

@@ -34,9 +34,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--gpus-per-trial", type=float, help="default: 1 when the cluster has GPUs, else 0")
     parser.add_argument("--max-failures", type=int, default=2, help="worker failures a trial recovers from")
-    parser.add_argument("--resource-wait-s", type=float, default=120.0,
+    parser.add_argument("--resource-wait-s", type=float, default=SweepOptions.resource_wait_s,
                         help="a trial that gets no CPUs/GPUs within this fails, naming who holds them")
-    parser.add_argument("--mlflow-wait-s", type=float, default=300.0,
+    parser.add_argument("--mlflow-wait-s", type=float, default=SweepOptions.mlflow_wait_s,
                         help="how long to wait for a tracking server that went down before finalising")
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
     parser.add_argument("--num-samples", type=int, help="default: the space's NUM_SAMPLES")

@@ -25,7 +25,8 @@ for round in $(seq 1 "$ROUNDS"); do
     summary=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$log" | tail -1 | tr -d '=' | xargs)
     slow=$(grep -E '^[0-9.]+s call' "$log" | head -1 | awk '{print $1, $3}' | sed 's#tests/##')
     if [ "$status" -eq 0 ]; then result="pass ($summary)"; passes=$((passes + 1))
-    elif [ "$status" -eq 124 ]; then result="HANG (round over ${ROUND_LIMIT_S} s)"; failures=$((failures + 1))
+    elif [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then  # timeout's own, or its SIGKILL after --kill-after
+        result="HANG (round over ${ROUND_LIMIT_S} s)"; failures=$((failures + 1))
     else result="FAIL ($summary)"; failures=$((failures + 1)); fi
     if [ "$wall" -gt "$slowest_s" ]; then slowest_s=$wall; slowest_round=$round; fi
     printf '| %s | %s | %s | %s | %s |\n' "$round" "$result" "$wall" "$slow" "$(ray_processes)"

@@ -29,7 +29,8 @@ def test_every_avasr_error_is_an_avasr_error_and_keeps_a_builtin_base():
     assert {"ConfigError", "ManifestError", "NoFaceError", "ParityError"} <= {c.__name__ for c in classes}
     assert [f"{c.__module__}.{c.__name__}" for c in classes if not issubclass(c, AvasrError)] == []
     assert [c.__name__ for c in classes if c is not AvasrError
-            and not any(b.__module__ == "builtins" and b is not Exception for b in c.__mro__[1:])] == []
+            and not any(b.__module__ == "builtins" and b not in (Exception, BaseException, object)
+                        for b in c.__mro__[1:])] == []
 
 
 def test_cli_prints_an_avasr_error_as_one_line_and_exits_1(monkeypatch, capsys):

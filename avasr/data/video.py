@@ -65,9 +65,9 @@ def read_gray_frames(path: str | Path) -> tuple[np.ndarray, float]:
 
 @contextmanager
 def opencv_errors_only() -> Iterator[None]:
-    """OpenCV logs errors only inside the block, then at its previous level again."""
+    """OpenCV logs errors only (or less, if set quieter) inside the block, then at its previous level again."""
     previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(min(previous, cv2.utils.logging.LOG_LEVEL_ERROR))  # lower levels are quieter
     try:
         yield
     finally:
