@@ -36,7 +36,7 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 from avasr.errors import AvasrError
 
 REAP_INTERVAL_S = 1.0  # how often the sweep's driver looks for orphaned groups while trials run
-HEALTH_WAIT_S = 10.0  # a reaper pass that takes longer than this is left to end on its own (daemon thread)
+REAPER_JOIN_S = 10.0  # a reaper pass that takes longer than this is left to end on its own (daemon thread)
 POLL_S = 0.2
 TRAIN_CONTROLLER = "TrainController"  # Ray Train's controller actor: creates each run's placement group
 NIL_ACTOR = b"\xff" * 16  # GCS's id for "created by a driver, not by an actor"
@@ -44,7 +44,7 @@ _STATES = gcs_pb2.PlacementGroupTableData.PlacementGroupState
 
 
 class ResourcesError(AvasrError, RuntimeError):
-    """The cluster's resources did not come back, or a trial could not get its own, in the stated time."""
+    """A trial's Train worker got no CPUs/GPUs in the stated time; the message names who holds them."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def releasing_orphans(interval_s: float = REAP_INTERVAL_S) -> Iterator[None]:
     finally:
         stop.set()
         if reaper.is_alive():
-            reaper.join(timeout=interval_s + HEALTH_WAIT_S)
+            reaper.join(timeout=interval_s + REAPER_JOIN_S)
 
 
 def settle_job_resources(timeout_s: float) -> list[PlacementGroupInfo]:

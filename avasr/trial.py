@@ -39,7 +39,7 @@ from avasr.config import Config
 from avasr.errors import AvasrError
 from avasr.resources import ResourcesError, who_holds
 from avasr.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_KEY, split_trial_config
-from avasr.train import LAST_CHECKPOINT, fit, load_datasets
+from avasr.train import LAST_CHECKPOINT, METRICS_FILE, fit, load_datasets
 
 DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
 CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all a resume needs
@@ -136,14 +136,22 @@ def train_func(config: dict) -> None:
     tracked = rank_zero and sweep.get(MLFLOW_URI_KEY)
     log_epoch = EpochLog(MlflowClient(sweep[MLFLOW_URI_KEY]) if tracked else None, sweep.get(MLFLOW_RUN_KEY))
 
+    reported = []
+
     def report(metrics: dict, checkpoint_dir: Path) -> None:
         log_epoch(metrics)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)))  # Ray
+        reported.append(metrics["epoch"])
         if resume is None and metrics["epoch"] == sweep.get(FAIL_AT_EPOCH):
             raise InjectedFailure(f"fail_at_epoch={metrics['epoch']}: failing once after this epoch's checkpoint")
 
     try:
         fit(base, datasets=load_datasets(base), report=report, resume=resume)
+        if resume is not None and not reported:  # rerun after its training had ended (a driver killed before Tune
+            # saved the trial as done): Tune needs a result with the scheduler's metric, or it fails the sweep
+            last = tracking.read_metrics_csv(work_dir / METRICS_FILE)[-1]
+            ray.train.report({**last, "epoch": int(last["epoch"])},  # Ray
+                             checkpoint=ray.train.Checkpoint.from_directory(str(work_dir)))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)  # everything worth keeping went into the reported checkpoints
 
