@@ -54,8 +54,10 @@ class Injector(threading.Thread):
             self.error = f"{self.what}: {e!r}"
 
 
-def checkpoints(storage: Path) -> list[Path]:
-    return sorted(storage.glob("*/train_runs/*/checkpoint_*"))
+def checkpoint_registered(storage: Path) -> bool:
+    """Ray Train's controller has registered a checkpoint of the trial (a retry resumes from it). A checkpoint
+    folder alone is not enough: a worker killed right after reporting one left a retry that started over."""
+    return any(storage.glob("*/train_runs/*/checkpoint_manager_snapshot.json"))
 
 
 def kill_train_worker() -> None:
@@ -70,8 +72,7 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, co
     space = write_space(tmp_path, epochs=epochs, patience=epochs)  # no early stop: every epoch runs
     opts = options(tmp_path, corpus, space, ship=False, cpus_per_trial=2.0)
     storage = Path(opts.storage_path)
-    # two checkpoint folders: Ray has taken the first (a worker reports an epoch only once the last is taken)
-    killer = Injector(lambda: len(checkpoints(storage)) >= 2, kill_train_worker, "the trial's second checkpoint")
+    killer = Injector(lambda: checkpoint_registered(storage), kill_train_worker, "a registered checkpoint")
     killer.start()
     result = run_sweep(opts)
     killer.join(timeout=1)
