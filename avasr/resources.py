@@ -8,8 +8,10 @@ stops a trial (ASHA) or a trial's actor dies, its controller dies with it and on
 `PlacementGroupCleaner` (a detached actor polling the State API) can free the group. In a loop of such kills
 (benchmarks/placement_groups.py, 2 CPUs) the first kills were freed within a second, then from the third or fourth
 on every group stayed CREATED with its creator DEAD and that run's cleaner ALIVE but no longer monitoring (py-spy:
-no monitor thread): 3 of 6 kills, and every one of the four earlier probes. Those CPUs were lost until the driver
-exited, and the next trials waited for them forever.
+no monitor thread): 3 of 6 kills, and every one of the four earlier probes. Inside a sweep a second path showed up:
+Tune removes a stopped trial's own placement group, Ray destroys the controller that ran in it, and GCS then keeps
+the controller's group with `creator_actor_dead: false` although the actor table says DEAD. Either way those CPUs
+were lost until the driver exited, and the next trials waited for them forever.
 
 The rule applied here is GCS's own lifetime rule with "job dead" replaced by "creator actor dead": a non-detached
 group whose creating actor is dead can never be used again (its workers were that actor's, and died with it), so
@@ -27,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ray
 from ray.core.generated import gcs_pb2
@@ -92,13 +94,25 @@ def _info(raw: bytes) -> PlacementGroupInfo:
 
 
 def placement_groups() -> list[PlacementGroupInfo]:
-    """Every placement group GCS knows of, removed ones included."""
-    return [_info(raw) for raw in ray._private.state.state._connect_and_get_accessor().get_placement_group_table()]
+    """Every placement group GCS knows of, removed ones included.
+
+    A creator is dead when the group's record says so or when the actor table does: an actor destroyed because
+    the placement group it ran in was removed (a Train controller inside the Tune trial's group, when Tune stops
+    the trial) is DEAD in the actor table while its own group's record still says `creator_actor_dead: false`."""
+    groups = [_info(raw) for raw in ray._private.state.state._connect_and_get_accessor().get_placement_group_table()]
+    return [replace(g, creator_actor_dead=True) if g.live and g.creator_actor_id and not g.creator_actor_dead
+            and actor_state(g.creator_actor_id) == "DEAD" else g for g in groups]
 
 
 def actor_class(actor_id: str) -> str:
     found = ray._private.state.state.actor_table(actor_id=actor_id)
     return found.get("ActorClassName", "actor") if found else "actor"
+
+
+def actor_state(actor_id: str) -> str:
+    """ALIVE, DEAD, ... as the actor table has it; DEAD for an actor GCS no longer knows."""
+    found = ray._private.state.state.actor_table(actor_id=actor_id)
+    return found.get("State", "DEAD") if found else "DEAD"
 
 
 def current_job_id() -> str:

@@ -6,6 +6,7 @@ import time
 import pytest
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from avasr.resources import PlacementGroupInfo, placement_groups, release_orphaned_placement_groups, who_holds
 from tests.sweeps import CLUSTER_CPUS
@@ -78,4 +79,18 @@ def test_groups_of_live_actors_and_of_drivers_are_never_released(local_ray):
         ray.kill(reserver)
     wait_for(lambda: group(actor_group).creator_actor_dead, "GCS to see the creator dead")
     assert [g.id for g in release_orphaned_placement_groups()] == [actor_group]
+    wait_for(lambda: free_cpus() == CLUSTER_CPUS, "the CPUs to come back")
+
+
+def test_a_group_whose_creator_was_destroyed_with_the_group_it_ran_in_is_released(local_ray):
+    # a Train controller runs inside its Tune trial's placement group; when Tune stops the trial it removes that
+    # group and Ray destroys the controller (in one soak round GCS then kept the controller's own group with
+    # creator_actor_dead false while the actor table said DEAD: placement_groups() reads both)
+    outer = placement_group([{"CPU": 0.1}])
+    ray.get(outer.ready(), timeout=CREATED_WITHIN_S)
+    reserver = Reserver.options(scheduling_strategy=PlacementGroupSchedulingStrategy(outer)).remote()
+    inner = ray.get(reserver.reserve.remote(1.0), timeout=CREATED_WITHIN_S)
+    remove_placement_group(outer)
+    wait_for(lambda: group(inner).creator_actor_dead, "the creator to be seen dead")
+    assert [g.id for g in release_orphaned_placement_groups()] == [inner]
     wait_for(lambda: free_cpus() == CLUSTER_CPUS, "the CPUs to come back")
