@@ -15,7 +15,8 @@ were lost until the driver exited, and the next trials waited for them forever.
 
 The rule applied here is GCS's own lifetime rule with "job dead" replaced by "creator actor dead": a non-detached
 group whose creating actor is dead can never be used again (its workers were that actor's, and died with it), so
-removing it is always safe. It is applied to this job's groups and to groups of jobs that are already dead. The
+removing it is always safe. It is applied to this job's groups, to groups of jobs that are already dead, and to
+dead Train controllers' groups of any job (nothing but the controller ever schedules into those). The
 sweep's driver applies it every second while its trials run (releasing_orphans), and waits, bounded, for its
 Train runs' groups to be gone when they end (settle_job_resources).
 
@@ -67,9 +68,12 @@ class PlacementGroupInfo:
         return self.state != "REMOVED"
 
     def orphaned(self, job_id: str) -> bool:
-        """Holds (or waits for) resources that nobody can use any more: see the module docstring."""
+        """Holds (or waits for) resources that nobody can use any more: see the module docstring. A dead Train
+        controller's group counts whatever its job: a SIGINTed sweep's last trial kept its group after its driver
+        had exited, with its job not (yet) marked dead, and the resumed sweep (another job) waited for it."""
         return (self.live and not self.detached and self.creator_actor_id is not None and self.creator_actor_dead
-                and (self.creator_job_id == job_id or self.creator_job_dead))
+                and (self.creator_job_id == job_id or self.creator_job_dead
+                     or actor_class(self.creator_actor_id) == TRAIN_CONTROLLER))
 
     def describe(self) -> str:
         held = ", ".join(f"{k} {v:g}" for k, v in sorted(self.resources.items()) if not k.startswith("bundle_group"))
