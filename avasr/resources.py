@@ -124,7 +124,8 @@ def current_job_id() -> str:
 
 
 def release_orphaned_placement_groups(job_id: str | None = None) -> list[PlacementGroupInfo]:
-    """Remove every group orphaned by a dead creator (this job's, or a dead job's); returns what was removed."""
+    """Remove every group orphaned by a dead creator (this job's, a dead job's, or a dead Train controller's of
+    any job: PlacementGroupInfo.orphaned); returns what was removed."""
     job_id = job_id or current_job_id()
     removed = []
     for group in placement_groups():
