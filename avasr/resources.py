@@ -59,6 +59,7 @@ class PlacementGroupInfo:
     resources: dict[str, float]  # summed over bundles
     creator_actor_id: str | None  # None: created by a driver
     creator_actor_dead: bool
+    creator_class: str  # the creator's class (TrainController, ...) from the actor table; "actor" when unknown
     creator_job_id: str
     creator_job_dead: bool
     detached: bool
@@ -73,12 +74,12 @@ class PlacementGroupInfo:
         had exited, with its job not (yet) marked dead, and the resumed sweep (another job) waited for it."""
         return (self.live and not self.detached and self.creator_actor_id is not None and self.creator_actor_dead
                 and (self.creator_job_id == job_id or self.creator_job_dead
-                     or actor_class(self.creator_actor_id) == TRAIN_CONTROLLER))
+                     or self.creator_class == TRAIN_CONTROLLER))
 
     def describe(self) -> str:
         held = ", ".join(f"{k} {v:g}" for k, v in sorted(self.resources.items()) if not k.startswith("bundle_group"))
         creator = "a driver" if self.creator_actor_id is None else (
-            f"{'dead' if self.creator_actor_dead else 'live'} {actor_class(self.creator_actor_id)} "
+            f"{'dead' if self.creator_actor_dead else 'live'} {self.creator_class} "
             f"{self.creator_actor_id[:8]}")
         return (f"placement group {self.id[:8]} ({self.state}, {held}) of job {self.creator_job_id}, "
                 f"created by {creator}")
@@ -93,7 +94,7 @@ def _info(raw: bytes) -> PlacementGroupInfo:
     return PlacementGroupInfo(
         id=data.placement_group_id.hex(), state=_STATES.Name(data.state), resources=resources,
         creator_actor_id=None if data.creator_actor_id in (b"", NIL_ACTOR) else data.creator_actor_id.hex(),
-        creator_actor_dead=data.creator_actor_dead, creator_job_id=data.creator_job_id.hex(),
+        creator_actor_dead=data.creator_actor_dead, creator_class="actor", creator_job_id=data.creator_job_id.hex(),
         creator_job_dead=data.creator_job_dead, detached=data.is_detached)
 
 
@@ -104,19 +105,16 @@ def placement_groups() -> list[PlacementGroupInfo]:
     the placement group it ran in was removed (a Train controller inside the Tune trial's group, when Tune stops
     the trial) is DEAD in the actor table while its own group's record still says `creator_actor_dead: false`."""
     groups = [_info(raw) for raw in ray._private.state.state._connect_and_get_accessor().get_placement_group_table()]
-    return [replace(g, creator_actor_dead=True) if g.live and g.creator_actor_id and not g.creator_actor_dead
-            and actor_state(g.creator_actor_id) == "DEAD" else g for g in groups]
+    return [_with_creator(g) if g.live and g.creator_actor_id else g for g in groups]
 
 
-def actor_class(actor_id: str) -> str:
-    found = ray._private.state.state.actor_table(actor_id=actor_id)
-    return found.get("ActorClassName", "actor") if found else "actor"
-
-
-def actor_state(actor_id: str) -> str:
-    """ALIVE, DEAD, ... as the actor table has it; DEAD for an actor GCS no longer knows."""
-    found = ray._private.state.state.actor_table(actor_id=actor_id)
-    return found.get("State", "DEAD") if found else "DEAD"
+def _with_creator(group: PlacementGroupInfo) -> PlacementGroupInfo:
+    """The group with its creator's class and state from the actor table: one lookup per group, since the reaper
+    reads the table every second. An actor GCS no longer knows is dead."""
+    found = ray._private.state.state.actor_table(actor_id=group.creator_actor_id)
+    dead = group.creator_actor_dead or (found.get("State", "DEAD") if found else "DEAD") == "DEAD"
+    return replace(group, creator_actor_dead=dead,
+                   creator_class=found.get("ActorClassName", "actor") if found else "actor")
 
 
 def current_job_id() -> str:
@@ -195,7 +193,7 @@ def settle_job_resources(timeout_s: float) -> list[PlacementGroupInfo]:
         while True:
             release_orphaned_placement_groups(job_id)
             held = [g for g in placement_groups() if g.live and g.creator_job_id == job_id
-                    and g.creator_actor_id is not None and actor_class(g.creator_actor_id) == TRAIN_CONTROLLER]
+                    and g.creator_class == TRAIN_CONTROLLER]
             if not held or time.monotonic() > deadline:
                 break
             time.sleep(POLL_S)
