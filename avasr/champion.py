@@ -1,10 +1,15 @@
 """After the trials: each trial's final metrics, the choice of the best run within the budgets, and shipping it.
 
-    final_metrics      best checkpoint -> val WER/CER, params, ONNX export, CPU latency, noisy-babble WER
+    final_metrics      best checkpoint -> val WER/CER, params, ONNX export, CPU latency, noisy-babble WER, test WER
     finalise_trial     those into the trial's MLflow child run, which is then closed
     choose_best        lowest val WER among runs with params < max_params and latency p50 <= max_latency_ms
+    pareto_front       the runs no other run beats on val WER, latency p50 and parameters at once
     ship               ONNX parity with PyTorch -> registered as avasr@champion
-    export_best        choose and ship afterwards, from the runs of a sweep in MLflow (experiments/export_best.py)
+    export_best        choose (or take a front member) and ship afterwards, from a sweep's runs in MLflow
+
+The champion is one point; the front is the whole trade-off. A run is on the front when no other run is at least
+as good on val WER, CPU latency (p50) and parameter count at once and strictly better on one of them. Runs with
+identical numbers do not dominate each other: both stay on it. Runs without a WER or a latency never are.
 
 Latency is measured here, by the sweep's driver after all trials end, not in the trials: every trial is timed on
 the same node with no training running beside it, and trials stopped by ASHA (whose Tune function is killed) get
@@ -16,10 +21,12 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from avasr import tracking
 from avasr.data.noise import NoiseError
@@ -60,6 +67,7 @@ class TrialSummary:
     latency_p95_ms: float
     checkpoint: str  # folder with best_model.pth; "" when none
     onnx_path: str
+    test_wer: float = math.nan  # on the unseen test speakers (shown, never used to choose); nan without a test set
 
     @classmethod
     def from_run(cls, run) -> "TrialSummary":
@@ -72,13 +80,15 @@ class TrialSummary:
             latency_p50_ms=metrics.get("cpu_latency_ms_p50", math.nan),
             latency_p95_ms=metrics.get("cpu_latency_ms_p95", math.nan),
             checkpoint=tags.get(CHECKPOINT_TAG, ""), onnx_path=tags.get(ONNX_TAG, ""),
+            test_wer=metrics.get("test_wer", math.nan),
         )
 
 
 # --- a trial's final metrics -------------------------------------------------------------------------------------
-def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path) -> tuple[dict[str, float], list[str]]:
+def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path,
+                  test_manifest: str | None = None) -> tuple[dict[str, float], list[str]]:
     """(metrics, problems) of the best checkpoint in a trial's checkpoint folder, whose metrics.csv holds `rows`;
-    its ONNX written to onnx_path.
+    its ONNX written to onnx_path; its WER/CER on `test_manifest` (unseen speakers) when given.
 
     A failed export or noisy evaluation is a problem, not an error: the run stays comparable (without a latency it
     can never be chosen)."""
@@ -101,11 +111,14 @@ def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path) -
         metrics[NOISY_VAL_METRIC] = noisy["wer"]
     except NoiseError as e:  # e.g. a one-utterance val set has nobody to babble
         problems.append(str(e))
+    if test_manifest:
+        test = evaluate_checkpoint(folder / BEST_CHECKPOINT, test_manifest)
+        metrics |= {"test_wer": test["wer"], "test_cer": test["cer"]}
     return metrics, problems
 
 
 def finalise_trial(client: MlflowClient, run_id: str, folder: Path | None, error: str | None,
-                   onnx_path: Path) -> None:
+                   onnx_path: Path, test_manifest: str | None = None) -> None:
     """Final metrics, curves and training files into a child run, then close it. Idempotent (resumed sweeps).
 
     `folder` is the trial's last checkpoint folder (None when no epoch finished); `error` why the trial failed."""
@@ -119,7 +132,7 @@ def finalise_trial(client: MlflowClient, run_id: str, folder: Path | None, error
         return
     rows = tracking.read_metrics_csv(folder / METRICS_FILE)
     tracking.log_missing_epochs(client, run_id, rows)  # e.g. those a worker could not log while the server was down
-    metrics, problems = final_metrics(folder, rows, onnx_path)
+    metrics, problems = final_metrics(folder, rows, onnx_path, test_manifest)
     with tempfile.TemporaryDirectory() as tmp:
         plot = tracking.plot_training_curves(rows, Path(tmp) / PLOT_FILE, run.info.run_name)
         client.log_artifact(run_id, str(plot), "plots")
@@ -136,6 +149,28 @@ def finalise_trial(client: MlflowClient, run_id: str, folder: Path | None, error
 
 
 # --- choosing and shipping ---------------------------------------------------------------------------------------
+def objectives(trial: TrialSummary) -> tuple[float, float, int]:
+    """What the front minimises, in order: val WER, p50 latency (ms), parameters."""
+    return trial.val_wer, trial.latency_p50_ms, trial.param_count
+
+
+def comparable(trial: TrialSummary) -> bool:
+    return math.isfinite(trial.val_wer) and math.isfinite(trial.latency_p50_ms)
+
+
+def dominates(a: TrialSummary, b: TrialSummary) -> bool:
+    """a is no worse than b on every objective and better on one."""
+    pairs = list(zip(objectives(a), objectives(b)))
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def pareto_front(trials: Sequence[TrialSummary]) -> list[TrialSummary]:
+    """The trials no other trial dominates, best val WER first. Quadratic: a sweep has tens of trials."""
+    candidates = [t for t in trials if comparable(t)]
+    front = [t for t in candidates if not any(dominates(other, t) for other in candidates)]
+    return sorted(front, key=objectives)
+
+
 def choose_best(runs, max_params: int = DEFAULT_MAX_PARAMS,
                 max_latency_ms: float = DEFAULT_MAX_LATENCY_MS) -> TrialSummary | None:
     """Lowest val WER among runs within both budgets (params < max_params, p50 <= max_latency_ms).
@@ -161,17 +196,6 @@ def ship(champion: TrialSummary, tracking_uri: str, destination: Path) -> tuple[
     return destination, str(version.version)
 
 
-def leaderboard(trials, champion: TrialSummary | None = None) -> str:
-    """A text table of the trials, best val WER first; `*` marks the champion."""
-    header = f"{'':1} {'fusion':<10} {'dropout':>7} {'lr':>9} {'WER':>6} {'CER':>6} {'params':>9} {'p50 ms':>7} status"
-    lines = [header, "-" * len(header)]
-    for t in sorted(trials, key=lambda t: (math.isnan(t.val_wer), t.val_wer, t.val_cer)):
-        mark = "*" if champion is not None and t.run_id == champion.run_id else ""
-        lines.append(f"{mark:1} {t.fusion:<10} {t.dropout:>7.3g} {t.lr:>9.2e} {t.val_wer:>6.3f} {t.val_cer:>6.3f} "
-                     f"{t.param_count:>9,} {t.latency_p50_ms:>7.1f} {t.status}")
-    return "\n".join(lines)
-
-
 # --- afterwards: from the runs in MLflow -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Shipped:
@@ -192,10 +216,9 @@ def latest_sweep(client: MlflowClient, experiment_id: str, name: str | None = No
     return runs[0] if runs else None
 
 
-def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, max_params: int = DEFAULT_MAX_PARAMS,
-                max_latency_ms: float = DEFAULT_MAX_LATENCY_MS, destination: Path | None = None) -> Shipped:
-    """Choose the best finished trial of a tracked sweep within the budgets (which may differ from the sweep's) and
-    ship it: parity-checked ONNX, registered as avasr@champion. Raises ShipError when there is nothing to ship."""
+def sweep_trials(tracking_uri: str, experiment: str, sweep: str | None = None) -> tuple[Run, list[TrialSummary]]:
+    """(parent run, finished trials) of a tracked sweep: the newest, or the one called `sweep`.
+    Raises ShipError when there is no such sweep."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -205,15 +228,42 @@ def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, ma
         which = f"called {sweep!r} " if sweep else ""
         raise ShipError(f"no sweep {which}in experiment {experiment!r} of {tracking_uri}")
     runs = tracking.child_runs(client, found.experiment_id, parent.info.run_id)
-    trials = tuple(TrialSummary.from_run(r) for r in runs if r.info.status == "FINISHED")
-    champion = choose_best(trials, max_params, max_latency_ms)
-    if champion is None:
-        raise ShipError(f"sweep {parent.info.run_name!r}: none of its {len(trials)} finished trials is within the "
-                        f"budgets (params < {max_params:,}, p50 <= {max_latency_ms:g} ms)")
+    trials = [TrialSummary.from_run(r) for r in runs if r.info.status == "FINISHED"]
+    return parent, trials
+
+
+def front_member(trials: Sequence[TrialSummary], run_id: str) -> TrialSummary:
+    """The Pareto-front trial whose run id is or starts with `run_id`; ShipError naming the front otherwise."""
+    front = pareto_front(trials)
+    matches = [t for t in front if t.run_id.startswith(run_id)]
+    if len(matches) == 1:
+        return matches[0]
+    members = ", ".join(f"{t.run_id[:8]} ({t.fusion})" for t in front) or "none"
+    if not matches and any(t.run_id.startswith(run_id) for t in trials):
+        raise ShipError(f"run {run_id} is not on the Pareto front: another trial is at least as good on val WER, "
+                        f"latency and parameters; the front is {members}")
+    raise ShipError(f"{'no' if not matches else 'more than one'} Pareto-front trial has a run id starting with "
+                    f"{run_id!r}; the front is {members}")
+
+
+def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, max_params: int = DEFAULT_MAX_PARAMS,
+                max_latency_ms: float = DEFAULT_MAX_LATENCY_MS, destination: Path | None = None,
+                run_id: str | None = None) -> Shipped:
+    """Ship a finished trial of a tracked sweep: the best within the budgets (which may differ from the sweep's), or
+    the Pareto-front member `run_id` (budgets ignored: the user chose the trade-off). Parity-checked ONNX,
+    registered as avasr@champion. Raises ShipError when there is nothing to ship."""
+    parent, trials = sweep_trials(tracking_uri, experiment, sweep)
+    if run_id:
+        champion = front_member(trials, run_id)
+    else:
+        champion = choose_best(trials, max_params, max_latency_ms)
+        if champion is None:
+            raise ShipError(f"sweep {parent.info.run_name!r}: none of its {len(trials)} finished trials is within "
+                            f"the budgets (params < {max_params:,}, p50 <= {max_latency_ms:g} ms)")
     for path in (Path(champion.checkpoint) / BEST_CHECKPOINT, Path(champion.onnx_path)):
         if not path.is_file():
             raise ShipError(f"run {champion.run_id} ({champion.fusion}): {path} is gone; was the sweep's storage "
                             "moved or cleaned?")
-    destination = destination or Path(parent.data.tags[STORAGE_TAG]) / CHAMPION_ONNX
-    onnx_path, version = ship(champion, tracking_uri, Path(destination))
-    return Shipped(parent.info.run_id, trials, champion, onnx_path, version)
+    destination = Path(destination or Path(parent.data.tags[STORAGE_TAG]) / CHAMPION_ONNX)
+    onnx_path, version = ship(champion, tracking_uri, destination)
+    return Shipped(parent.info.run_id, tuple(trials), champion, onnx_path, version)

@@ -197,20 +197,13 @@ _CLI_FIELDS = {"extra"}  # not settable from the command line
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--<field-name>` (dashes) for every config field; defaults stay None so only given flags override."""
+    from avasr.cli import add_dataclass_arguments  # avasr.cli is about entry points: imported only by them
+
     group = parser.add_argument_group("configuration (defaults: the original design)")
-    hints = typing.get_type_hints(Config)
-    for f in dataclasses.fields(Config):
-        if f.name in _CLI_FIELDS:
-            continue
-        hint = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if typing.get_origin(hint) is tuple:
-            item = typing.get_args(hint)[0]
-            group.add_argument(flag, type=item, nargs="+", default=None, help=f"default: {' '.join(map(str, default))}")
-        else:
-            choices = {"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES, "modalities": MODALITIES}.get(f.name)
-            group.add_argument(flag, type=hint, choices=choices, default=None, help=f"default: {default!r}")
+    add_dataclass_arguments(group, Config, fields=[f.name for f in dataclasses.fields(Config)
+                                                   if f.name not in _CLI_FIELDS],
+                            choices={"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES,
+                                     "modalities": MODALITIES}, keep_defaults=False)
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +38,14 @@ from tqdm.auto import tqdm
 
 from avasr import tracking
 from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, STORAGE_TAG, TAG_MAX_CHARS,
-                            TrialSummary, choose_best, finalise_trial, leaderboard, ship)
+                            TrialSummary, choose_best, finalise_trial, ship)
 from avasr.config import Config
 from avasr.errors import AvasrError
 from avasr.export import ParityError
+from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
 from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
 from avasr.spaces import SearchSpace, fixed_values, load_space
+from avasr.data.dataset import AVDataset
 from avasr.train import BEST_CHECKPOINT, METRICS_FILE, load_datasets
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
 
@@ -57,6 +60,8 @@ TRIAL_DRIVER_RETRIES = 1  # a Tune function lost with its node is rerun once; wo
 STATE_FILE = "avasr_sweep.json"  # parent run and store of a sweep, read back by --resume
 STATE_KEYS = ("tracking_uri", "experiment_id", "parent_run_id")
 ONNX_FOLDER = "onnx"
+LEADERBOARD_TEXT, LEADERBOARD_TABLE = "leaderboard.txt", "leaderboard.json"  # on the parent run
+PARETO_PLOT = "pareto_front.png"  # in the parent run's plots/
 
 
 class SweepError(AvasrError, RuntimeError):
@@ -66,15 +71,17 @@ class SweepError(AvasrError, RuntimeError):
 # --- options and results -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SweepOptions:
-    train_manifest: str
-    val_manifest: str
+    train_manifest: str  # audio_path|video_path|transcript per line (avasr.data.manifest)
+    val_manifest: str  # training speakers' other utterances: early stopping, ASHA and the champion's choice
+    # Unseen speakers: every trial's test WER is shown beside its val WER (never used to choose); "" for none.
+    test_manifest: str = ""
     space: str = "smoke"  # a file name in tune_spaces/ or a path to a space file
     name: str = "fusion-sweep"  # the sweep's folder under storage_path, and the parent run's name
     storage_path: str = "outputs/sweeps"  # every node must reach it on a cluster (NFS, S3, ...)
     mlflow_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite in the project folder
-    experiment: str = DEFAULT_EXPERIMENT
+    experiment: str = DEFAULT_EXPERIMENT  # MLflow experiment: one parent run per sweep, one child run per trial
     address: str | None = None  # Ray cluster ("auto", "ray://host:10001"); None starts a local one
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0  # a trial's Tune function and its one Train worker together
     gpus_per_trial: float | None = None  # None: one per trial when the cluster has GPUs, else none
     max_failures: int = 2  # worker failures a trial recovers from (from its last checkpoint)
     # A trial whose Train worker gets no CPUs/GPUs within this fails, naming who holds them (Tune reruns it once),
@@ -82,12 +89,12 @@ class SweepOptions:
     resource_wait_s: float = 120.0
     # How long the driver waits for a tracking server that went down before it finalises the trials.
     mlflow_wait_s: float = 300.0
-    scheduler: str = "asha"
+    scheduler: str = "asha"  # asha stops the weaker half at each rung (on val loss); fifo trains every trial out
     num_samples: int | None = None  # overrides the space's NUM_SAMPLES
     seed: int = 42  # the trials' seed unless the space sets one
     cache_dir: str = "data/cache"  # feature cache: warmed once by the driver, read by every trial
-    max_params: int = DEFAULT_MAX_PARAMS
-    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS
+    max_params: int = DEFAULT_MAX_PARAMS  # budget: the champion has fewer parameters
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS  # budget: ONNX Runtime CPU p50, batch 1, 5 s input, one thread
     ship: bool = True  # export the best run, check parity, register it as avasr@champion
     resume: bool = False  # continue an interrupted sweep of the same name
 
@@ -154,13 +161,16 @@ def corpus_id(train_manifest: Path, val_manifest: Path) -> str:
     return f"{train_manifest.parent.name}-{digest}"
 
 
-def warm_feature_cache(config: Config) -> None:
+def warm_feature_cache(config: Config, test_manifest: str = "") -> None:
     """Featurise every utterance once, in parallel, before trials start: they then all read the cache.
 
     Also reports bad manifests (naming file and line) before any trial is scheduled.
     """
-    train_set, val_set = load_datasets(config.replace(data_workers=0))
+    config = config.replace(data_workers=0)
+    train_set, val_set = load_datasets(config)
     print(f"data: train {train_set.report.summary()}; val {val_set.report.summary()}")
+    if test_manifest:
+        print(f"data: test {AVDataset.from_manifest(test_manifest, config).report.summary()}")
 
 
 def base_trial_config(options: SweepOptions, space: SearchSpace) -> dict:
@@ -294,7 +304,7 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
         resources = plan_resources(ray.cluster_resources(), options.cpus_per_trial, options.gpus_per_trial)
         print(f"{resources.concurrency} trial(s) at a time, {resources.cpus:g} CPU and {resources.gpus:g} GPU each")
         if base.cache_dir:
-            warm_feature_cache(base)
+            warm_feature_cache(base, resolved_test_manifest(options))
         context = TrialContext(tracking_uri, experiment_id, parent_run_id, corpus,
                                str(experiment_path / "train_runs"), resources.cpus, resources.gpus,
                                options.max_failures, options.resource_wait_s, options.mlflow_wait_s)
@@ -309,15 +319,19 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
             return True
         tracking.wait_for_store(tracking_uri, options.mlflow_wait_s)
         finalise_trials(MlflowClient(tracking_uri), experiment_id, parent_run_id, grid, context.train_storage,
-                        experiment_path / ONNX_FOLDER)
+                        experiment_path / ONNX_FOLDER, resolved_test_manifest(options))
         return False
     finally:
         if started_ray:
             ray.shutdown()
 
 
+def resolved_test_manifest(options: SweepOptions) -> str:
+    return str(Path(options.test_manifest).resolve()) if options.test_manifest else ""
+
+
 def finalise_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, grid, train_storage: str,
-                    onnx_dir: Path) -> None:
+                    onnx_dir: Path, test_manifest: str = "") -> None:
     """Every child run of the sweep finalised from its trial's Tune result (see avasr.champion.finalise_trial)."""
     results = {r.metrics["trial_id"]: r for r in grid}
     for run in tqdm(tracking.child_runs(client, experiment_id, parent_run_id), desc="finalising trials", unit="trial"):
@@ -326,7 +340,7 @@ def finalise_trials(client: MlflowClient, experiment_id: str, parent_run_id: str
         error = "no result" if result is None else None if result.error is None else str(result.error)
         try:
             finalise_trial(client, run.info.run_id, latest_checkpoint(result, train_storage), error,
-                           onnx_dir / f"{trial_id}.onnx")
+                           onnx_dir / f"{trial_id}.onnx", test_manifest)
         except Exception as e:  # one broken trial (corrupt checkpoint, ORT error) must not strand the others
             tracking.set_tags(client, run.info.run_id, {tracking.ERROR_TAG: repr(e)[:TAG_MAX_CHARS]})
             client.set_terminated(run.info.run_id, "FAILED")
@@ -359,12 +373,19 @@ def run_tuner(trainable, options: SweepOptions, space: SearchSpace, param_space:
 
 def close_parent_run(client: MlflowClient, run_id: str, trials, champion: TrialSummary | None,
                      interrupted: bool, ship_error: str | None = None) -> None:
-    table = leaderboard(trials, champion)
-    client.log_text(run_id, table + "\n", "leaderboard.txt")
-    tracking.log_metrics(client, run_id, {"trials": len(trials),
+    """The sweep's answer onto its parent run: leaderboard (text and table), Pareto-front plot, champion; closed."""
+    client.log_text(run_id, leaderboard(trials, champion) + "\n", LEADERBOARD_TEXT)
+    client.log_table(run_id, leaderboard_table(trials, champion), LEADERBOARD_TABLE)
+    front = pareto_front(trials)
+    with tempfile.TemporaryDirectory() as tmp:
+        title = f"{client.get_run(run_id).info.run_name}: val WER against CPU latency"
+        client.log_artifact(run_id, str(plot_front(trials, Path(tmp) / PARETO_PLOT, title, champion)), "plots")
+    tracking.log_metrics(client, run_id, {"trials": len(trials), "pareto_trials": len(front),
                                           "failed_trials": sum(t.status == "FAILED" for t in trials)})
+    tracking.set_tags(client, run_id, {"avasr.pareto_run_ids": ",".join(t.run_id for t in front)[:TAG_MAX_CHARS]})
     if champion is not None:
-        tracking.log_metrics(client, run_id, {"best_val_wer": champion.val_wer, "best_val_cer": champion.val_cer})
+        tracking.log_metrics(client, run_id, {"best_val_wer": champion.val_wer, "best_val_cer": champion.val_cer,
+                                              "best_test_wer": champion.test_wer})
         tracking.set_tags(client, run_id, {"avasr.champion_run_id": champion.run_id,
                                            "avasr.champion_fusion": champion.fusion})
     if ship_error:

@@ -40,6 +40,9 @@ RUN_NAME_TAG = "mlflow.runName"
 TRIAL_TAG = "avasr.trial_id"  # finds a trial's child run again after a retry or a restored sweep
 KIND_TAG = "avasr.kind"  # "sweep" (parent) or "trial" (child)
 ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
+# MLflow's UI (3.x) opens an experiment by its kind: without this tag it may open the GenAI "Overview" (traces)
+# instead of the runs and their charts.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
 # The per-epoch curves: avasr.train.METRIC_FIELDS but the epoch (restated: importing train would load torch here)
 EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
@@ -126,13 +129,17 @@ def artifact_location(uri: str) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The experiment's id, creating it (and with it, for sqlite, the database) when missing."""
+    """The experiment's id, creating it (and with it, for sqlite, the database) when missing, as a model-training
+    experiment (an existing one without a kind gets it; a kind someone chose is kept)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            raise TrackingError(f"MLflow experiment {name!r} is deleted in {uri}: restore it or pick another name")
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri))
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=artifact_location(uri),
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {name!r} is deleted in {uri}: restore it or pick another name")
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment.experiment_id
 
 
 @contextmanager

@@ -1,29 +1,32 @@
-"""Ship the best run of a finished sweep: the lowest val WER among its trials within the budgets, exported to ONNX,
-checked against PyTorch in onnxruntime and registered in MLflow as avasr@champion. The sweep does this at its end;
-run this afterwards, e.g. with a tighter latency budget for a smaller device, or after a sweep run with --no-ship.
+"""Ship a finished sweep's best run, or any run on its Pareto front: exported to ONNX, checked against PyTorch in
+onnxruntime and registered in MLflow as avasr@champion. The sweep ships its best run at its end; run this
+afterwards, e.g. with a tighter latency budget for a smaller device, to ship another trade-off of the front, or
+after a sweep run with --no-ship.
 
-    python experiments/export_best.py --experiment avasr-fusion                      # the newest sweep
-    python experiments/export_best.py --experiment avasr-fusion --sweep smoke-20261125-101500 --max-latency-ms 20
+    python experiments/export_best.py                                   # the newest sweep, best within budgets
+    python experiments/export_best.py --sweep smoke-20261125-101500 --max-latency-ms 20
+    python experiments/export_best.py --list-front                      # the trials no other trial beats
+    python experiments/export_best.py --run 3f2a91c0                    # ship that front member
 """
 
 import argparse
 from pathlib import Path
 
-from avasr.champion import DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, export_best, leaderboard
-from avasr.cli import run
-from avasr.sweep import DEFAULT_EXPERIMENT, PROJECT_DIR
+from avasr.champion import export_best, pareto_front, sweep_trials
+from avasr.cli import add_dataclass_arguments, run
+from avasr.leaderboard import leaderboard
+from avasr.sweep import PROJECT_DIR, SweepOptions
 from avasr.tracking import check_tracking_uri, resolve_tracking_uri
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment of the sweep")
+    add_dataclass_arguments(parser, SweepOptions, fields=("experiment", "mlflow_uri", "max_params", "max_latency_ms"))
     parser.add_argument("--sweep", help="the sweep's name (its parent run, --name of sweep_fusion.py); default: "
                                         "the newest sweep of the experiment")
-    parser.add_argument("--mlflow-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db")
-    parser.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS, help="budget: parameters below this")
-    parser.add_argument("--max-latency-ms", type=float, default=DEFAULT_MAX_LATENCY_MS,
-                        help="budget: ONNX Runtime CPU p50, batch 1, 5 s input, one thread")
+    parser.add_argument("--list-front", action="store_true", help="print the sweep's Pareto front and stop")
+    parser.add_argument("--run", help="ship this Pareto-front run (its run id or a prefix of it) instead of the best "
+                                      "within the budgets")
     parser.add_argument("--out", type=Path, help="where the ONNX file goes; default: champion.onnx in the sweep's "
                                                  "folder")
     return parser.parse_args()
@@ -33,10 +36,18 @@ def main() -> int:
     args = parse_args()
     tracking_uri = resolve_tracking_uri(args.mlflow_uri, PROJECT_DIR)
     check_tracking_uri(tracking_uri)
-    shipped = export_best(tracking_uri, args.experiment, args.sweep, args.max_params, args.max_latency_ms, args.out)
+    if args.list_front:
+        parent, trials = sweep_trials(tracking_uri, args.experiment, args.sweep)
+        print(f"sweep {parent.info.run_name!r}: Pareto front of val WER, CPU latency p50 and parameters")
+        for t in pareto_front(trials):
+            print(f"{t.run_id}  {t.fusion:<10} val WER {t.val_wer:.3f}  p50 {t.latency_p50_ms:6.1f} ms  "
+                  f"{t.param_count:>9,} params")
+        return 0
+    shipped = export_best(tracking_uri, args.experiment, args.sweep, args.max_params, args.max_latency_ms, args.out,
+                          run_id=args.run)
     print(leaderboard(shipped.trials, shipped.champion))
     best = shipped.champion
-    print(f"\nbest: {best.fusion} (val WER {best.val_wer:.3f}, p50 {best.latency_p50_ms:.1f} ms), run {best.run_id}")
+    print(f"\nshipped: {best.fusion} (val WER {best.val_wer:.3f}, p50 {best.latency_p50_ms:.1f} ms), run {best.run_id}")
     print(f"ONNX: {shipped.onnx_path} (registered as avasr@champion, version {shipped.model_version})")
     return 0
 

@@ -10,11 +10,11 @@ run within the parameter and latency budgets is exported to ONNX and registered 
 import argparse
 from pathlib import Path
 
-from avasr.champion import DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, leaderboard
-from avasr.cli import run
+from avasr.cli import add_dataclass_arguments, run
 from avasr.corpus.synth import build_corpus
 from avasr.spaces import available_spaces
-from avasr.sweep import DEFAULT_EXPERIMENT, SCHEDULERS, SweepOptions, run_sweep
+from avasr.leaderboard import leaderboard
+from avasr.sweep import SCHEDULERS, SweepOptions, run_sweep
 from avasr.tracking import sqlite_path
 
 SMOKE_CORPUS = "data/corpus/smoke"
@@ -23,30 +23,10 @@ FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default="smoke", help=f"{' | '.join(available_spaces())} or a space file's path")
-    parser.add_argument("--train-manifest", default=f"{SMOKE_CORPUS}/train_manifest.txt")
-    parser.add_argument("--val-manifest", default=f"{SMOKE_CORPUS}/val_manifest.txt")
-    parser.add_argument("--name", default="fusion-sweep", help="the sweep's folder and MLflow parent run name")
-    parser.add_argument("--storage-path", default="outputs/sweeps", help="shared by every node on a cluster")
-    parser.add_argument("--mlflow-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
-    parser.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); default: a local Ray")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
-    parser.add_argument("--gpus-per-trial", type=float, help="default: 1 when the cluster has GPUs, else 0")
-    parser.add_argument("--max-failures", type=int, default=2, help="worker failures a trial recovers from")
-    parser.add_argument("--resource-wait-s", type=float, default=SweepOptions.resource_wait_s,
-                        help="a trial that gets no CPUs/GPUs within this fails, naming who holds them")
-    parser.add_argument("--mlflow-wait-s", type=float, default=SweepOptions.mlflow_wait_s,
-                        help="how long to wait for a tracking server that went down before finalising")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
-    parser.add_argument("--num-samples", type=int, help="default: the space's NUM_SAMPLES")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--cache-dir", default="data/cache", help="feature cache ('' disables it)")
-    parser.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS, help="budget: parameters below this")
-    parser.add_argument("--max-latency-ms", type=float, default=DEFAULT_MAX_LATENCY_MS,
-                        help="budget: ONNX Runtime CPU p50, batch 1, 5 s input, one thread")
-    parser.add_argument("--no-ship", dest="ship", action="store_false", help="do not export and register the best")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this --name")
+    add_dataclass_arguments(parser, SweepOptions, choices={"scheduler": SCHEDULERS}, defaults={
+        "train_manifest": f"{SMOKE_CORPUS}/train_manifest.txt", "val_manifest": f"{SMOKE_CORPUS}/val_manifest.txt",
+        "test_manifest": f"{SMOKE_CORPUS}/test_manifest.txt"})
+    parser.epilog = f"spaces: {', '.join(available_spaces())}"
     return parser.parse_args()
 
 
@@ -67,7 +47,9 @@ def main() -> int:
     if result.champion is None:
         print(f"\nno trial within the budgets (params < {args.max_params:,}, p50 <= {args.max_latency_ms} ms)")
         return FAILED
-    print(f"\nbest: {result.champion.fusion} (val WER {result.champion.val_wer:.3f}), run {result.champion.run_id}")
+    best = result.champion
+    print(f"\nbest: {best.fusion} (val WER {best.val_wer:.3f}, test WER {best.test_wer:.3f} on unseen speakers), "
+          f"run {best.run_id}")
     if result.ship_error:
         print(f"not registered: {result.ship_error}")
         return FAILED

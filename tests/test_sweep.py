@@ -15,11 +15,11 @@ from mlflow import MlflowClient
 
 from avasr.config import Config
 from avasr.model import build_model, count_parameters
-from avasr.champion import ShipError, TrialSummary, choose_best, export_best, leaderboard
+from avasr.champion import ShipError, TrialSummary, choose_best, export_best, pareto_front
 from avasr.spaces import SpaceError, available_spaces, load_space
 from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, corpus_id, plan_resources, run_sweep
-from avasr.tracking import (PARENT_TAG, URI_ENV_VARS, TrackingError, check_tracking_uri, global_uris,
-                            resolve_tracking_uri)
+from avasr.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_TAG, URI_ENV_VARS, TrackingError,
+                            check_tracking_uri, global_uris, resolve_tracking_uri)
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -116,13 +116,6 @@ def test_choose_best_is_the_lowest_wer_within_both_budgets():
     assert choose_best(runs, max_params=100, max_latency_ms=100.0) is None
 
 
-def test_leaderboard_sorts_by_wer_and_marks_the_champion():
-    runs = [summary("weighted", 0.4), summary("simple", 0.2), summary("attention", math.nan)]
-    lines = leaderboard(runs, champion=runs[1]).splitlines()
-    assert [line.split()[0] for line in lines[2:]] == ["*", "weighted", "attention"]
-    assert lines[2].split()[1] == "simple"
-
-
 # --- the MLflow store --------------------------------------------------------------------------------------------
 def test_unreachable_tracking_server_fails_fast():
     started = time.monotonic()
@@ -172,7 +165,8 @@ def test_global_uris_leave_mlflow_following_its_default_again(tmp_path, monkeypa
 @pytest.mark.slow
 def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(tmp_path, corpus, local_ray):
     space = write_space(tmp_path, fusion='["simple", "attention"]', epochs=2)
-    result = run_sweep(options(tmp_path, corpus, space))
+    # the tiny corpus has no unseen speakers: its val clips stand in for a test set
+    result = run_sweep(options(tmp_path, corpus, space, test_manifest=str(corpus / "val_manifest.txt")))
 
     client = MlflowClient(result.tracking_uri)
     runs = client.search_runs([result.experiment_id])
@@ -180,6 +174,9 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
     children = child_runs(client, result)
     assert len(runs) == 3 and len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
     assert parents[0].info.status == "FINISHED"
+    assert client.get_experiment(result.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"leaderboard.txt", "leaderboard.json", "plots"} <= parent_files
     assert sorted(r.data.params["fusion"] for r in children) == ["attention", "simple"]
     expected_corpus = corpus_id(corpus / "train_manifest.txt", corpus / "val_manifest.txt")
     for run in children:
@@ -188,6 +185,7 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
         assert {k: params[k] for k in FLAT_PARAMS} == {"fusion": params["fusion"], "dropout": "0.1", "lr": "0.003",
                                                        "epochs": "2", "seed": "42", "corpus_id": expected_corpus}
         assert set(FINAL_METRICS) <= set(metrics)
+        assert metrics["test_wer"] == metrics["val_wer"]  # the same clips, the best checkpoint, greedy decoding
         config = Config.from_dict({**TINY_FIELDS, "fusion": params["fusion"]})
         assert metrics["param_count"] == count_parameters(build_model(config))
         assert 0 < metrics["cpu_latency_ms_p50"] <= metrics["cpu_latency_ms_p95"]
@@ -209,6 +207,15 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
     again = client.get_model_version_by_alias("avasr", "champion")
     assert (again.run_id, int(again.version)) == (result.champion.run_id, int(result.model_version) + 1)
     assert f"version {again.version}" in done.stdout and (tmp_path / "best.onnx").is_file()
+    front = [t.run_id for t in pareto_front(result.trials)]
+    listed = subprocess.run([sys.executable, str(script), "--mlflow-uri", result.tracking_uri, "--list-front"],
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == front
+    shipped = export_best(result.tracking_uri, DEFAULT_EXPERIMENT, run_id=front[-1][:8],
+                          destination=tmp_path / "front.onnx")
+    assert shipped.champion.run_id == front[-1] and (tmp_path / "front.onnx").is_file()
+    assert client.get_model_version_by_alias("avasr", "champion").run_id == front[-1]
     with pytest.raises(ShipError, match=r"none of its 2 finished trials is within the budgets \(params < 10,"):
         export_best(result.tracking_uri, DEFAULT_EXPERIMENT, max_params=10)
     with pytest.raises(ShipError, match=r"no sweep called 'nope'"):
