@@ -22,6 +22,7 @@ LIP_PIXEL_STD = 0.25
 NUM_CLASSES = VOCAB_SIZE  # 29: blank, space, apostrophe, a-z
 FUSIONS = ("simple", "weighted", "attention", "adaptive")
 DECODERS = ("greedy", "beam")
+LR_SCHEDULES = ("plateau", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 MODALITIES = ("audio", "video", "audio+video")
 
@@ -63,8 +64,15 @@ class Config:
     label_smoothing: float = 0.1  # weight of the uniform-posterior term added to CTC (see avasr.train)
     grad_clip: float = 5.0  # max global grad norm; CTC gradients spike on hard utterances
     patience: int = 5  # stop when val WER has not improved for this many epochs
-    lr_decay_factor: float = 0.5  # multiply the LR by this when val WER plateaus ...
+    # plateau: the seed's decay when val WER stalls; cosine: from lr down to lr * lr_final_ratio over `epochs`, per
+    # step, so a short run ends at a small LR instead of waiting for plateaus it has no epochs left to see
+    lr_schedule: str = "plateau"
+    lr_decay_factor: float = 0.5  # plateau: multiply the LR by this when val WER plateaus ...
     lr_decay_patience: int = 2  # ... for this many epochs (shorter than `patience`, so decay comes first)
+    lr_final_ratio: float = 0.05  # cosine: the last step's LR as a fraction of lr
+    # Linear warm-up from ~0 to lr over this many epochs (fractions allowed): a high LR from the first step knocks
+    # CTC into its blank-only plateau; reached gradually it leaves the plateau sooner. 0: the seed's constant start.
+    warmup_epochs: float = 0.0
     num_workers: int = 0  # DataLoader workers; features are in memory, so 0 is usually fastest
     device: str = "auto"  # auto picks cuda when available
     seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
@@ -78,6 +86,11 @@ class Config:
         problems = []
         if self.fusion not in FUSIONS:
             problems.append(f"fusion={self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if not 0.0 <= self.lr_final_ratio <= 1.0 or self.warmup_epochs < 0:
+            problems.append(f"lr_final_ratio must be in [0, 1] and warmup_epochs >= 0, got {self.lr_final_ratio} "
+                            f"and {self.warmup_epochs}")
         if self.decoder not in DECODERS:
             problems.append(f"decoder={self.decoder!r} is not one of {', '.join(DECODERS)}")
         if self.modalities not in MODALITIES:
@@ -203,7 +216,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(group, Config, fields=[f.name for f in dataclasses.fields(Config)
                                                    if f.name not in _CLI_FIELDS],
                             choices={"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES,
-                                     "modalities": MODALITIES}, keep_defaults=False)
+                                     "modalities": MODALITIES, "lr_schedule": LR_SCHEDULES}, keep_defaults=False)
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:

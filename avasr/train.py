@@ -13,6 +13,9 @@ Early stopping: an epoch "improves" when val WER is lower than the best so far, 
 The tie-break keeps the first epochs alive, when the model still emits only blanks and WER sits at 1.0 while
 the loss falls. LR decay on plateau uses the same notion (torch's ReduceLROnPlateau watches one number only):
 the LR is multiplied by `lr_decay_factor` after every `lr_decay_patience` epochs without improvement.
+
+The LR is set before every optimizer step from the step's index alone (`learning_rate`): optional linear warm-up,
+then the plateau decays so far or a cosine over `epochs`. A resumed run therefore continues the schedule exactly.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class EarlyStopState:
     best_wer: float = math.inf
     best_loss: float = math.inf
     bad_epochs: int = 0
+    lr_decays: int = 0  # plateau decays so far
 
     def update(self, wer: float, loss: float) -> bool:
         """Record an epoch's validation result; True when it is the best so far."""
@@ -75,9 +79,21 @@ class EarlyStopState:
         return self.bad_epochs > 0 and self.bad_epochs % decay_patience == 0
 
 
-def decay_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+def learning_rate(config: Config, step: int, steps_per_epoch: int, lr_decays: int = 0) -> float:
+    """The LR of optimizer step `step` (0-based, counted over the whole run); see the module docstring."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return config.lr * (step + 1) / (warmup + 1)
+    if config.lr_schedule == "cosine":
+        progress = min((step - warmup) / max(config.epochs * steps_per_epoch - warmup, 1.0), 1.0)
+        final = config.lr * config.lr_final_ratio
+        return final + (config.lr - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr * config.lr_decay_factor**lr_decays
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] *= factor
+        group["lr"] = lr
 
 
 # --- setup -----------------------------------------------------------------------------------------------------
@@ -118,11 +134,15 @@ def ctc_objective(log_probs: torch.Tensor, batch: Batch, label_smoothing: float)
 
 
 # --- one epoch -------------------------------------------------------------------------------------------------
-def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str = "train") -> float:
+def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str = "train",
+                    lr_at: Callable[[int], float] | None = None) -> float:
+    """One pass over `loader`; `lr_at(i)` sets the LR of the epoch's i-th step (None: leave the optimizer's)."""
     model.train()
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
-    for batch in bar:
+    for i, batch in enumerate(bar):
+        if lr_at is not None:
+            set_lr(optimizer, lr_at(i))
         batch = batch.keep_modalities(config.modalities).to(device)
         log_probs = model(batch.audio, batch.video, batch.video_lengths)
         loss = ctc_objective(log_probs, batch, config.label_smoothing)
@@ -274,13 +294,16 @@ def fit(
         if state.bad_epochs >= config.patience:
             log.info("early stop: val WER has not improved for %d epochs", state.bad_epochs)
             break
-        started, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(model, make_loader(train_set, config, shuffle=True, epoch=epoch),
-                                     optimizer, config, device, desc=f"epoch {epoch + 1}")
+        started = time.perf_counter()
+        train_loader = make_loader(train_set, config, shuffle=True, epoch=epoch)
+        steps, decays = len(train_loader), state.lr_decays
+        lr = learning_rate(config, epoch * steps, steps, decays)
+        train_loss = train_one_epoch(model, train_loader, optimizer, config, device, desc=f"epoch {epoch + 1}",
+                                     lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays))
         val = evaluate(model, val_loader, config, device, lexicon)
         improved = state.update(val["wer"], val["loss"])
-        if state.should_decay_lr(config.lr_decay_patience):
-            decay_lr(optimizer, config.lr_decay_factor)
+        if config.lr_schedule == "plateau" and state.should_decay_lr(config.lr_decay_patience):
+            state.lr_decays += 1
         state.epoch = epoch + 1
         metrics = {
             "epoch": state.epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_wer": val["wer"],

@@ -25,13 +25,16 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_arguments(parser, SweepOptions, choices={"scheduler": SCHEDULERS}, defaults={
         "train_manifest": f"{SMOKE_CORPUS}/train_manifest.txt", "val_manifest": f"{SMOKE_CORPUS}/val_manifest.txt",
-        "test_manifest": f"{SMOKE_CORPUS}/test_manifest.txt"})
-    parser.epilog = f"spaces: {', '.join(available_spaces())}"
+        "test_manifest": None})
+    parser.epilog = (f"spaces: {', '.join(available_spaces())}. --test-manifest defaults to the built-in corpus's "
+                     "unseen speakers when training on it, else to none.")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    if args.test_manifest is None:
+        args.test_manifest = f"{SMOKE_CORPUS}/test_manifest.txt" if args.train_manifest.startswith(SMOKE_CORPUS) else ""
     if args.train_manifest.startswith(SMOKE_CORPUS) and not Path(args.train_manifest).exists():
         build_corpus(SMOKE_CORPUS, size="smoke", seed=args.seed)  # the default data: offline, about a minute
     result = run_sweep(SweepOptions(**vars(args)))

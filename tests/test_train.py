@@ -3,11 +3,12 @@ import csv
 import pytest
 import torch
 
+from avasr.config import Config, ConfigError
 from avasr.data.dataset import Batch, collate, ctc_min_frames
 from avasr.model import build_model
 from avasr.train import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, METRICS_FILE, ctc_objective, evaluate, fit,
-                         load_checkpoint, load_model, make_loader, restore_rng_state, seed_everything,
-                         train_one_epoch)
+                         learning_rate, load_checkpoint, load_model, make_loader, restore_rng_state,
+                         seed_everything, train_one_epoch)
 from tests.synthetic import TINY, dataset
 
 
@@ -139,3 +140,22 @@ def test_one_modality_alone_can_be_learned(tmp_path, modalities):
     config = TINY.replace(modalities=modalities, epochs=150, patience=150, output_dir=str(tmp_path),
                           lr_decay_patience=1000)
     assert fit(config, datasets=(data, data))["val_cer"] < 0.2
+
+
+def test_learning_rate_warms_up_then_follows_its_schedule():
+    plateau = Config(lr=1e-3, warmup_epochs=1.0, lr_decay_factor=0.5)
+    assert [learning_rate(plateau, step, 3) for step in range(4)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert learning_rate(plateau, 10, 3, lr_decays=2) == pytest.approx(2.5e-4)
+    assert learning_rate(Config(lr=1e-3), 0, 3) == 1e-3  # no warm-up: the seed's constant start
+    cosine = Config(lr=1e-3, lr_schedule="cosine", epochs=4, warmup_epochs=0.0, lr_final_ratio=0.1)
+    lrs = [learning_rate(cosine, step, 10) for step in range(41)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[20] == pytest.approx(5.5e-4) and lrs[40] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert learning_rate(cosine, 400, 10) == pytest.approx(1e-4)  # past the last epoch: stays at the floor
+
+
+def test_bad_schedule_fields_are_refused():
+    with pytest.raises(ConfigError, match="lr_schedule='step' is not one of plateau, cosine"):
+        Config(lr_schedule="step")
+    with pytest.raises(ConfigError, match="warmup_epochs >= 0"):
+        Config(warmup_epochs=-1)
