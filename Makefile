@@ -31,9 +31,10 @@ corpus: setup
 corpus-full: setup
 	$(BIN)/python experiments/make_corpus.py --size full --out data/corpus/full
 
-# The smoke fusion sweep: 4 fusions on the smoke corpus, leaderboard, champion ONNX, MLflow UI command.
-# A timestamped name: a sweep of an existing name is refused unless resumed (--resume --name NAME).
-sweep: corpus
+# The smoke fusion sweep: 4 fusions on the built-in small corpus (built when missing), leaderboard with the Pareto
+# front, champion ONNX, MLflow UI links. A timestamped name: a sweep of an existing name is refused unless resumed
+# (--resume --name NAME).
+sweep: setup
 	$(BIN)/python experiments/sweep_fusion.py --space smoke --name smoke-$$(date +%Y%m%d-%H%M%S)
 
 clean:

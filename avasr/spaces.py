@@ -1,7 +1,8 @@
 """Search spaces: the Tune `param_space` files of tune_spaces/ (or any path), validated before Ray starts.
 
 A space file defines SPACE (Config fields -> fixed values, `tune.grid_search`, `tune.choice`, ranges), optionally
-NUM_SAMPLES and ASHA (scheduler arguments). Every value a trial could draw goes through `Config.from_dict` here,
+NUM_SAMPLES, SCHEDULER ("asha" or "fifo": the sweep's default when its options name none) and ASHA (scheduler
+arguments). Every value a trial could draw goes through `Config.from_dict` here,
 so an unknown field or fusion is named with the valid ones before any trial is scheduled.
 """
 
@@ -24,6 +25,8 @@ FAIL_AT_EPOCH = "fail_at_epoch"
 MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY = "mlflow_uri", "mlflow_run_id", "torch_threads"
 SWEEP_ONLY_KEYS = (FAIL_AT_EPOCH, MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY)
 SET_BY_SWEEP = ("train_manifest", "val_manifest", "output_dir", "cache_dir")
+SCHEDULERS = ("asha", "fifo")
+DEFAULT_SCHEDULER = "asha"
 
 
 class SpaceError(AvasrError, ValueError):
@@ -36,6 +39,7 @@ class SearchSpace:
     space: dict
     num_samples: int = 1
     asha: dict = field(default_factory=dict)
+    scheduler: str = DEFAULT_SCHEDULER
 
 
 def available_spaces() -> list[str]:
@@ -68,7 +72,7 @@ def load_space(name_or_path: str) -> SearchSpace:
     if not isinstance(getattr(module, "SPACE", None), dict):
         raise SpaceError(f"{path}: a space file must define SPACE = {{...}} (see tune_spaces/__init__.py)")
     space = SearchSpace(path, dict(module.SPACE), int(getattr(module, "NUM_SAMPLES", 1)),
-                        dict(getattr(module, "ASHA", {})))
+                        dict(getattr(module, "ASHA", {})), getattr(module, "SCHEDULER", DEFAULT_SCHEDULER))
     validate_space(space)
     return space
 
@@ -103,6 +107,8 @@ def validate_space(space: SearchSpace) -> None:
                 Config.from_dict({**base, key: value})
             except ConfigError as e:
                 raise SpaceError(f"{where}: {e}") from None
+    if space.scheduler not in SCHEDULERS:
+        raise SpaceError(f"{where}: SCHEDULER={space.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
     if space.num_samples < 1:
         raise SpaceError(f"{where}: NUM_SAMPLES must be at least 1, got {space.num_samples}")
 

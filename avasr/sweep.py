@@ -43,15 +43,15 @@ from avasr.config import Config
 from avasr.errors import AvasrError
 from avasr.export import ParityError
 from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
+from avasr.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
 from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
-from avasr.spaces import SearchSpace, fixed_values, load_space
+from avasr.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
 from avasr.data.dataset import AVDataset
 from avasr.train import BEST_CHECKPOINT, METRICS_FILE, load_datasets
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "avasr-fusion"
-SCHEDULERS = ("asha", "fifo")
 # ASHA compares trials on the val loss: every trial's WER sits at 1.0 in the first epochs (blank-only output), so
 # a WER ranking would stop trials at random. The best run is still chosen by WER.
 SCHEDULER_METRIC = "val_loss"
@@ -79,6 +79,9 @@ class SweepOptions:
     name: str = "fusion-sweep"  # the sweep's folder under storage_path, and the parent run's name
     storage_path: str = "outputs/sweeps"  # every node must reach it on a cluster (NFS, S3, ...)
     mlflow_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite in the project folder
+    # Where people open MLflow's UI, for the links the sweep prints: default the tracking server, or for a sqlite
+    # store `mlflow ui`'s http://127.0.0.1:5000
+    mlflow_ui_url: str | None = None
     experiment: str = DEFAULT_EXPERIMENT  # MLflow experiment: one parent run per sweep, one child run per trial
     address: str | None = None  # Ray cluster ("auto", "ray://host:10001"); None starts a local one
     cpus_per_trial: float = 1.0  # a trial's Tune function and its one Train worker together
@@ -89,7 +92,9 @@ class SweepOptions:
     resource_wait_s: float = 120.0
     # How long the driver waits for a tracking server that went down before it finalises the trials.
     mlflow_wait_s: float = 300.0
-    scheduler: str = "asha"  # asha stops the weaker half at each rung (on val loss); fifo trains every trial out
+    # asha stops the weaker half at each rung (on val loss); fifo trains every trial out. None: the space's
+    # SCHEDULER (asha unless it says otherwise)
+    scheduler: str | None = None
     num_samples: int | None = None  # overrides the space's NUM_SAMPLES
     seed: int = 42  # the trials' seed unless the space sets one
     cache_dir: str = "data/cache"  # feature cache: warmed once by the driver, read by every trial
@@ -112,6 +117,7 @@ class SweepResult:
     onnx_path: Path | None  # the champion's ONNX file
     model_version: str | None  # its version of the registered model avasr (alias champion)
     interrupted: bool  # some trials never ended: run again with resume=True
+    links: SweepLinks  # MLflow UI pages that open this sweep's trials ready to compare
     ship_error: str | None = None  # why the champion was not registered (ONNX parity failed)
 
 
@@ -187,7 +193,7 @@ def base_trial_config(options: SweepOptions, space: SearchSpace) -> dict:
 
 
 def make_scheduler(options: SweepOptions, space: SearchSpace, epochs: int):
-    if options.scheduler == "fifo":
+    if (options.scheduler or space.scheduler) == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(time_attr=SCHEDULER_TIME_ATTR, max_t=epochs,
                          **{"grace_period": 1, "reduction_factor": 2, **space.asha})
@@ -218,7 +224,7 @@ def open_parent_run(client: MlflowClient, options: SweepOptions, experiment_path
         raise SweepError(f"{experiment_path.parent}: cannot create the sweeps' folder (--storage-path): {e}") from None
     experiment_id = tracking.ensure_experiment(client, options.experiment, tracking_uri)
     params = {"space": space.path.stem, "num_samples": options.num_samples or space.num_samples,
-              "scheduler": options.scheduler, "corpus_id": corpus, "seed": options.seed,
+              "scheduler": options.scheduler or space.scheduler, "corpus_id": corpus, "seed": options.seed,
               "max_params": options.max_params, "max_latency_ms": options.max_latency_ms}
     parent = tracking.start_parent_run(client, experiment_id, options.name, params,
                                        {"avasr.space_file": str(space.path), STORAGE_TAG: str(experiment_path)})
@@ -253,7 +259,7 @@ def latest_checkpoint(result, train_storage: str | Path) -> Path | None:
 
 def run_sweep(options: SweepOptions) -> SweepResult:
     """Run (or resume) a sweep, finalise every trial in MLflow, ship the best. See the module docstring."""
-    if options.scheduler not in SCHEDULERS:
+    if options.scheduler not in (None, *SCHEDULERS):
         raise SweepError(f"unknown scheduler {options.scheduler!r}: choose from {', '.join(SCHEDULERS)}")
     if options.resource_wait_s <= 0 or options.mlflow_wait_s < 0:
         raise SweepError(f"resource_wait_s must be positive and mlflow_wait_s at least 0, got "
@@ -268,6 +274,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     experiment_path = storage / options.name
     client = MlflowClient(tracking_uri)
     experiment_id, parent_run_id = open_parent_run(client, options, experiment_path, tracking_uri, space, corpus)
+    save_sweep_view(client, experiment_id, parent_run_id, options.name)  # the UI's links work while trials run
 
     try:  # the parent run must not stay RUNNING forever, whatever fails after it was opened
         interrupted = run_trials(options, space, param_space, base, tracking_uri, experiment_id, parent_run_id,
@@ -288,8 +295,9 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         except Exception:  # noqa: BLE001 - the error that got here is the one to report
             pass
         raise
+    links = sweep_links(ui_url(tracking_uri, options.mlflow_ui_url), experiment_id, parent_run_id)
     return SweepResult(experiment_path, tracking_uri, experiment_id, parent_run_id, trials, champion, onnx_path,
-                       version, interrupted, ship_error)
+                       version, interrupted, links, ship_error)
 
 
 def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, base: Config, tracking_uri: str,

@@ -45,7 +45,8 @@ ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
 # The per-epoch curves: avasr.train.METRIC_FIELDS but the epoch (restated: importing train would load torch here)
-EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
+EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds", "data_s", "step_s", "eval_s",
+                 "save_s")
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
 PLOT_DPI = 100
 URI_ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -237,7 +238,8 @@ def log_missing_epochs(client: MlflowClient, run_id: str, rows: list[dict[str, f
 
 def log_epoch(client: MlflowClient, run_id: str, row: dict[str, float]) -> None:
     """One epoch's curves (a metrics.csv row, or the metrics a worker reports) with step = epoch."""
-    log_metrics(client, run_id, {k: row[k] for k in EPOCH_METRICS}, step=int(row["epoch"]), prefix=EPOCH_PREFIX)
+    log_metrics(client, run_id, {k: row[k] for k in EPOCH_METRICS if k in row},  # older metrics.csv: fewer
+                step=int(row["epoch"]), prefix=EPOCH_PREFIX)
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, object]) -> None:

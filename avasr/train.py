@@ -21,6 +21,7 @@ then the plateau decays so far or a cosine over `epochs`. A resumed run therefor
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import pickle
@@ -48,7 +49,9 @@ BEST_CHECKPOINT = "best_model.pth"
 LAST_CHECKPOINT = "last.pth"
 LOG_FILE = "training.log"
 METRICS_FILE = "metrics.csv"
-METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds")
+# seconds = data_s (waiting for batches) + step_s (forward, backward, optimizer) + eval_s + save_s (checkpoints)
+METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds", "data_s",
+                 "step_s", "eval_s", "save_s")
 
 ReportFn = Callable[[dict, Path], None]  # (this epoch's metrics, folder holding the checkpoints just written)
 
@@ -135,12 +138,19 @@ def ctc_objective(log_probs: torch.Tensor, batch: Batch, label_smoothing: float)
 
 # --- one epoch -------------------------------------------------------------------------------------------------
 def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str = "train",
-                    lr_at: Callable[[int], float] | None = None) -> float:
-    """One pass over `loader`; `lr_at(i)` sets the LR of the epoch's i-th step (None: leave the optimizer's)."""
+                    lr_at: Callable[[int], float] | None = None) -> tuple[float, float]:
+    """One pass over `loader` -> (mean loss, seconds spent waiting for batches). `lr_at(i)` sets the LR of the
+    epoch's i-th step (None: leave the optimizer's)."""
     model.train()
-    total, count = 0.0, 0
+    total, count, waited = 0.0, 0, 0.0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
-    for i, batch in enumerate(bar):
+    batches = iter(bar)
+    for i in itertools.count():
+        asked = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
         if lr_at is not None:
             set_lr(optimizer, lr_at(i))
         batch = batch.keep_modalities(config.modalities).to(device)
@@ -153,7 +163,7 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str 
         total += loss.item() * len(batch.ids)
         count += len(batch.ids)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    return total / count
+    return total / count, waited
 
 
 @torch.no_grad()
@@ -298,17 +308,19 @@ def fit(
         train_loader = make_loader(train_set, config, shuffle=True, epoch=epoch)
         steps, decays = len(train_loader), state.lr_decays
         lr = learning_rate(config, epoch * steps, steps, decays)
-        train_loss = train_one_epoch(model, train_loader, optimizer, config, device, desc=f"epoch {epoch + 1}",
-                                     lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays))
+        train_loss, data_s = train_one_epoch(
+            model, train_loader, optimizer, config, device, desc=f"epoch {epoch + 1}",
+            lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays))
+        trained = time.perf_counter()
         val = evaluate(model, val_loader, config, device, lexicon)
+        evaluated = time.perf_counter()
         improved = state.update(val["wer"], val["loss"])
         if config.lr_schedule == "plateau" and state.should_decay_lr(config.lr_decay_patience):
             state.lr_decays += 1
         state.epoch = epoch + 1
         metrics = {
             "epoch": state.epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_wer": val["wer"],
-            "val_cer": val["cer"], "lr": lr,
-            "seconds": time.perf_counter() - started, "param_count": params,
+            "val_cer": val["cer"], "lr": lr, "param_count": params,
         }
         if improved:
             best_metrics = dict(metrics)
@@ -320,6 +332,9 @@ def fit(
         if improved:
             save_checkpoint(output_dir / BEST_CHECKPOINT, payload)
         save_checkpoint(output_dir / LAST_CHECKPOINT, payload)
+        done = time.perf_counter()
+        metrics |= {"seconds": done - started, "data_s": data_s, "step_s": trained - started - data_s,
+                    "eval_s": evaluated - trained, "save_s": done - evaluated}
         append_metrics(output_dir, metrics)
         log.info("epoch %d: train_loss %.4f val_loss %.4f val_wer %.4f val_cer %.4f lr %.2e%s", state.epoch,
                  train_loss, val["loss"], val["wer"], val["cer"], metrics["lr"], " (best)" if improved else "")

@@ -1,9 +1,18 @@
-"""Training throughput and peak memory per fusion on one fixed batch (the seed's batch 16 of 3 s clips).
+"""Training throughput and peak memory per fusion on one fixed batch (the seed's batch 16 of 3 s clips); with
+--corpus, where an epoch's time goes and how fast each recipe learns, before and after issue 12's changes.
 
-Each fusion runs in its own fresh process so peak memory is its own: CPU = peak resident set size of the process
-(ru_maxrss) over its baseline before the model exists; CUDA = torch.cuda.max_memory_allocated.
+Fixed batch: each fusion runs in its own fresh process so peak memory is its own: CPU = peak resident set size of
+the process (ru_maxrss) over its baseline before the model exists; CUDA = torch.cuda.max_memory_allocated.
+
+Corpus (one torch thread, as in a sweep trial on a 2-core machine): for each recipe and fusion, `avasr.train.fit`
+on the corpus's train/val split, its per-epoch stage times (waiting for batches, forward+backward+step, validation,
+checkpoints: metrics.csv), what logging each epoch to MLflow costs (a sqlite store, as the sweep's workers do), the
+first epoch with val WER <= 0.5, the best val WER and the best checkpoint's test WER (unseen speakers). Recipes:
+"before" is the smoke space as it was (constant LR 2e-3, the middle of its old range, halved on plateaus);
+"after" is tune_spaces/smoke.py now. Ray's own per-trial cost is benchmarks/sweep_overhead.py's.
 
     python benchmarks/train_step.py [--steps 10] [--batch-size 16] [--seconds 3] [--device cpu]
+    python benchmarks/train_step.py --corpus data/corpus/small [--fusions simple attention] [--epochs 25]
 """
 
 import argparse
@@ -13,12 +22,18 @@ import subprocess
 import sys
 import time
 
-import torch
+from pathlib import Path
 
+import torch
+from mlflow import MlflowClient
+
+from avasr import tracking
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, Config
 from avasr.data.dataset import Batch
+from avasr.evaluation import evaluate_checkpoint
 from avasr.model import build_model, count_parameters
-from avasr.train import ctc_objective
+from avasr.spaces import fixed_values, load_space
+from avasr.train import BEST_CHECKPOINT, METRICS_FILE, ctc_objective, fit, load_datasets
 
 TRANSCRIPT_CHARS = 30  # a GRID sentence ("bin blue at f two now") is about this long
 KIB = 1024
@@ -67,14 +82,80 @@ def measure(fusion: str, steps: int, batch_size: int, seconds: float, device: st
             "step_ms": 1000 * elapsed / steps, "peak_mib": peak_mib}
 
 
+# --- recipes on a corpus ----------------------------------------------------------------------------------------
+BEFORE = {"fusion": "simple", "dropout": 0.1, "lr": 2e-3, "batch_size": 8, "lip_size": 32,
+          "encoder_channels": [8, 16, 32], "feature_dim": 128, "temporal_layers": 2}  # smoke.py before issue 12
+STAGES = ("data_s", "step_s", "eval_s", "save_s")
+WER_GOAL = 0.5
+
+
+def recipes(epochs: int) -> dict[str, dict]:
+    after = fixed_values(load_space("smoke").space)
+    return {"before": {**BEFORE, "epochs": epochs, "patience": epochs},
+            "after": {**after, "epochs": epochs, "patience": epochs}}
+
+
+def run_recipe(name: str, fields: dict, fusion: str, corpus: Path, out: Path) -> dict:
+    config = Config.from_dict({**fields, "fusion": fusion, "train_manifest": str(corpus / "train_manifest.txt"),
+                               "val_manifest": str(corpus / "val_manifest.txt"), "device": "cpu",
+                               "output_dir": str(out / f"{name}-{fusion}")})
+    started = time.perf_counter()
+    fit(config, datasets=load_datasets(config))
+    seconds = time.perf_counter() - started
+    rows = tracking.read_metrics_csv(Path(config.output_dir) / METRICS_FILE)
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment(f"{name}-{fusion}-{time.time()}")).info.run_id
+    logged = time.perf_counter()
+    for row in rows:
+        tracking.log_epoch(client, run_id, row)
+    test = evaluate_checkpoint(Path(config.output_dir) / BEST_CHECKPOINT, corpus / "test_manifest.txt")
+    reached = next((int(r["epoch"]) for r in rows if r["val_wer"] <= WER_GOAL), None)
+    return {"recipe": name, "fusion": fusion, "epochs": len(rows), "seconds": seconds,
+            "epoch_s": sum(r["seconds"] for r in rows) / len(rows),
+            **{k: sum(r[k] for r in rows) / len(rows) for k in STAGES},
+            "mlflow_s": (time.perf_counter() - logged) / len(rows), "reached": reached,
+            "best_val_wer": min(r["val_wer"] for r in rows), "test_wer": test["wer"]}
+
+
+def compare_recipes(corpus: Path, fusions: list[str], epochs: int, out: Path) -> None:
+    torch.set_num_threads(1)
+    out.mkdir(parents=True)
+    print(f"corpus {corpus}, {epochs} epochs, 1 torch thread; WER goal {WER_GOAL}")
+    print(f"{'recipe':<7} {'fusion':<10} {'s/epoch':>7} {'data':>6} {'step':>6} {'eval':>6} {'ckpt':>6} {'mlflow':>6} "
+          f"{'WER<=.5 at':>10} {'best val WER':>12} {'test WER':>8} {'total s':>7}")
+    results = []
+    for name, fields in recipes(epochs).items():
+        for fusion in fusions:
+            r = run_recipe(name, fields, fusion, corpus, out)
+            results.append(r)
+            share = {k: r[k] / r["epoch_s"] for k in STAGES}
+            print(f"{name:<7} {fusion:<10} {r['epoch_s']:>7.2f} {share['data_s']:>6.1%} {share['step_s']:>6.1%} "
+                  f"{share['eval_s']:>6.1%} {share['save_s']:>6.1%} {r['mlflow_s'] / r['epoch_s']:>6.1%} "
+                  f"{r['reached'] or 'never':>10} {r['best_val_wer']:>12.3f} {r['test_wer']:>8.3f} "
+                  f"{r['seconds']:>7.0f}", flush=True)
+    for fusion in fusions:
+        before, after = (next(r for r in results if r["recipe"] == n and r["fusion"] == fusion)
+                         for n in ("before", "after"))
+        print(f"  {fusion}: best val WER {before['best_val_wer']:.3f} -> {after['best_val_wer']:.3f}, test WER "
+              f"{before['test_wer']:.3f} -> {after['test_wer']:.3f}, s/epoch x{after['epoch_s'] / before['epoch_s']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, help="compare the recipes on this corpus (its three manifests)")
+    parser.add_argument("--fusions", nargs="+", choices=FUSIONS, default=list(FUSIONS))
+    parser.add_argument("--epochs", type=int, help="default: the smoke space's")
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/train_step"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0, help="clip length of every utterance")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--one", choices=FUSIONS, help=argparse.SUPPRESS)  # internal: measure one fusion, print JSON
     args = parser.parse_args()
+    if args.corpus:
+        epochs = args.epochs or fixed_values(load_space("smoke").space)["epochs"]
+        compare_recipes(args.corpus, args.fusions, epochs, args.out / time.strftime("%Y%m%d-%H%M%S"))
+        return
     if args.one:
         print(json.dumps(measure(args.one, args.steps, args.batch_size, args.seconds, args.device)))
         return

@@ -1,7 +1,7 @@
 """Sweep fusion x dropout x learning rate with Ray Tune; every trial is a Ray Train run tracked in MLflow; the best
 run within the parameter and latency budgets is exported to ONNX and registered as avasr@champion.
 
-    python experiments/sweep_fusion.py --space smoke                    # the built-in smoke corpus, minutes
+    python experiments/sweep_fusion.py --space smoke                    # the built-in small corpus, minutes
     python experiments/sweep_fusion.py --space fusion --train-manifest M1 --val-manifest M2 --gpus-per-trial 1
     python experiments/sweep_fusion.py --space smoke --resume           # continue an interrupted sweep
     python experiments/sweep_fusion.py --space path/to/my_space.py --address auto --storage-path /shared/sweeps
@@ -14,17 +14,18 @@ from avasr.cli import add_dataclass_arguments, run
 from avasr.corpus.synth import build_corpus
 from avasr.spaces import available_spaces
 from avasr.leaderboard import leaderboard
-from avasr.sweep import SCHEDULERS, SweepOptions, run_sweep
+from avasr.spaces import SCHEDULERS
+from avasr.sweep import SweepOptions, run_sweep
 from avasr.tracking import sqlite_path
 
-SMOKE_CORPUS = "data/corpus/smoke"
+SWEEP_CORPUS, SWEEP_CORPUS_SIZE = "data/corpus/small", "small"  # the default data, built when missing
 FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_arguments(parser, SweepOptions, choices={"scheduler": SCHEDULERS}, defaults={
-        "train_manifest": f"{SMOKE_CORPUS}/train_manifest.txt", "val_manifest": f"{SMOKE_CORPUS}/val_manifest.txt",
+        "train_manifest": f"{SWEEP_CORPUS}/train_manifest.txt", "val_manifest": f"{SWEEP_CORPUS}/val_manifest.txt",
         "test_manifest": None})
     parser.epilog = (f"spaces: {', '.join(available_spaces())}. --test-manifest defaults to the built-in corpus's "
                      "unseen speakers when training on it, else to none.")
@@ -34,16 +35,19 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.test_manifest is None:
-        args.test_manifest = f"{SMOKE_CORPUS}/test_manifest.txt" if args.train_manifest.startswith(SMOKE_CORPUS) else ""
-    if args.train_manifest.startswith(SMOKE_CORPUS) and not Path(args.train_manifest).exists():
-        build_corpus(SMOKE_CORPUS, size="smoke", seed=args.seed)  # the default data: offline, about a minute
+        args.test_manifest = f"{SWEEP_CORPUS}/test_manifest.txt" if args.train_manifest.startswith(SWEEP_CORPUS) else ""
+    if args.train_manifest.startswith(SWEEP_CORPUS) and not Path(args.train_manifest).exists():
+        build_corpus(SWEEP_CORPUS, size=SWEEP_CORPUS_SIZE)  # offline, seconds; its own seed: --seed is training's
     result = run_sweep(SweepOptions(**vars(args)))
     print()
     print(leaderboard(result.trials, result.champion))
     print(f"Ray Tune results: {result.experiment_path}")
-    database = sqlite_path(result.tracking_uri)
-    ui = f"mlflow ui --backend-store-uri {result.tracking_uri}" if database else f"open {result.tracking_uri}"
-    print(f"MLflow: {ui}  (experiment {args.experiment!r}, parent run {args.name!r})")
+    if sqlite_path(result.tracking_uri):
+        print(f"MLflow: start its UI with `mlflow ui --backend-store-uri {result.tracking_uri}`, then open")
+    else:
+        print(f"MLflow ({result.tracking_uri}): open")
+    print(f"  the trials:  {result.links.runs}\n  as charts:   {result.links.charts}\n"
+          f"  the model:   {result.links.model}")
     if result.interrupted:
         print(f"\ninterrupted: continue with --resume --name {args.name}")
         return INTERRUPTED

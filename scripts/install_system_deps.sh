@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages avasr needs when they are missing: espeak-ng (speech synthesis for the built-in
-# corpus, used through libespeak-ng.so.1) and ffmpeg (audio extraction from LRS-style MP4s).
+# corpus, used through libespeak-ng.so.1), ffmpeg (audio extraction from LRS-style MP4s), and chromium with
+# chromium-driver (the headless browser the MLflow UI test drives through selenium).
 # Silent when everything is already there.
 set -euo pipefail
 
 missing=()
 ldconfig -p 2>/dev/null | grep -q 'libespeak-ng.so.1 ' || missing+=(espeak-ng libespeak-ng1)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "avasr setup: installing Debian packages: ${missing[*]}"

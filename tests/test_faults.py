@@ -260,7 +260,8 @@ def test_epochs_the_store_refuses_wait_and_go_with_the_next_one(tmp_path, monkey
     (port,) = free_ports(1)
     store = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     run_id = store.create_run(store.create_experiment("e")).info.run_id
-    row = {"train_loss": 2.0, "val_loss": 1.5, "val_wer": 1.0, "val_cer": 0.9, "lr": 1e-3, "seconds": 0.5}
+    row = {"train_loss": 2.0, "val_loss": 1.5, "val_wer": 1.0, "val_cer": 0.9, "lr": 1e-3, "seconds": 0.5,
+           "data_s": 0.1, "step_s": 0.3, "eval_s": 0.05, "save_s": 0.05}
     log_epoch = EpochLog(MlflowClient(f"http://127.0.0.1:{port}"), run_id, retry_after_s=0)  # a server that is down
     log_epoch({"epoch": 1, **row})  # no exception: training goes on
     assert [p["epoch"] for p in log_epoch.pending] == [1]

@@ -12,12 +12,13 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from avasr.config import Config
 from avasr.model import build_model, count_parameters
 from avasr.champion import ShipError, TrialSummary, choose_best, export_best, pareto_front
 from avasr.spaces import SpaceError, available_spaces, load_space
-from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, corpus_id, plan_resources, run_sweep
+from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, corpus_id, make_scheduler, plan_resources, run_sweep
 from avasr.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_TAG, URI_ENV_VARS, TrackingError,
                             check_tracking_uri, global_uris, resolve_tracking_uri)
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
@@ -69,6 +70,18 @@ def test_space_may_not_set_what_the_sweep_owns_or_sample_epochs(tmp_path):
     path.write_text("from ray import tune\nSPACE = {'epochs': tune.choice([2, 4])}\n")
     with pytest.raises(SpaceError, match=r"epochs must be a fixed number"):
         load_space(str(path))
+
+
+def test_a_space_may_name_its_scheduler_and_the_sweep_s_option_overrides_it(tmp_path):
+    assert (load_space("smoke").scheduler, load_space("fusion").scheduler) == ("fifo", "asha")
+    path = tmp_path / "scheduler.py"
+    path.write_text("SPACE = {'fusion': 'simple'}\nSCHEDULER = 'hyperband'\n")
+    with pytest.raises(SpaceError, match=r"SCHEDULER='hyperband' is not one of asha, fifo"):
+        load_space(str(path))
+    smoke = load_space("smoke")
+    assert isinstance(make_scheduler(options(tmp_path, tmp_path, smoke.path, scheduler=None), smoke, 25), FIFOScheduler)
+    asha = make_scheduler(options(tmp_path, tmp_path, smoke.path, scheduler="asha"), smoke, 25)
+    assert isinstance(asha, ASHAScheduler)
 
 
 def test_bounds_of_sampled_ranges_are_validated(tmp_path):

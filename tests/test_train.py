@@ -69,10 +69,11 @@ def next_step_loss(model, optimizer, data, config, epoch: int) -> float:
     return ctc_objective(model(batch.audio, batch.video, batch.video_lengths), batch, config.label_smoothing).item()
 
 
-@pytest.mark.parametrize("fusion", ["adaptive", "attention"])
-def test_resume_continues_exactly(tmp_path, fusion):
+@pytest.mark.parametrize("fusion,schedule", [("adaptive", "plateau"), ("attention", "cosine")])
+def test_resume_continues_exactly(tmp_path, fusion, schedule):
     data = dataset()
-    config = TINY.replace(fusion=fusion, dropout=0.3, label_smoothing=0.1, epochs=3)  # dropout: RNG matters
+    config = TINY.replace(fusion=fusion, dropout=0.3, label_smoothing=0.1, epochs=3,  # dropout: RNG matters
+                          lr_schedule=schedule, warmup_epochs=1.5)  # the resumed epoch starts mid-warm-up
     full = fit(config.replace(output_dir=str(tmp_path / "full")), datasets=(data, data))
 
     fit(config.replace(output_dir=str(tmp_path / "cut"), epochs=2), datasets=(data, data))
