@@ -14,7 +14,9 @@ Who writes to MLflow, and when (SQLite takes one writer per run; runs never see 
   `val_wer`, `val_cer` hold the best epoch's values, the checkpoint that ships, for MLflow's tables and compare
   views);
 - after all trials end, the driver finalises each child run one after another (avasr.champion): best-epoch
-  metrics, the training-curve plot, ONNX export and CPU latency, noisy WER.
+  metrics, the training-curve plot, ONNX export and CPU latency, noisy WER, test WER; then closes the parent run
+  with the leaderboard and the Pareto-front plot (avasr.leaderboard). The MLflow UI's saved view of the trials
+  (avasr.mlflow_ui) is written when the parent run opens.
 
 Resources: a trial holds `cpus_per_trial` CPUs in all: a sliver for its mostly idle Tune function and the rest
 for its one Train worker (Train's controller takes none). Concurrency = CPUs // cpus_per_trial (and GPUs //
@@ -40,13 +42,13 @@ from avasr import tracking
 from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, STORAGE_TAG, TAG_MAX_CHARS,
                             TrialSummary, choose_best, finalise_trial, ship)
 from avasr.config import Config
+from avasr.data.dataset import AVDataset
 from avasr.errors import AvasrError
 from avasr.export import ParityError
 from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
 from avasr.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
 from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
 from avasr.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
-from avasr.data.dataset import AVDataset
 from avasr.train import BEST_CHECKPOINT, METRICS_FILE, load_datasets
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
 
