@@ -2,8 +2,8 @@
 
 A space file defines SPACE (Config fields -> fixed values, `tune.grid_search`, `tune.choice`, ranges), optionally
 NUM_SAMPLES, SCHEDULER ("asha" or "fifo": the sweep's default when its options name none) and ASHA (scheduler
-arguments). Every value a trial could draw goes through `Config.from_dict` here,
-so an unknown field or fusion is named with the valid ones before any trial is scheduled.
+arguments). Every value a trial could draw goes through `Config.from_dict` here, so an unknown field or fusion is
+named with the valid ones before any trial is scheduled.
 """
 
 from __future__ import annotations

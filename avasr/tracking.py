@@ -40,8 +40,8 @@ RUN_NAME_TAG = "mlflow.runName"
 TRIAL_TAG = "avasr.trial_id"  # finds a trial's child run again after a retry or a restored sweep
 KIND_TAG = "avasr.kind"  # "sweep" (parent) or "trial" (child)
 ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
-# MLflow's UI (3.x) opens an experiment by its kind: without this tag it may open the GenAI "Overview" (traces)
-# instead of the runs and their charts.
+# The experiment's kind for MLflow's UI ("Machine learning", not GenAI). 3.17's UI picks its page from the link's
+# workflowType instead (avasr.mlflow_ui); the tag still labels the experiment, and earlier 3.x UIs open by it.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
 # The per-epoch curves: avasr.train.METRIC_FIELDS but the epoch (restated: importing train would load torch here)
