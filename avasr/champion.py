@@ -177,8 +177,7 @@ def choose_best(runs, max_params: int = DEFAULT_MAX_PARAMS,
 
     Ties go to the lower CER, then the faster model. Runs without a WER or a latency are never chosen.
     """
-    eligible = [r for r in runs if math.isfinite(r.val_wer) and r.param_count < max_params
-                and math.isfinite(r.latency_p50_ms) and r.latency_p50_ms <= max_latency_ms]
+    eligible = [r for r in runs if comparable(r) and r.param_count < max_params and r.latency_p50_ms <= max_latency_ms]
     return min(eligible, key=lambda r: (r.val_wer, r.val_cer, r.latency_p50_ms), default=None)
 
 
