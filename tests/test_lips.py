@@ -69,16 +69,35 @@ def reference_mouth() -> np.ndarray:
     return ideal[SIZE // 4: 3 * SIZE // 4, SIZE // 4: 3 * SIZE // 4]
 
 
-@pytest.mark.parametrize("detect_every", [1, 2])
+@pytest.mark.parametrize("detect_every", [1, 2, 3, 5])
 def test_crops_follow_the_mouth_of_a_real_face(detect_every):
     frames, mouths, _ = moving_face()
     track = HaarLipCropper(detect_every=detect_every).crop(frames, SIZE, "portrait.mp4")
     assert track.crops.shape == (FRAMES, SIZE, SIZE) and track.crops.dtype == np.uint8
     assert np.abs(mouth_offsets(track, mouths)).max() < TOLERANCE
     report = track.report
-    assert report.frames == FRAMES and report.searched == len(range(0, FRAMES, detect_every)) + (detect_every == 2)
+    assert report.frames == FRAMES and report.searched == len({*range(0, FRAMES, detect_every), FRAMES - 1})
     assert report.detected >= 0.9 * report.searched
     assert report.detected + report.interpolated == FRAMES
+
+
+def test_a_search_near_the_last_face_is_as_accurate_as_a_whole_frame_search():
+    frames, mouths, scales = moving_face()
+    cropper = HaarLipCropper()
+    expected_sides = MOUTH_BOX_SIDE * PORTRAIT_FACE_WIDTH * scales
+    for t in range(1, FRAMES):
+        last = cropper.find_mouth(frames[t - 1])
+        for box in (cropper.find_mouth(frames[t], last), cropper.find_mouth(frames[t])):
+            assert np.abs((mouths[t] - box[:2]) / box[2]).max() < TOLERANCE, f"frame {t}: {box}"
+            assert abs(box[2] / expected_sides[t] - 1) < 0.15, f"frame {t}: {box}"
+
+
+def test_a_face_that_jumps_away_from_its_last_place_is_found_again():
+    frames, mouths, _ = moving_face()
+    cropper = HaarLipCropper()
+    far = cropper.find_mouth(frames[0])
+    box = cropper.find_mouth(frames[-1], near=far)  # 70 px right, the search region around frame 0 misses it
+    assert box is not None and np.abs((mouths[-1] - box[:2]) / box[2]).max() < TOLERANCE
 
 
 def test_small_face_in_a_large_frame_is_found():
@@ -137,8 +156,8 @@ def test_frames_without_a_face_are_interpolated_and_counted():
 
 
 def test_video_without_a_face_raises_no_face_error_naming_it():
-    noise = np.random.default_rng(2).integers(0, 256, size=(10, 120, 160), dtype=np.uint8)  # searched: 0, 2, 4, 6, 8, 9
-    with pytest.raises(NoFaceError, match="noise.mp4: no face found in any of the 6 searched frames \\(of 10\\)"):
+    noise = np.random.default_rng(2).integers(0, 256, size=(10, 120, 160), dtype=np.uint8)  # searched: 0, 3, 6, 9
+    with pytest.raises(NoFaceError, match="noise.mp4: no face found in any of the 4 searched frames \\(of 10\\)"):
         HaarLipCropper().crop(noise, SIZE, "noise.mp4")
     assert issubclass(NoFaceError, VideoError)
 

@@ -24,7 +24,7 @@ from avasr.data.lips import NoFaceError
 from avasr.data.manifest import ManifestEntry
 from avasr.data.video import load_lips
 
-CACHE_FORMAT = 1  # bump when the entry layout or the preprocessing code changes meaning
+CACHE_FORMAT = 2  # bump when the entry layout or the preprocessing code changes meaning
 PREPROCESSING_FIELDS = ("sample_rate", "n_mels", "window_ms", "hop_ms", "fps", "lip_size", "face_landmarker_model")
 HASH_CHUNK = 1 << 20
 

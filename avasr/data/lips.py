@@ -5,7 +5,9 @@ Pipeline of every cropper (`track_mouth`):
 1. Find the mouth on every `detect_every`-th frame (and always on the last one). `HaarLipCropper` (the default)
    detects faces with OpenCV's Haar cascade (shipped with opencv-python-headless) on a histogram-equalised,
    downscaled frame, keeps the largest and takes a square box of a fixed fraction of it around the mouth's usual
-   place. Faces narrower than MIN_FACE_FRACTION of the frame's shorter side are not searched.
+   place. Faces narrower than MIN_FACE_FRACTION of the frame's shorter side are not searched. Once a face is
+   found, the next search looks only near it and at nearly its size (tracking: a few cascade scales over a small
+   region instead of every scale over the frame); where that finds nothing, the whole frame is searched again.
    `MediaPipeLipCropper` uses MediaPipe's face landmarker and the lip landmarks instead; it needs the optional
    `mediapipe` package and a model file given by the user (nothing is ever downloaded).
 2. Reject one-off false detections with a running median over the detections, linearly interpolate the box over
@@ -44,7 +46,12 @@ MIN_FACE_FRACTION = 0.15  # smallest face searched, as a fraction of the frame's
 # Frames are downscaled until the smallest searched face is this many pixels: the cascade (20 px window) still
 # finds such faces, and detection cost grows with the image area (a 360x288 frame is searched at 267x213).
 DETECTION_MIN_FACE_PX = 32
-DETECT_EVERY = 2  # run the detector on every 2nd frame and interpolate between: halves the cost, heads move slowly
+# Run the detector on every 3rd frame and interpolate between: heads move slowly (the built-in corpus sways at
+# <= 0.8 Hz: its mouth moves < 1 % of the face width between searches, far inside the smoothing's reach).
+DETECT_EVERY = 3
+# --- tracking: where and at which sizes the next search looks once a face is known ------------------------------
+TRACK_MARGIN = 0.5  # the search region is the last face box grown by this many face widths on every side
+TRACK_SCALE_RANGE = 1.25  # faces between 1/1.25 and 1.25 times the last width: 5 cascade scales instead of ~20
 
 # --- the mouth box inside the face box -------------------------------------------------------------------------
 # The mouth's centre sits half-way across and about three quarters down a Haar face box (0.77 measured on
@@ -100,12 +107,14 @@ class LipCropper(Protocol):
 # --- the shared pipeline ---------------------------------------------------------------------------------------
 def track_mouth(
     frames: np.ndarray,
-    find_mouth: Callable[[np.ndarray], Box | None],
+    find_mouth: Callable[[np.ndarray, Box | None], Box | None],
     size: int,
     where: str,
     detect_every: int = DETECT_EVERY,
 ) -> LipTrack:
-    """Find, smooth and crop the mouth. frames shape = (T, H, W) uint8; raises NoFaceError if never found."""
+    """Find, smooth and crop the mouth. frames shape = (T, H, W) uint8; raises NoFaceError if never found.
+
+    `find_mouth(frame, last)` gets the last box found (None at first): a cropper may search near it only."""
     if frames.ndim != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise VideoError(f"{where}: expected frames of shape (T, H, W) uint8 with T > 0, got {frames.shape} "
                          f"{frames.dtype}")
@@ -114,10 +123,11 @@ def track_mouth(
     count = len(frames)
     searched = sorted({*range(0, count, detect_every), count - 1})
     boxes = np.full((count, 3), np.nan)
+    last = None
     for index in searched:
-        box = find_mouth(frames[index])
+        box = find_mouth(frames[index], last)
         if box is not None:
-            boxes[index] = box
+            boxes[index] = last = box
     detected = int(np.isfinite(boxes[:, 0]).sum())
     if detected == 0:
         raise NoFaceError(f"{where}: no face found in any of the {len(searched)} searched frames "
@@ -187,19 +197,45 @@ class HaarLipCropper:
     def crop(self, frames: np.ndarray, size: int, where: str) -> LipTrack:
         return track_mouth(frames, self.find_mouth, size, where, self.detect_every)
 
-    def find_mouth(self, frame: np.ndarray) -> Box | None:
-        """frame shape = (H, W) uint8 -> the mouth box of the largest face, or None."""
+    def find_mouth(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
+        """frame shape = (H, W) uint8 -> the mouth box of the largest face, or None.
+
+        `near`: the last mouth box found; the face is then first searched around it at about its size."""
+        if near is not None:
+            face = self._detect_near(frame, near)
+            if face is not None:
+                return mouth_box_from_face(*face)
         min_face = self.min_face_fraction * min(frame.shape)
+        face = self._detect(frame, min_face, max_face=None)
+        return None if face is None else mouth_box_from_face(*face)
+
+    def _detect_near(self, frame: np.ndarray, near: Box) -> np.ndarray | None:
+        """The largest face inside the last face box grown by TRACK_MARGIN, at about the last face's size."""
+        cx, cy, side = near
+        width = side / MOUTH_BOX_SIDE  # the face box the mouth box came from (Haar boxes are square)
+        centre_x = cx + 0.5 + (0.5 - MOUTH_CENTRE_X) * width  # mouth (pixel centres) -> face box centre (edges)
+        centre_y = cy + 0.5 + (0.5 - MOUTH_CENTRE_Y) * width
+        reach = (0.5 + TRACK_MARGIN) * width
+        height, frame_width = frame.shape
+        left, top = max(0, int(centre_x - reach)), max(0, int(centre_y - reach))
+        right, bottom = min(frame_width, int(np.ceil(centre_x + reach))), min(height, int(np.ceil(centre_y + reach)))
+        if right - left < width / TRACK_SCALE_RANGE or bottom - top < width / TRACK_SCALE_RANGE:
+            return None  # the face was leaving the frame: search all of it
+        face = self._detect(frame[top:bottom, left:right], width / TRACK_SCALE_RANGE, width * TRACK_SCALE_RANGE)
+        return None if face is None else face + np.array([left, top, 0, 0])
+
+    def _detect(self, image: np.ndarray, min_face: float, max_face: float | None) -> np.ndarray | None:
+        """(left, top, width, height) in `image`'s pixels of the largest face between min_face and max_face wide."""
         scale = min(1.0, DETECTION_MIN_FACE_PX / min_face)
-        small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         min_side = max(1, round(min_face * scale))
-        faces = self._detector.detectMultiScale(
-            cv2.equalizeHist(small), scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS, minSize=(min_side, min_side)
-        )
+        max_side = (0, 0) if max_face is None else (round(max_face * scale),) * 2  # (0, 0): no upper bound
+        faces = self._detector.detectMultiScale(cv2.equalizeHist(small), scaleFactor=SCALE_FACTOR,
+                                                minNeighbors=MIN_NEIGHBORS, minSize=(min_side, min_side),
+                                                maxSize=max_side)
         if len(faces) == 0:
             return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3]) / scale
-        return mouth_box_from_face(x, y, w, h)
+        return max(faces, key=lambda f: f[2] * f[3]) / scale
 
     # cv2.CascadeClassifier cannot be pickled: DataLoader workers and Ray reload it from the file
     def __getstate__(self) -> dict:
@@ -243,7 +279,8 @@ class MediaPipeLipCropper:
     def crop(self, frames: np.ndarray, size: int, where: str) -> LipTrack:
         return track_mouth(frames, self.find_mouth, size, where, self.detect_every)
 
-    def find_mouth(self, frame: np.ndarray) -> Box | None:
+    def find_mouth(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
+        """frame shape = (H, W) uint8 -> the mouth box from the lip landmarks, or None (`near` is not needed)."""
         import mediapipe as mp
 
         rgb = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB))
