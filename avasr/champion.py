@@ -32,10 +32,12 @@ from avasr import tracking
 from avasr.data.noise import NoiseError
 from avasr.data.noisy import NoiseSpec
 from avasr.errors import AvasrError, OutputError
-from avasr.evaluation import evaluate_checkpoint
-from avasr.export import ExportError, check_parity, export_onnx, register_onnx
+from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_model, model_from_checkpoint
+from avasr.evaluation import decoding_for, evaluate_decoding
+from avasr.export import ExportError, check_parity, export_onnx
 from avasr.latency import onnx_cpu_latency
-from avasr.train import BEST_CHECKPOINT, LOG_FILE, METRICS_FILE, load_checkpoint, load_model
+from avasr.registry import register_onnx
+from avasr.train import LOG_FILE, METRICS_FILE
 
 DEFAULT_MAX_PARAMS = 5_000_000  # the model's size budget
 DEFAULT_MAX_LATENCY_MS = 100.0  # p50, batch 1, 5 s input, one thread: the default model takes ~35 ms on this CPU
@@ -92,27 +94,27 @@ def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path,
 
     A failed export or noisy evaluation is a problem, not an error: the run stays comparable (without a latency it
     can never be chosen)."""
-    checkpoint = load_checkpoint(folder / BEST_CHECKPOINT)
+    checkpoint = load_checkpoint(folder / BEST_CHECKPOINT)  # loaded once: export and both evaluations use it
+    model, config = model_from_checkpoint(checkpoint, where=str(folder / BEST_CHECKPOINT))
     best = checkpoint["best_metrics"]
     metrics = {"val_wer": best["val_wer"], "val_cer": best["val_cer"], "val_loss": best["val_loss"],
                "param_count": best["param_count"], "best_epoch": best["epoch"], "epochs_trained": rows[-1]["epoch"]}
     problems = []
     try:
-        model, config = load_model(folder / BEST_CHECKPOINT)
         export_onnx(model, config, onnx_path)
         latency = onnx_cpu_latency(onnx_path)
         metrics |= {"cpu_latency_ms_p50": latency["p50_ms"], "cpu_latency_ms_p95": latency["p95_ms"]}
     except ExportError as e:
         problems.append(str(e))
+    decoding = decoding_for(model, config)  # decoded as in training's val WER
     try:  # same val utterances, noise and draw for every trial: the metric compares trials' robustness
-        noisy = evaluate_checkpoint(folder / BEST_CHECKPOINT, checkpoint["config"]["val_manifest"],
-                                    snr_db=NOISY_VAL_NOISE.snr_db, noise=NOISY_VAL_NOISE.kind,
-                                    noise_seed=NOISY_VAL_NOISE.seed)
+        noisy = evaluate_decoding(decoding, config.val_manifest, snr_db=NOISY_VAL_NOISE.snr_db,
+                                  noise=NOISY_VAL_NOISE.kind, noise_seed=NOISY_VAL_NOISE.seed)
         metrics[NOISY_VAL_METRIC] = noisy["wer"]
     except NoiseError as e:  # e.g. a one-utterance val set has nobody to babble
         problems.append(str(e))
     if test_manifest:
-        test = evaluate_checkpoint(folder / BEST_CHECKPOINT, test_manifest)
+        test = evaluate_decoding(decoding, test_manifest)
         metrics |= {"test_wer": test["wer"], "test_cer": test["cer"]}
     return metrics, problems
 

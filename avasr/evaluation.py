@@ -20,7 +20,8 @@ from avasr.data.noisy import NoiseSpec
 from avasr.decode import Lexicon
 from avasr.errors import OutputError
 from avasr.text import compute_cer, compute_wer
-from avasr.train import evaluate, load_model, make_loader, pick_device
+from avasr.checkpoint import load_model
+from avasr.train import evaluate, make_loader, pick_device
 
 PREDICTIONS_FILE = "predictions.tsv"
 DEFAULT_NOISE = "babble"
@@ -73,6 +74,12 @@ def load_decoding(checkpoint: str | Path, decoder: str | None = None, beam_size:
                   lexicon: str | None = None) -> Decoding:
     """The checkpoint's model and config, with decoding overrides (a lexicon implies beam search)."""
     model, config = load_model(checkpoint)
+    return decoding_for(model, config, decoder, beam_size, lexicon)
+
+
+def decoding_for(model: torch.nn.Module, config: Config, decoder: str | None = None, beam_size: int | None = None,
+                 lexicon: str | None = None) -> Decoding:
+    """A loaded model with its config's decoding, overridden where given (a lexicon implies beam search)."""
     overrides = {k: v for k, v in (("decoder", decoder), ("beam_size", beam_size), ("lexicon", lexicon)) if v}
     if lexicon and not decoder:
         overrides["decoder"] = "beam"
@@ -94,6 +101,12 @@ def evaluate_checkpoint(
     """Decode every utterance of `manifest` with the checkpoint's model, clean or, when `snr_db` is given, with
     `noise` mixed in at that SNR (drawn with `noise_seed`). Returns wer, cer, loss, counts, decoder, noise."""
     decoding = load_decoding(checkpoint, decoder, beam_size, lexicon)
+    return evaluate_decoding(decoding, manifest, predictions_path, snr_db, noise, noise_seed)
+
+
+def evaluate_decoding(decoding: Decoding, manifest: str | Path, predictions_path: str | Path | None = None,
+                      snr_db: float | None = None, noise: str = DEFAULT_NOISE, noise_seed: int = 0) -> dict:
+    """`evaluate_checkpoint` for a model already loaded (one load serves several evaluations)."""
     spec = None if snr_db is None else NoiseSpec(noise, snr_db, noise_seed)
     dataset = AVDataset.from_manifest(manifest, decoding.config, noise=spec)
     result = decoding.run(dataset)

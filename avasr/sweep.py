@@ -49,7 +49,8 @@ from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot
 from avasr.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
 from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
 from avasr.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
-from avasr.train import BEST_CHECKPOINT, METRICS_FILE, load_datasets
+from avasr.checkpoint import BEST_CHECKPOINT
+from avasr.train import METRICS_FILE, load_datasets
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]

@@ -24,7 +24,6 @@ import csv
 import itertools
 import logging
 import math
-import pickle
 import random
 import time
 from collections.abc import Callable
@@ -37,6 +36,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from avasr.checkpoint import (BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, restore_rng_state, rng_state,
+                              save_checkpoint)
 from avasr.config import NUM_CLASSES, Config
 from avasr.data.dataset import AVDataset, Batch, collate
 from avasr.decode import Lexicon, decode
@@ -45,8 +46,6 @@ from avasr.metrics import character_error_rate, word_error_rate
 from avasr.model import build_model, count_parameters, lengths_to_mask
 from avasr.text import BLANK_ID
 
-BEST_CHECKPOINT = "best_model.pth"
-LAST_CHECKPOINT = "last.pth"
 LOG_FILE = "training.log"
 METRICS_FILE = "metrics.csv"
 # seconds = data_s (waiting for batches) + step_s (forward, backward, optimizer) + eval_s + save_s (checkpoints)
@@ -186,49 +185,6 @@ def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = No
         "hypotheses": hyps,
         "ids": ids,
     }
-
-
-# --- checkpoints -----------------------------------------------------------------------------------------------
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],  # plain types: weights_only loading
-        "torch": torch.get_rng_state(),
-    }
-
-
-def restore_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write then rename: a crash mid-write never leaves a truncated checkpoint under the real name."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise TrainingError(f"{path}: cannot load checkpoint: {e}") from None
-    if not (isinstance(checkpoint, dict) and {"config", "model"} <= checkpoint.keys()):
-        raise TrainingError(f"{path}: not a checkpoint written by avasr training (no config and model in it)")
-    return checkpoint
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """A checkpoint carries its config: rebuild the model from it. Returns (model in eval mode, config)."""
-    checkpoint = load_checkpoint(path)
-    config = Config.from_dict(checkpoint["config"])
-    model = build_model(config)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), config
 
 
 # --- the loop --------------------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ from avasr.config import Config
 from avasr.errors import AvasrError
 from avasr.resources import ResourcesError, who_holds
 from avasr.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_KEY, split_trial_config
-from avasr.train import LAST_CHECKPOINT, METRICS_FILE, fit, load_datasets
+from avasr.checkpoint import LAST_CHECKPOINT
+from avasr.train import METRICS_FILE, fit, load_datasets
 
 DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
 CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all a resume needs

@@ -15,7 +15,8 @@ from pathlib import Path
 from avasr.config import MODALITIES, Config, add_config_arguments, config_from_args
 from avasr.data.dataset import AVDataset
 from avasr.metrics import character_error_rate, word_error_rate
-from avasr.train import BEST_CHECKPOINT, evaluate, fit, load_model, make_loader, pick_device
+from avasr.checkpoint import BEST_CHECKPOINT, load_model
+from avasr.train import evaluate, fit, make_loader, pick_device
 
 CHANCE_DRAWS = 20
 

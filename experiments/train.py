@@ -8,7 +8,8 @@
 import argparse
 
 from avasr.config import Config, add_config_arguments, config_from_args
-from avasr.train import fit, load_checkpoint
+from avasr.checkpoint import load_checkpoint
+from avasr.train import fit
 from avasr.cli import run
 
 

@@ -75,7 +75,7 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
 
 @pytest.mark.parametrize(("script", "args", "line"), [
     ("train.py", ["--config", "{tmp}/missing.json"], "{tmp}/missing.json: cannot read configuration: [Errno 2]"),
-    ("train.py", ["--resume", "{tmp}/missing.pth"], "{tmp}/missing.pth: cannot load checkpoint: [Errno 2]"),
+    ("train.py", ["--resume", "{tmp}/missing.pth"], "{tmp}/missing.pth: no such checkpoint file"),
     ("evaluate.py", ["--checkpoint", "{tmp}/foreign.pth", "--manifest", "{tmp}/m.txt"],
      "{tmp}/foreign.pth: not a checkpoint written by avasr training"),
     ("train.py", ["--train-manifest", "{tmp}/m.txt", "--val-manifest", "{tmp}/m.txt", "--output-dir", "{tmp}/a_file"],

@@ -21,7 +21,8 @@ from avasr.data.manifest import read_manifest, write_manifest
 from avasr.data.noise import NoiseError
 from avasr.data.noisy import NoiseSpec, babble_sources, noisy_waveforms, read_speech
 from avasr.evaluation import evaluate_at_snrs, evaluate_checkpoint
-from avasr.train import BEST_CHECKPOINT, fit
+from avasr.checkpoint import BEST_CHECKPOINT
+from avasr.train import fit
 from tests.media import write_clip
 from tests.test_noise import SNR_TOLERANCE_DB, _snr_db
 

@@ -6,8 +6,8 @@ import torch
 from avasr.config import Config, ConfigError
 from avasr.data.dataset import Batch, collate, ctc_min_frames
 from avasr.model import build_model
-from avasr.train import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, METRICS_FILE, ctc_objective, evaluate, fit,
-                         learning_rate, load_checkpoint, load_model, make_loader, restore_rng_state,
+from avasr.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointError, load_checkpoint, load_model, restore_rng_state
+from avasr.train import (LOG_FILE, METRICS_FILE, ctc_objective, evaluate, fit, learning_rate, make_loader,
                          seed_everything, train_one_epoch)
 from tests.synthetic import TINY, dataset
 
@@ -120,10 +120,10 @@ def test_determinism_under_a_seed(tmp_path):
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="bad.pth: cannot load checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.pth: cannot load checkpoint"):
         load_checkpoint(tmp_path / "bad.pth")
     torch.save({"state_dict": {}}, tmp_path / "foreign.pth")  # a torch file, not one of ours
-    with pytest.raises(RuntimeError, match="foreign.pth: not a checkpoint written by avasr training"):
+    with pytest.raises(CheckpointError, match="foreign.pth: not a checkpoint written by avasr training"):
         load_checkpoint(tmp_path / "foreign.pth")
 
 

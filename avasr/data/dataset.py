@@ -108,6 +108,17 @@ def align_audio_to_video(mel: torch.Tensor, video_frames: int, config: Config) -
     return F.interpolate(mel[None], size=target, mode="linear", align_corners=False)[0]  # (1, n_mels, T) -> ...
 
 
+def check_durations(mel_frames: int, video_frames: int, config: Config, audio_path, video_path) -> None:
+    """Raise VideoError naming both files when audio and video differ by more than MAX_AV_MISMATCH_SECONDS."""
+    audio_seconds = (mel_frames - 1) / config.mel_frames_per_second  # centred STFT: N // hop + 1 frames
+    video_seconds = video_frames / config.fps
+    if abs(audio_seconds - video_seconds) > MAX_AV_MISMATCH_SECONDS:
+        raise VideoError(
+            f"{video_path}: video lasts {video_seconds:.2f} s but its audio {audio_path} lasts "
+            f"{audio_seconds:.2f} s (tolerance {MAX_AV_MISMATCH_SECONDS} s)"
+        )
+
+
 def load_features(entry: ManifestEntry, config: Config) -> Features:
     """The clean log-mel and lip crops, through the cache when `config.cache_dir` is set."""
     return FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
@@ -123,13 +134,7 @@ def load_utterance(entry: ManifestEntry, config: Config, waveform: np.ndarray | 
     features = load_features(entry, config)
     mel = features.mel if waveform is None else log_mel(torch.from_numpy(waveform), config)  # (n_mels, T_a)
     crops = features.crops  # (T_v, lip_size, lip_size)
-    audio_seconds = (mel.shape[1] - 1) / config.mel_frames_per_second  # centred STFT: N // hop + 1 frames
-    video_seconds = crops.shape[0] / config.fps
-    if abs(audio_seconds - video_seconds) > MAX_AV_MISMATCH_SECONDS:
-        raise VideoError(
-            f"{entry.video_path}: video lasts {video_seconds:.2f} s but its audio {entry.audio_path} lasts "
-            f"{audio_seconds:.2f} s (tolerance {MAX_AV_MISMATCH_SECONDS} s)"
-        )
+    check_durations(mel.shape[1], crops.shape[0], config, entry.audio_path, entry.video_path)
     return Utterance(
         id=entry.utterance_id,
         audio=align_audio_to_video(mel, crops.shape[0], config),
