@@ -1,11 +1,13 @@
-"""Shipping a trained model: ONNX export with dynamic batch and length, parity with PyTorch in onnxruntime,
-registration in the MLflow model registry, and an onnxruntime transcriber that needs no PyTorch model code.
+"""Shipping a trained model: ONNX export with dynamic batch and length, and its parity with PyTorch in onnxruntime.
+Registration in MLflow is `avasr.registry`; transcribing files is `avasr.inference`.
 
-The ONNX graph keeps `lengths` as an input. A batch-1 deployment does not need it (it passes [T]), but a batched
-one does: without it padded frames would leak into their neighbours through the temporal convolutions and the
-attention fusion, so a batched ONNX model would disagree with PyTorch. One graph serves both.
+The inputs keep the original design's names, `audio_features` and `video_features`, plus `lengths`. A batch-1
+deployment does not need lengths (it passes [T]), but a batched one does: without it padded frames would leak into
+their neighbours through the temporal convolutions and the attention fusion, so a batched ONNX model would
+disagree with PyTorch. One graph serves both; a feed without `lengths` gets onnxruntime's "Required inputs
+(['lengths']) are missing", and the input's doc string in the graph says what to pass.
 
-    inputs:  audio (B, 1, n_mels, 4 * T) float32, video (B, T, 1, H, W) float32, lengths (B,) int64
+    inputs:  audio_features (B, 1, n_mels, 4 * T) float32, video_features (B, T, 1, H, W) float32, lengths (B,) int64
     output:  log_probs (B, T, 29) float32
 
 B and T are dynamic; the audio time axis is derived as 4 * T, so a mismatched pair cannot even be described.
@@ -14,7 +16,6 @@ n_mels, H and W are fixed by the trained model and stay constants in the graph.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import warnings
@@ -34,8 +35,14 @@ from avasr.decode import greedy_decode
 from avasr.errors import AvasrError
 from avasr.text import SYMBOLS
 
-INPUT_NAMES = ("audio", "video", "lengths")
+AUDIO_INPUT, VIDEO_INPUT, LENGTHS_INPUT = "audio_features", "video_features", "lengths"
+INPUT_NAMES = (AUDIO_INPUT, VIDEO_INPUT, LENGTHS_INPUT)
 OUTPUT_NAME = "log_probs"
+INPUT_DOCS = {  # kept in the graph: what a user who opens it (or reads onnxruntime's error) needs to know
+    AUDIO_INPUT: "log-mel features (B, 1, n_mels, 4 * T) float32, standardised per utterance (avasr.data.audio)",
+    VIDEO_INPUT: "lip crops (B, T, 1, H, W) float32, standardised (avasr.data.dataset.lip_crops_to_tensor)",
+    LENGTHS_INPUT: "valid video frames of each utterance (B,) int64; for one unpadded utterance pass [T]",
+}
 # Example sizes for tracing. Both must be >= 2 (a size-1 dimension is specialised to a constant) and the frame
 # count is one that parity never tests, so a length baked into the graph by mistake shows up as a failure.
 EXAMPLE_BATCH = 2
@@ -49,10 +56,6 @@ PARITY_PADDING = 9  # in a batch, utterances after the first are this many frame
 PROVIDERS = ("CPUExecutionProvider",)
 CONFIG_METADATA_KEY = "avasr_config"  # the training config as JSON, kept in the .onnx file's metadata
 VOCABULARY_METADATA_KEY = "avasr_vocabulary"
-MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
-REGISTERED_MODEL_NAME = "avasr"
-CHAMPION_ALIAS = "champion"
-ARTIFACT_NAME = "model"  # the logged model's name inside its run
 # The exporter warns that "batch" names one dimension of three inputs; it is one dimension, so that is intended.
 SHARED_DIM_WARNING = r".*axis name: batch will not be used"
 
@@ -90,9 +93,9 @@ def dynamic_shapes() -> dict[str, dict[int, Dim]]:
     batch = Dim("batch", min=1, max=MAX_BATCH)
     frames = Dim("frames", min=2, max=MAX_FRAMES)
     return {
-        "audio": {0: batch, 3: AUDIO_TIME_DOWNSAMPLING * frames},
-        "video": {0: batch, 1: frames},
-        "lengths": {0: batch},
+        AUDIO_INPUT: {0: batch, 3: AUDIO_TIME_DOWNSAMPLING * frames},
+        VIDEO_INPUT: {0: batch, 1: frames},
+        LENGTHS_INPUT: {0: batch},
     }
 
 
@@ -112,13 +115,15 @@ def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=SHARED_DIM_WARNING)
-            program = torch.onnx.export(model, args, dynamo=True, dynamic_shapes=dynamic_shapes(),
+            program = torch.onnx.export(_NamedInputs(model), args, dynamo=True, dynamic_shapes=dynamic_shapes(),
                                         input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], verbose=False)
     except Exception as e:  # the exporter raises many types; the caller needs to know which model failed
         raise ExportError(f"{path}: torch.onnx.export failed for fusion={config.fusion!r}: {e}") from e
     finally:
         model.train(was_training)
     proto = program.model_proto
+    for value in proto.graph.input:
+        value.doc_string = INPUT_DOCS[value.name]
     add_metadata(proto, {CONFIG_METADATA_KEY: json.dumps(config.to_dict()),
                          VOCABULARY_METADATA_KEY: json.dumps(list(SYMBOLS))})
     onnx.save_model(proto, str(path))
@@ -129,18 +134,31 @@ def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
     return path
 
 
+class _NamedInputs(nn.Module):
+    """The model with the graph's input names as its forward's argument names (the exporter takes them from there)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio_features: torch.Tensor, video_features: torch.Tensor, lengths: torch.Tensor):
+        return self.model(audio_features, video_features, lengths)
+
+
 def add_metadata(proto: onnx.ModelProto, values: dict[str, str]) -> None:
     for key, value in values.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
 
 
-def read_config(onnx_path: str | Path) -> Config:
-    """The training config stored in an exported file's metadata."""
-    proto = onnx.load_model(str(onnx_path), load_external_data=False)
+def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = None) -> Config:
+    """The training config stored in an exported file's (or loaded graph's) metadata."""
+    proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else (
+        onnx.load_model(str(onnx_model), load_external_data=False))
+    where = where or str(onnx_model if not isinstance(onnx_model, onnx.ModelProto) else "ONNX model")
     metadata = {p.key: p.value for p in proto.metadata_props}
     if CONFIG_METADATA_KEY not in metadata:
-        raise ExportError(f"{onnx_path}: no {CONFIG_METADATA_KEY!r} metadata (not written by avasr.export?)")
+        raise ExportError(f"{where}: no {CONFIG_METADATA_KEY!r} metadata (not written by avasr.export?)")
     return Config.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
 
 
@@ -235,128 +253,21 @@ def compare_one(model: nn.Module, session: ort.InferenceSession, audio: torch.Te
     )
 
 
+def session_feeds(audio, video, lengths) -> dict[str, np.ndarray]:
+    """Tensors or arrays -> the graph's inputs by name, in the dtypes it takes."""
+    return {
+        AUDIO_INPUT: np.ascontiguousarray(as_numpy(audio), dtype=np.float32),
+        VIDEO_INPUT: np.ascontiguousarray(as_numpy(video), dtype=np.float32),
+        LENGTHS_INPUT: np.ascontiguousarray(as_numpy(lengths), dtype=np.int64),
+    }
+
+
 def run_session(session: ort.InferenceSession, audio, video, lengths) -> np.ndarray:
     """Tensors or arrays in, log-probs out: shape = (B, T, 29)."""
-    feeds = {
-        "audio": np.ascontiguousarray(as_numpy(audio), dtype=np.float32),
-        "video": np.ascontiguousarray(as_numpy(video), dtype=np.float32),
-        "lengths": np.ascontiguousarray(as_numpy(lengths), dtype=np.int64),
-    }
-    return session.run([OUTPUT_NAME], feeds)[0]
+    return session.run([OUTPUT_NAME], session_feeds(audio, video, lengths))[0]
 
 
 def as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
 
 
-# --- MLflow ------------------------------------------------------------------------------------------------------
-def register_onnx(
-    onnx_path: str | Path,
-    *,
-    run_id: str | None = None,
-    name: str = REGISTERED_MODEL_NAME,
-    alias: str = CHAMPION_ALIAS,
-    metrics: dict[str, float] | None = None,
-    tags: dict[str, str] | None = None,
-):
-    """Log the .onnx file as an MLflow model, register it as a new version of `name`, point `alias` at it.
-
-    The model goes into run `run_id` (e.g. the sweep's best trial), else into the active run, else into a new
-    run of the current experiment. `metrics` (e.g. cpu_latency_ms_p50) are logged to that run. Uses the current
-    tracking and registry URIs: the caller sets them. Returns the mlflow ModelVersion.
-    """
-    import mlflow  # imported here: exporting and transcribing from a local file need no MLflow
-    from mlflow import MlflowClient
-
-    proto = onnx.load_model(str(onnx_path))
-    active = mlflow.active_run()
-    reuse_active = active is not None and run_id in (None, active.info.run_id)
-    with mlflow.start_run(run_id=run_id) if not reuse_active else contextlib.nullcontext():
-        if metrics:
-            mlflow.log_metrics(metrics)
-        info = mlflow.onnx.log_model(
-            proto, name=ARTIFACT_NAME, registered_model_name=name, signature=onnx_signature(proto),
-            onnx_execution_providers=list(PROVIDERS), tags=tags,
-        )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    client.set_registered_model_alias(name, alias, version)
-    return client.get_model_version(name, version)
-
-
-def onnx_signature(proto: onnx.ModelProto):
-    """An MLflow tensor signature from the graph: symbolic dimensions become -1."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    def specs(values) -> Schema:
-        return Schema([
-            TensorSpec(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type),
-                       tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim),
-                       v.name)
-            for v in values
-        ])
-
-    return ModelSignature(inputs=specs(proto.graph.input), outputs=specs(proto.graph.output))
-
-
-# --- inference ---------------------------------------------------------------------------------------------------
-def load_onnx_session(path_or_uri: str | Path, threads: int = 0) -> ort.InferenceSession:
-    """A local .onnx file, or an MLflow model URI such as models:/avasr@champion."""
-    text = str(path_or_uri)
-    if text.startswith(MODEL_URI_SCHEMES):
-        import mlflow.onnx
-
-        return cpu_session(mlflow.onnx.load_model(text).SerializeToString(), threads)
-    path = Path(path_or_uri)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX file (MLflow URIs start with {', '.join(MODEL_URI_SCHEMES)})")
-    return cpu_session(path, threads)
-
-
-class OnnxTranscriber:
-    """Greedy CTC transcription with onnxruntime only. Inputs are what the model takes (see the module docstring):
-    preparing log-mels and lip crops is the dataset's job (avasr.data)."""
-
-    def __init__(self, path_or_uri: str | Path, threads: int = 0):
-        self.source = str(path_or_uri)
-        self.session = load_onnx_session(path_or_uri, threads)
-        shapes = {i.name: i.shape for i in self.session.get_inputs()}
-        self.n_mels = shapes["audio"][2]
-        self.lip_shape = tuple(shapes["video"][3:])  # (H, W)
-
-    def log_probs(self, audio, video, lengths=None) -> np.ndarray:
-        """audio (B, 1, n_mels, 4T), video (B, T, 1, H, W), lengths (B,) or None (all full length)
-        -> shape = (B, T, 29)."""
-        audio, video = as_numpy(audio), as_numpy(video)
-        self.check_shapes(audio.shape, video.shape)
-        if lengths is None:
-            lengths = np.full(video.shape[0], video.shape[1], dtype=np.int64)
-        return run_session(self.session, audio, video, lengths)
-
-    def transcribe_batch(self, audio, video, lengths=None) -> list[str]:
-        log_probs = self.log_probs(audio, video, lengths)
-        if lengths is None:
-            lengths = np.full(log_probs.shape[0], log_probs.shape[1], dtype=np.int64)
-        return greedy_decode(torch.from_numpy(log_probs), torch.as_tensor(as_numpy(lengths), dtype=torch.long))
-
-    def transcribe(self, audio, video) -> str:
-        """One utterance: audio (1, 1, n_mels, 4T) or (1, n_mels, 4T), video (1, T, 1, H, W) or (T, 1, H, W)."""
-        audio, video = as_numpy(audio), as_numpy(video)
-        if audio.ndim == 3:
-            audio = audio[None]
-        if video.ndim == 4:
-            video = video[None]
-        if audio.shape[0] != 1 or video.shape[0] != 1:
-            raise ValueError(f"transcribe takes one utterance; got batches of {audio.shape[0]} and {video.shape[0]} "
-                             "(use transcribe_batch with lengths)")
-        return self.transcribe_batch(audio, video)[0]
-
-    def check_shapes(self, audio: tuple[int, ...], video: tuple[int, ...]) -> None:
-        expected_audio = f"(B, 1, {self.n_mels}, {AUDIO_TIME_DOWNSAMPLING} * T)"
-        expected_video = f"(B, T, 1, {self.lip_shape[0]}, {self.lip_shape[1]})"
-        ok = (len(audio) == 4 and len(video) == 5 and audio[0] == video[0] and audio[1:3] == (1, self.n_mels)
-              and video[2:] == (1, *self.lip_shape) and audio[3] == AUDIO_TIME_DOWNSAMPLING * video[1])
-        if not ok:
-            raise ValueError(f"{self.source}: inputs of shape audio {audio}, video {video} do not fit the model, "
-                             f"which takes audio {expected_audio} and video {expected_video}")

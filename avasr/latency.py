@@ -1,4 +1,4 @@
-"""CPU inference latency at batch 1 on the seed's 5 s input: audio (1, 1, 40, 500), video (1, 125, 1, 64, 64).
+"""CPU inference latency on the seed's 5 s input: audio (B, 1, 40, 500), video (B, 125, 1, 64, 64); B = 1 by default.
 
 Threads: one (onnxruntime: intra_op_num_threads = inter_op_num_threads = 1; PyTorch: torch.set_num_threads(1);
 eager PyTorch runs its ops one after another anyway). On a shared machine (the
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from avasr.config import Config
-from avasr.export import OUTPUT_NAME, cpu_session, example_inputs, read_config
+from avasr.export import cpu_session, example_inputs, read_config, run_session
 
 SEED_SECONDS = 5.0  # the original design's input length
 DEFAULT_RUNS = 50
@@ -52,30 +52,32 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> dict[str, 
 
 
 def onnx_cpu_latency(onnx_path: str | Path, seconds: float = SEED_SECONDS, runs: int = DEFAULT_RUNS,
-                     warmup: int = DEFAULT_WARMUP, threads: int = DEFAULT_THREADS) -> dict[str, float]:
-    """onnxruntime CPU latency of a file written by avasr.export, batch 1, `seconds` of input.
+                     warmup: int = DEFAULT_WARMUP, threads: int = DEFAULT_THREADS, batch: int = BATCH
+                     ) -> dict[str, float]:
+    """onnxruntime CPU latency of a file written by avasr.export (fp32 or int8), `batch` x `seconds` of input.
 
     intra_op_num_threads = inter_op_num_threads = `threads` (1 by default: see the module docstring).
     Returns {"p50_ms", "p95_ms", "mean_ms"}.
     """
     config = read_config(onnx_path)
     session = cpu_session(Path(onnx_path), threads)
-    audio, video, lengths = example_inputs(config, BATCH, input_frames(seconds, config),
+    audio, video, lengths = example_inputs(config, batch, input_frames(seconds, config),
                                            generator=torch.Generator().manual_seed(0))
-    feeds = {"audio": audio.numpy(), "video": video.numpy(), "lengths": lengths.numpy()}
-    return time_calls(lambda: session.run([OUTPUT_NAME], feeds), runs, warmup)
+    lengths[:] = input_frames(seconds, config)  # every utterance full length: the batch does `batch` x the work
+    return time_calls(lambda: run_session(session, audio, video, lengths), runs, warmup)
 
 
 def torch_cpu_latency(model: nn.Module, config: Config = Config(), seconds: float = SEED_SECONDS,
                       runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
-                      threads: int = DEFAULT_THREADS) -> dict[str, float]:
+                      threads: int = DEFAULT_THREADS, batch: int = BATCH) -> dict[str, float]:
     """Eager PyTorch CPU latency for comparison with onnx_cpu_latency: same input, same thread count.
 
     Runs on a CPU copy of `model` in eval mode under inference_mode; torch's thread count is restored afterwards.
     Returns {"p50_ms", "p95_ms", "mean_ms"}.
     """
     frames = input_frames(seconds, config)
-    audio, video, lengths = example_inputs(config, BATCH, frames, generator=torch.Generator().manual_seed(0))
+    audio, video, lengths = example_inputs(config, batch, frames, generator=torch.Generator().manual_seed(0))
+    lengths[:] = frames
     model = _cpu_eval_copy(model)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -88,3 +90,33 @@ def torch_cpu_latency(model: nn.Module, config: Config = Config(), seconds: floa
 
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("cpu").eval()
+
+
+# --- the compute-bound time: how fast the model could run if it were all matrix multiplication -----------------
+MATMUL_SIZE = 1024  # large enough for BLAS to reach its peak, small enough to time in milliseconds
+MATMUL_RUNS = 20
+
+
+def model_flops(model: nn.Module, config: Config = Config(), seconds: float = SEED_SECONDS, batch: int = BATCH) -> int:
+    """Floating-point operations of one forward pass (a multiply-add counts 2), by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    frames = input_frames(seconds, config)
+    audio, video, lengths = example_inputs(config, batch, frames, generator=torch.Generator().manual_seed(0))
+    lengths[:] = frames
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        _cpu_eval_copy(model)(audio, video, lengths)
+    return counter.get_total_flops()
+
+
+def matmul_gflops(threads: int = DEFAULT_THREADS, size: int = MATMUL_SIZE, runs: int = MATMUL_RUNS) -> float:
+    """This machine's fp32 matrix-multiply throughput in GFLOP/s with `threads` torch threads (median of runs)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timing = time_calls(lambda: torch.mm(a, b), runs, warmup=DEFAULT_WARMUP)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 / (timing["p50_ms"] / 1e3) / 1e9

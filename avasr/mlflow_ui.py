@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from mlflow import MlflowClient
 
-from avasr.export import REGISTERED_MODEL_NAME
+from avasr.registry import REGISTERED_MODEL_NAME
 from avasr.tracking import PARENT_TAG, sqlite_path
 
 LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves a sqlite store by default

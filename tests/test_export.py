@@ -3,6 +3,7 @@ import time
 
 import mlflow
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -10,8 +11,7 @@ import torch
 from avasr.config import FUSIONS, Config
 from avasr.data.dataset import collate
 from avasr.decode import greedy_decode
-from avasr.export import (PARITY_ATOL, OnnxTranscriber, ParityError, check_parity, export_onnx, read_config,
-                          register_onnx)
+from avasr.export import PARITY_ATOL, ParityError, check_parity, example_inputs, export_onnx, read_config
 from avasr.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
 from avasr.model import build_model, count_parameters
 from avasr.tracking import global_uris
@@ -68,18 +68,33 @@ def test_every_fusion_exports_with_dynamic_batch_and_length_and_matches_pytorch(
     model, config, path = small_export(fusion)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = {i.name: i.shape for i in session.get_inputs()}
-    assert list(inputs) == ["audio", "video", "lengths"]
+    assert list(inputs) == ["audio_features", "video_features", "lengths"]  # the original design's names
     assert [o.name for o in session.get_outputs()] == ["log_probs"]
-    batch, frames = inputs["video"][:2]
+    batch, frames = inputs["video_features"][:2]
     assert isinstance(batch, str) and isinstance(frames, str)  # symbolic, not the example's 2 and 7
-    assert inputs["audio"][:3] == [batch, 1, 40] and isinstance(inputs["audio"][3], str)
-    assert inputs["video"][2:] == [1, 64, 64] and inputs["lengths"] == [batch]
+    assert inputs["audio_features"][:3] == [batch, 1, 40] and isinstance(inputs["audio_features"][3], str)
+    assert inputs["video_features"][2:] == [1, 64, 64] and inputs["lengths"] == [batch]
     assert read_config(path) == config
 
     report = check_parity(model, path)
     print(report.summary())
     assert [(c.batch, c.frames) for c in report.cases] == [(1, 50), (3, 50), (1, 125), (3, 125), (1, 200), (3, 200)]
     assert report.max_abs_diff <= PARITY_ATOL and report.texts_equal
+
+
+def test_the_original_two_input_feed_is_told_to_pass_lengths(small_export):
+    """The seed's snippet feeds audio_features and video_features only: onnxruntime names the missing input, and
+    the graph's own doc string says what to pass."""
+    _, config, path = small_export("adaptive")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    audio, video, _ = example_inputs(config, 1, 50)
+    with pytest.raises(ValueError, match=r"Required inputs \(\['lengths'\]\) are missing"):
+        session.run(None, {"audio_features": audio.numpy(), "video_features": video.numpy()})
+    docs = {i.name: i.doc_string for i in onnx.load_model(str(path)).graph.input}
+    assert docs["lengths"] == "valid video frames of each utterance (B,) int64; for one unpadded utterance pass [T]"
+    lengths = np.array([50], dtype=np.int64)
+    out = session.run(None, {"audio_features": audio.numpy(), "video_features": video.numpy(), "lengths": lengths})
+    assert out[0].shape == (1, 50, 29)
 
 
 def test_parity_error_carries_the_numbers_when_pytorch_and_onnx_disagree(small_export):
@@ -93,16 +108,6 @@ def test_parity_error_carries_the_numbers_when_pytorch_and_onnx_disagree(small_e
     assert 0.9e-3 < caught.value.report.max_abs_diff < 1e-3
 
 
-def test_transcriber_refuses_inputs_that_do_not_fit(small_export):
-    _, _, path = small_export("adaptive")
-    transcriber = OnnxTranscriber(path)
-    with pytest.raises(ValueError, match=r"model\.onnx: inputs of shape audio \(1, 1, 40, 36\), video \(1, 10, 1, 64, "
-                                         r"64\) do not fit the model, which takes audio \(B, 1, 40, 4 \* T\)"):
-        transcriber.transcribe(np.zeros((1, 1, 40, 36), np.float32), np.zeros((1, 10, 1, 64, 64), np.float32))
-    with pytest.raises(FileNotFoundError, match="missing.onnx: no such ONNX file"):
-        OnnxTranscriber(path.parent / "missing.onnx")
-
-
 @pytest.mark.slow
 def test_trained_model_transcribes_the_same_text_in_onnxruntime(trained):
     model, batch, texts, path = trained
@@ -110,30 +115,6 @@ def test_trained_model_transcribes_the_same_text_in_onnxruntime(trained):
     assert all(texts)  # peaked output: equality of empty strings would prove nothing
     report = check_parity(model, path, inputs=[(batch.audio, batch.video, batch.video_lengths)])
     assert report.cases[-1].onnx_texts == tuple(texts)
-
-    transcriber = OnnxTranscriber(path)
-    assert transcriber.transcribe_batch(batch.audio, batch.video, batch.video_lengths) == texts  # padded batch
-    for i, n in enumerate(batch.video_lengths.tolist()):  # one utterance, unbatched shapes, no padding
-        assert transcriber.transcribe(batch.audio[i, :, :, : 4 * n], batch.video[i, :n]) == texts[i]
-
-
-@pytest.mark.slow
-def test_registered_champion_resolves_and_transcribes_like_pytorch(trained, tmp_path):
-    model, batch, texts, path = trained
-    with global_uris(f"sqlite:///{tmp_path}/mlflow.db"):  # where register_onnx registers
-        # artifacts in tmp_path too: the default location is ./mlruns in the working directory
-        mlflow.set_experiment(experiment_id=mlflow.create_experiment("export", (tmp_path / "artifacts").as_uri()))
-        with mlflow.start_run() as run:
-            first = register_onnx(path, metrics={"cpu_latency_ms_p50": 1.5})
-        second = register_onnx(path, run_id=run.info.run_id)
-        assert (first.name, str(first.version), str(second.version)) == ("avasr", "1", "2")
-        client = mlflow.MlflowClient()
-        assert str(client.get_model_version_by_alias("avasr", "champion").version) == "2"
-        assert client.get_run(run.info.run_id).data.metrics == {"cpu_latency_ms_p50": 1.5}
-
-        transcriber = OnnxTranscriber("models:/avasr@champion")
-        n = int(batch.video_lengths[0])
-        assert transcriber.transcribe(batch.audio[:1, :, :, : 4 * n], batch.video[:1, :n]) == texts[0]
 
 
 @pytest.mark.slow
