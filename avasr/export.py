@@ -115,7 +115,7 @@ def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=SHARED_DIM_WARNING)
-            program = torch.onnx.export(_NamedInputs(model), args, dynamo=True, dynamic_shapes=dynamic_shapes(),
+            program = torch.onnx.export(_NamedInputs(model).eval(), args, dynamo=True, dynamic_shapes=dynamic_shapes(),
                                         input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], verbose=False)
     except Exception as e:  # the exporter raises many types; the caller needs to know which model failed
         raise ExportError(f"{path}: torch.onnx.export failed for fusion={config.fusion!r}: {e}") from e

@@ -200,42 +200,45 @@ class HaarLipCropper:
     def find_mouth(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
         """frame shape = (H, W) uint8 -> the mouth box of the largest face, or None.
 
-        `near`: the last mouth box found; the face is then first searched around it at about its size."""
-        if near is not None:
-            face = self._detect_near(frame, near)
-            if face is not None:
-                return mouth_box_from_face(*face)
+        `near`: the last mouth box found; the face is then first searched around it at about its size, in the same
+        downscaled, equalised image as a whole-frame search (so both give the same boxes)."""
         min_face = self.min_face_fraction * min(frame.shape)
-        face = self._detect(frame, min_face, max_face=None)
-        return None if face is None else mouth_box_from_face(*face)
+        scale = min(1.0, DETECTION_MIN_FACE_PX / min_face)
+        small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small = cv2.equalizeHist(small)
+        face = None if near is None else self._detect_near(small, scale, near)
+        if face is None:
+            face = self._detect(small, min_face * scale, max_face=None)
+        return None if face is None else mouth_box_from_face(*(face / scale))
 
-    def _detect_near(self, frame: np.ndarray, near: Box) -> np.ndarray | None:
-        """The largest face inside the last face box grown by TRACK_MARGIN, at about the last face's size."""
+    def _detect_near(self, small: np.ndarray, scale: float, near: Box) -> np.ndarray | None:
+        """The largest face inside the last face box grown by TRACK_MARGIN, at about the last face's size.
+
+        small: the frame downscaled by `scale` and equalised; returns (left, top, width, height) in its pixels."""
         cx, cy, side = near
         width = side / MOUTH_BOX_SIDE  # the face box the mouth box came from (Haar boxes are square)
         centre_x = cx + 0.5 + (0.5 - MOUTH_CENTRE_X) * width  # mouth (pixel centres) -> face box centre (edges)
         centre_y = cy + 0.5 + (0.5 - MOUTH_CENTRE_Y) * width
         reach = (0.5 + TRACK_MARGIN) * width
-        height, frame_width = frame.shape
-        left, top = max(0, int(centre_x - reach)), max(0, int(centre_y - reach))
-        right, bottom = min(frame_width, int(np.ceil(centre_x + reach))), min(height, int(np.ceil(centre_y + reach)))
-        if right - left < width / TRACK_SCALE_RANGE or bottom - top < width / TRACK_SCALE_RANGE:
+        height, frame_width = small.shape
+        left, top = max(0, int((centre_x - reach) * scale)), max(0, int((centre_y - reach) * scale))
+        right = min(frame_width, int(np.ceil((centre_x + reach) * scale)))
+        bottom = min(height, int(np.ceil((centre_y + reach) * scale)))
+        smallest, largest = width * scale / TRACK_SCALE_RANGE, width * scale * TRACK_SCALE_RANGE
+        if right - left < smallest or bottom - top < smallest:
             return None  # the face was leaving the frame: search all of it
-        face = self._detect(frame[top:bottom, left:right], width / TRACK_SCALE_RANGE, width * TRACK_SCALE_RANGE)
+        face = self._detect(small[top:bottom, left:right], smallest, largest)
         return None if face is None else face + np.array([left, top, 0, 0])
 
     def _detect(self, image: np.ndarray, min_face: float, max_face: float | None) -> np.ndarray | None:
-        """(left, top, width, height) in `image`'s pixels of the largest face between min_face and max_face wide."""
-        scale = min(1.0, DETECTION_MIN_FACE_PX / min_face)
-        small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        min_side = max(1, round(min_face * scale))
-        max_side = (0, 0) if max_face is None else (round(max_face * scale),) * 2  # (0, 0): no upper bound
-        faces = self._detector.detectMultiScale(cv2.equalizeHist(small), scaleFactor=SCALE_FACTOR,
-                                                minNeighbors=MIN_NEIGHBORS, minSize=(min_side, min_side),
-                                                maxSize=max_side)
+        """(left, top, width, height) of the largest face between min_face and max_face wide, in `image`'s pixels."""
+        min_side = max(1, round(min_face))
+        max_side = (0, 0) if max_face is None else (round(max_face),) * 2  # (0, 0): no upper bound
+        faces = self._detector.detectMultiScale(image, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS,
+                                                minSize=(min_side, min_side), maxSize=max_side)
         if len(faces) == 0:
             return None
-        return max(faces, key=lambda f: f[2] * f[3]) / scale
+        return max(faces, key=lambda f: f[2] * f[3]).astype(float)
 
     # cv2.CascadeClassifier cannot be pickled: DataLoader workers and Ray reload it from the file
     def __getstate__(self) -> dict:
