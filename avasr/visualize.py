@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 from avasr.config import Config  # noqa: E402
 from avasr.data.manifest import read_manifest  # noqa: E402
-from avasr.data.video import load_lips  # noqa: E402
+from avasr.data.lips import load_lips  # noqa: E402
 from avasr.errors import OutputError  # noqa: E402
 
 CELL_INCHES = 0.9

@@ -17,11 +17,12 @@ from avasr.data.lips import (
     NoFaceError,
     crop_boxes,
     default_cropper,
+    load_lips,
     mediapipe_available,
     mouth_box_from_face,
     smooth_boxes,
 )
-from avasr.data.video import VideoError, load_lips
+from avasr.data.video import VideoError
 
 PORTRAIT = "grace_hopper.jpg"  # a real frontal photograph shipped with matplotlib, 512 x 600
 PORTRAIT_MOUTH = (267.0, 279.0)  # (x, y) of the centre of the closed lips in that photo, measured once by eye

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from avasr.config import Config
-from avasr.data.lips import HaarLipCropper, LipReport, LipTrack, NoFaceError
-from avasr.data.video import VideoError, load_lips, read_gray_frames, resample_frames
+from avasr.data.lips import HaarLipCropper, LipReport, LipTrack, NoFaceError, load_lips
+from avasr.data.video import VideoError, read_gray_frames, resample_frames
 
 WIDTH, HEIGHT = 48, 32
 CODEC_TOLERANCE = 4  # mp4v is lossy: a flat grey frame comes back within a few grey levels
@@ -168,3 +168,10 @@ def test_load_lips_gives_a_track_whose_length_tells_the_duration(tmp_path):
     assert track.crops.shape == (30, Config().lip_size, Config().lip_size)
     assert len(track.crops) / Config().fps == pytest.approx(1.2)
     assert track.report.path == str(path)
+
+
+def test_decoding_does_not_depend_on_the_lip_cropper():
+    """video.py decodes; lips.py crops and imports it, never the other way round (no import circle)."""
+    probe = "import sys, avasr.data.video; print('avasr.data.lips' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

@@ -22,7 +22,7 @@ from avasr.config import Config
 from avasr.data.audio import load_log_mel
 from avasr.data.lips import NoFaceError
 from avasr.data.manifest import ManifestEntry
-from avasr.data.video import load_lips
+from avasr.data.lips import load_lips
 
 CACHE_FORMAT = 2  # bump when the entry layout or the preprocessing code changes meaning
 PREPROCESSING_FIELDS = ("sample_rate", "n_mels", "window_ms", "hop_ms", "fps", "lip_size", "face_landmarker_model")

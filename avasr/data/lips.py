@@ -34,7 +34,8 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from avasr.data.video import VideoError
+from avasr.config import Config
+from avasr.data.video import VideoError, read_gray_frames, resample_frames
 
 # --- Haar face detection ---------------------------------------------------------------------------------------
 # alt2 gave the fewest false and missed faces of OpenCV's frontal cascades on a sweep of scales and positions of
@@ -321,6 +322,16 @@ def _cropper_for(model_path: str) -> LipCropper:
     return MediaPipeLipCropper(model_path) if model_path else HaarLipCropper()
 
 
-def default_cropper(config) -> LipCropper:
+def default_cropper(config: Config) -> LipCropper:
     """MediaPipe when the config names a face landmarker model (`face_landmarker_model`), else Haar. Cached."""
     return _cropper_for(config.face_landmarker_model)
+
+
+def load_lips(path: str | Path, config: Config, cropper: LipCropper | None = None) -> LipTrack:
+    """Video file -> lip crops at `config.fps`, shape = (T_v, config.lip_size, config.lip_size) uint8, and a report.
+
+    `cropper` defaults to `default_cropper(config)` (Haar). Raises VideoError / NoFaceError naming the file.
+    """
+    frames, fps = read_gray_frames(path)
+    frames = resample_frames(frames, fps, config.fps)
+    return (cropper or default_cropper(config)).crop(frames, config.lip_size, where=str(path))

@@ -1,7 +1,8 @@
-"""Video files -> grayscale frames at the configured frame rate -> lip crops of shape (T_v, lip_size, lip_size).
+"""Video files -> grayscale frames, and frame-rate conversion. The lip crops are cut from them by
+`avasr.data.lips.load_lips`.
 
 Decoding uses OpenCV's FFmpeg backend. Frame rates other than `config.fps` (e.g. 30 fps) are converted by
-nearest-in-time frame selection before the lips are cropped (see `avasr.data.lips`).
+nearest-in-time frame selection before the lips are cropped.
 
 Errors: an unreadable, corrupt or frame-less file raises `VideoError`, a video without a face `NoFaceError`
 (a `VideoError`); both name the file. OpenCV's own warnings while a file is opened and read (`[ WARN...] ...
@@ -17,7 +18,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,9 +28,6 @@ from avasr.errors import AvasrError
 # once, at its first FFmpeg open. Quiet (AV_LOG_QUIET) unless the user asked otherwise: VideoError says it better.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-if TYPE_CHECKING:  # lips.py imports VideoError from here, so the runtime import waits until load_lips runs
-    from avasr.config import Config
-    from avasr.data.lips import LipCropper, LipTrack
 
 
 class VideoError(AvasrError, ValueError):
@@ -87,15 +84,3 @@ def resample_frames(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.nd
     # frame k is shown at k / src_fps; output frame i at i / dst_fps takes the closest (ties go to the later one)
     nearest = np.floor(np.arange(count) * (src_fps / dst_fps) + 0.5).astype(np.int64)
     return frames[np.minimum(nearest, len(frames) - 1)]
-
-
-def load_lips(path: str | Path, config: Config, cropper: LipCropper | None = None) -> LipTrack:
-    """Video file -> lip crops at `config.fps`, shape = (T_v, config.lip_size, config.lip_size) uint8, and a report.
-
-    `cropper` defaults to `avasr.data.lips.default_cropper(config)` (Haar). Raises VideoError / NoFaceError.
-    """
-    from avasr.data.lips import default_cropper
-
-    frames, fps = read_gray_frames(path)
-    frames = resample_frames(frames, fps, config.fps)
-    return (cropper or default_cropper(config)).crop(frames, config.lip_size, where=str(path))
