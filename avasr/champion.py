@@ -29,10 +29,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from avasr import tracking
+from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_model, model_from_checkpoint
 from avasr.data.noise import NoiseError
 from avasr.data.noisy import NoiseSpec
 from avasr.errors import AvasrError, OutputError
-from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_model, model_from_checkpoint
 from avasr.evaluation import decoding_for, evaluate_decoding
 from avasr.export import ExportError, check_parity, export_onnx
 from avasr.latency import onnx_cpu_latency

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from avasr.checkpoint import load_model
 from avasr.config import Config
 from avasr.data.dataset import AVDataset
 from avasr.data.noisy import NoiseSpec
 from avasr.decode import Lexicon
 from avasr.errors import OutputError
 from avasr.text import compute_cer, compute_wer
-from avasr.checkpoint import load_model
 from avasr.train import evaluate, make_loader, pick_device
 
 PREDICTIONS_FILE = "predictions.tsv"

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from avasr import tracking
 from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, STORAGE_TAG, TAG_MAX_CHARS,
                             TrialSummary, choose_best, finalise_trial, ship)
+from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
 from avasr.data.dataset import AVDataset
 from avasr.errors import AvasrError
@@ -49,7 +50,6 @@ from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot
 from avasr.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
 from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
 from avasr.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
-from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.train import METRICS_FILE, load_datasets
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
 

@@ -12,10 +12,10 @@ import random
 import tempfile
 from pathlib import Path
 
+from avasr.checkpoint import BEST_CHECKPOINT, load_model
 from avasr.config import MODALITIES, Config, add_config_arguments, config_from_args
 from avasr.data.dataset import AVDataset
 from avasr.metrics import character_error_rate, word_error_rate
-from avasr.checkpoint import BEST_CHECKPOINT, load_model
 from avasr.train import evaluate, fit, make_loader, pick_device
 
 CHANCE_DRAWS = 20

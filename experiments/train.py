@@ -7,8 +7,8 @@
 
 import argparse
 
-from avasr.config import Config, add_config_arguments, config_from_args
 from avasr.checkpoint import load_checkpoint
+from avasr.config import Config, add_config_arguments, config_from_args
 from avasr.train import fit
 from avasr.cli import run
 

@@ -1,7 +1,6 @@
 import math
 import time
 
-import mlflow
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -14,7 +13,6 @@ from avasr.decode import greedy_decode
 from avasr.export import PARITY_ATOL, ParityError, check_parity, example_inputs, export_onnx, read_config
 from avasr.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
 from avasr.model import build_model, count_parameters
-from avasr.tracking import global_uris
 from avasr.train import ctc_objective
 from tests.synthetic import TINY, dataset
 

@@ -12,8 +12,8 @@ import torch
 
 from avasr.checkpoint import CheckpointError, save_checkpoint
 from avasr.data.audio import AudioError
-from avasr.data.lips import NoFaceError
 from avasr.data.dataset import collate, load_utterance
+from avasr.data.lips import NoFaceError
 from avasr.data.manifest import read_manifest, write_manifest
 from avasr.export import export_onnx, read_config
 from avasr.inference import STAGES, AVASRInference, InferenceError, corpus_scores

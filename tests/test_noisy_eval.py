@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
 from avasr.data.audio import log_mel
 from avasr.data.cache import FeatureCache
@@ -21,7 +22,6 @@ from avasr.data.manifest import read_manifest, write_manifest
 from avasr.data.noise import NoiseError
 from avasr.data.noisy import NoiseSpec, babble_sources, noisy_waveforms, read_speech
 from avasr.evaluation import evaluate_at_snrs, evaluate_checkpoint
-from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.train import fit
 from tests.media import write_clip
 from tests.test_noise import SNR_TOLERANCE_DB, _snr_db
