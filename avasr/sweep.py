@@ -43,7 +43,8 @@ from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_P
                             TrialSummary, choose_best, finalise_trial, ship)
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
-from avasr.data.dataset import AVDataset
+from avasr.data.dataset import AVDataset, load_all
+from avasr.data.manifest import read_manifest
 from avasr.errors import AvasrError
 from avasr.export import ParityError
 from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
@@ -175,7 +176,11 @@ def warm_feature_cache(config: Config, test_manifest: str = "") -> None:
 
     Also reports bad manifests (naming file and line) before any trial is scheduled.
     """
-    config = config.replace(data_workers=0)
+    manifests = [m for m in (config.train_manifest, config.val_manifest, test_manifest) if m]
+    entries = [entry for manifest in manifests for entry in read_manifest(manifest)]
+    # one process pool for every split: each pool costs seconds to start (spawn, then torch's import) on 2 cores
+    load_all(entries, config.replace(data_workers=0), "featurising (feature cache)", progress=True)
+    config = config.replace(data_workers=1)  # now only cache reads: no pool
     train_set, val_set = load_datasets(config)
     print(f"data: train {train_set.report.summary()}; val {val_set.report.summary()}")
     if test_manifest:

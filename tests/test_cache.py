@@ -99,3 +99,18 @@ def test_an_unreadable_entry_is_rebuilt(corpus, tmp_path):
     again = cache.get(entry)
     assert torch.equal(again.crops, first.crops) and torch.equal(again.mel, first.mel)
     assert torch.load(cache.path_for(entry), weights_only=True)["crops"].shape == first.crops.shape
+
+
+def test_the_sweep_warms_every_split_into_the_cache(corpus, tmp_path, capsys):
+    from avasr.sweep import warm_feature_cache  # imports Ray and MLflow: only this test needs them
+
+    (corpus / "val.txt").write_text("u0.wav|u0.mp4|bin blue\n")
+    (corpus / "test.txt").write_text("u1.wav|u1.mp4|bin blue\n")
+    config = Config(cache_dir=str(tmp_path), train_manifest=str(corpus / "m.txt"),
+                    val_manifest=str(corpus / "val.txt"))
+    warm_feature_cache(config, str(corpus / "test.txt"))
+    cache = FeatureCache(tmp_path, config)
+    assert all(cache.path_for(e).is_file() for e in read_manifest(corpus / "m.txt"))  # the face-less one too
+    printed = capsys.readouterr().out
+    assert f"data: train {N_CLIPS} utterances loaded; 1 skipped (no_face)" in printed
+    assert "data: test 1 utterances loaded" in printed
