@@ -15,7 +15,6 @@ lowest val WER: what evaluation, export and inference load).
 
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except Exception as e:  # torch.load raises many types on garbage (RuntimeError, UnpicklingError, IndexError...)
         raise CheckpointError(f"{path}: cannot load checkpoint (not a file written by torch.save?): {e}") from None
     if not (isinstance(checkpoint, dict) and REQUIRED_KEYS <= checkpoint.keys()):
         raise CheckpointError(f"{path}: not a checkpoint written by avasr training (it holds no "

@@ -163,13 +163,21 @@ def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = No
 
 
 # --- parity ------------------------------------------------------------------------------------------------------
-def cpu_session(model: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session from a path or serialised bytes; threads = 0 lets onnxruntime decide."""
+def cpu_session(model: str | Path | bytes, threads: int = 0, where: str | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session of an avasr model from a path or serialised bytes; threads = 0 lets onnxruntime
+    decide. A graph with other inputs (e.g. exported before they took the original's names) raises ExportError
+    naming `where` (default: the path)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = threads
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, sess_options=options, providers=list(PROVIDERS))
+    session = ort.InferenceSession(source, sess_options=options, providers=list(PROVIDERS))
+    names = tuple(i.name for i in session.get_inputs())
+    if names != INPUT_NAMES:
+        where = where or (str(model) if not isinstance(model, bytes) else "ONNX model")
+        raise ExportError(f"{where}: the graph's inputs are {', '.join(names)}; avasr models take "
+                          f"{', '.join(INPUT_NAMES)} (re-export it with avasr.export or export_best.py)")
+    return session
 
 
 @dataclass(frozen=True)

@@ -32,22 +32,22 @@ import torch
 from avasr.checkpoint import load_model
 from avasr.config import Config
 from avasr.data.audio import load_log_mel
-from avasr.data.dataset import align_audio_to_video, check_durations, lip_crops_to_tensor
+from avasr.data.dataset import align_audio_to_video, check_durations, keep_modalities, lip_crops_to_tensor
 from avasr.data.lips import LipCropper, default_cropper
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
 from avasr.decode import Lexicon, decode
 from avasr.errors import AvasrError
-from avasr.export import INPUT_NAMES, as_numpy, check_parity, cpu_session, export_onnx, read_config, run_session
+from avasr.export import as_numpy, check_parity, cpu_session, export_onnx, read_config, run_session
+from avasr.latency import DEFAULT_THREADS, MS_PER_S
 from avasr.metrics import character_error_rate, word_error_rate
 from avasr.registry import MODEL_URI_SCHEMES, is_model_uri, load_onnx_model
+from avasr.text import normalize
 
 DEVICES = ("cpu", "cuda", "onnx")
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 ONNX_SUFFIX = ".onnx"
-DEFAULT_THREADS = 1
 STAGES = ("audio_ms", "video_ms", "lips_ms", "model_ms", "decode_ms")
-MS_PER_S = 1e3
 
 
 class InferenceError(AvasrError, ValueError):
@@ -73,11 +73,7 @@ class TorchBackend:
 
 class OnnxBackend:
     def __init__(self, model: onnx.ModelProto, where: str, threads: int):
-        names = tuple(i.name for i in model.graph.input)
-        if names != INPUT_NAMES:
-            raise InferenceError(f"{where}: the graph's inputs are {', '.join(names)}; avasr models take "
-                                 f"{', '.join(INPUT_NAMES)} (re-export it with avasr.export or export_best.py)")
-        self.session = cpu_session(model.SerializeToString(), threads)
+        self.session = cpu_session(model.SerializeToString(), threads, where)  # checks the input names
 
     def log_probs(self, audio, video, lengths):
         return torch.from_numpy(run_session(self.session, audio, video, lengths))  # (B, T, C)
@@ -170,7 +166,7 @@ class AVASRInference:
         check_durations(mel.shape[1], len(crops), self.config, audio_path, video_path)
         audio = align_audio_to_video(mel, len(crops), self.config)[None, None]  # (1, 1, n_mels, 4 T_v)
         video = lip_crops_to_tensor(torch.from_numpy(crops))[None, :, None]  # (1, T_v, 1, S, S)
-        return audio, video, timings
+        return (*keep_modalities(audio, video, self.config.modalities), timings)
 
     # --- transcription -----------------------------------------------------------------------------------------
     def transcribe(self, audio_path: str | Path, video_path: str | Path, transcript: str | None = None) -> dict:
@@ -189,7 +185,8 @@ class AVASRInference:
         result = {"transcript": text, "wer": None, "cer": None, "latency_ms": latency_ms,
                   "timings": {k: timings[k] for k in STAGES}}
         if transcript is not None:
-            result |= {"wer": word_error_rate([transcript], [text]), "cer": character_error_rate([transcript], [text])}
+            reference = normalize(transcript, where=f"the reference of {audio_path}")  # as manifests' transcripts
+            result |= {"wer": word_error_rate([reference], [text]), "cer": character_error_rate([reference], [text])}
         return result
 
     def transcribe_manifest(self, path: str | Path) -> Iterator[dict]:
@@ -204,6 +201,9 @@ class AVASRInference:
             except AvasrError as e:  # AudioError, VideoError, NoFaceError: each names its file
                 yield base | {"error": str(e)}
                 continue
+            except OSError as e:  # a file that vanished or became unreadable after the manifest was read
+                yield base | {"error": f"cannot read {e.filename}: {e.strerror}" if e.filename else str(e)}
+                continue
             yield base | {"reference": entry.transcript} | result
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
@@ -211,11 +211,12 @@ class AVASRInference:
 
     def log_probs(self, audio, video, lengths=None) -> torch.Tensor:
         """Model inputs (tensors or arrays; see avasr.export) -> log-probs (B, T, 29); lengths default to full."""
-        audio, video = torch.as_tensor(as_numpy(audio)), torch.as_tensor(as_numpy(video))
+        audio = torch.as_tensor(as_numpy(audio), dtype=torch.float32)
+        video = torch.as_tensor(as_numpy(video), dtype=torch.float32)
         if lengths is None:
             lengths = torch.full((video.shape[0],), video.shape[1], dtype=torch.long)
         with _threads(self.options.threads):
-            return self.backend.log_probs(audio, video, torch.as_tensor(as_numpy(lengths)))
+            return self.backend.log_probs(audio, video, torch.as_tensor(as_numpy(lengths), dtype=torch.long))
 
     # --- shipping ----------------------------------------------------------------------------------------------
     def export_onnx(self, output_path: str | Path) -> Path:
@@ -234,10 +235,13 @@ def corpus_scores(results: list[dict]) -> dict:
     """Corpus WER/CER over a manifest's transcribed utterances, with the count of those that failed."""
     done = [r for r in results if "error" not in r]
     refs, hyps = [r["reference"] for r in done], [r["transcript"] for r in done]
-    latencies = np.array([r["latency_ms"] for r in done]) if done else np.array([np.nan])
-    return {"utterances": len(done), "failed": len(results) - len(done),
-            "wer": word_error_rate(refs, hyps) if done else None, "cer": character_error_rate(refs, hyps) if done else None,
-            "latency_ms_mean": float(latencies.mean()), "latency_ms_p50": float(np.median(latencies))}
+    scores = {"utterances": len(done), "failed": len(results) - len(done), "wer": None, "cer": None,
+              "latency_ms_mean": None, "latency_ms_p50": None}  # None, not NaN: the CLI prints JSON
+    if done:
+        latencies = np.array([r["latency_ms"] for r in done])
+        scores |= {"wer": word_error_rate(refs, hyps), "cer": character_error_rate(refs, hyps),
+                   "latency_ms_mean": float(latencies.mean()), "latency_ms_p50": float(np.median(latencies))}
+    return scores
 
 
 @contextmanager
@@ -252,7 +256,8 @@ def _timed(timings: dict, name: str) -> Iterator[None]:
 @contextmanager
 def _threads(threads: int) -> Iterator[None]:
     """torch's intra-op threads and OpenCV's (face detection) set for the block, restored afterwards; 0 leaves
-    both libraries' defaults."""
+    both libraries' defaults. Both are process-wide settings: engines with different thread counts must not
+    transcribe from different Python threads at once."""
     previous = torch.get_num_threads(), cv2.getNumThreads()
     if threads:
         torch.set_num_threads(threads)

@@ -29,6 +29,10 @@ DEFAULT_THREADS = 1  # see the module docstring
 BATCH = 1
 P50, P95 = 50, 95
 MS_PER_NS = 1e-6
+MS_PER_S = 1e3
+GIGA = 1e9
+MATMUL_SIZE = 1024  # large enough for BLAS to reach its peak, small enough to time in milliseconds
+MATMUL_RUNS = 20
 
 
 def input_frames(seconds: float, config: Config) -> int:
@@ -93,9 +97,6 @@ def _cpu_eval_copy(model: nn.Module) -> nn.Module:
 
 
 # --- the compute-bound time: how fast the model could run if it were all matrix multiplication -----------------
-MATMUL_SIZE = 1024  # large enough for BLAS to reach its peak, small enough to time in milliseconds
-MATMUL_RUNS = 20
-
 
 def model_flops(model: nn.Module, config: Config = Config(), seconds: float = SEED_SECONDS, batch: int = BATCH) -> int:
     """Floating-point operations of one forward pass (a multiply-add counts 2), by torch.utils.flop_counter."""
@@ -119,4 +120,4 @@ def matmul_gflops(threads: int = DEFAULT_THREADS, size: int = MATMUL_SIZE, runs:
         timing = time_calls(lambda: torch.mm(a, b), runs, warmup=DEFAULT_WARMUP)
     finally:
         torch.set_num_threads(previous)
-    return 2 * size**3 / (timing["p50_ms"] / 1e3) / 1e9
+    return 2 * size**3 / (timing["p50_ms"] / MS_PER_S) / GIGA

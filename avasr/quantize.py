@@ -4,8 +4,8 @@ calibrated on training utterances) or its dynamic quantization (weights only; ac
     static   every Conv/MatMul/Gemm runs in int8 with scales fixed in advance from calibration data; QDQ format keeps
              the graph a plain ONNX graph with QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into
              integer kernels. Needs representative inputs: `calibration_feeds` takes them from a manifest.
-    dynamic  MatMul/Gemm weights in int8, activation scales computed per call. No calibration, but convolutions
-             (most of this model's FLOPs) stay fp32 and every call pays for computing the scales.
+    dynamic  the same ops' weights in int8, activation scales computed per call: no calibration, but onnxruntime
+             runs its convolutions as ConvInteger, which on this model is slower than fp32 (3x, see the benchmark).
 
 `benchmarks/latency.py` measures both against fp32; `QUANTIZATIONS` lists them.
 """
@@ -23,12 +23,14 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from avasr.config import Config
-from avasr.data.dataset import AVDataset, collate
+from avasr.data.dataset import collate, load_all
+from avasr.data.manifest import read_manifest
 from avasr.errors import AvasrError
 from avasr.export import CONFIG_METADATA_KEY, VOCABULARY_METADATA_KEY, add_metadata, session_feeds
 
 QUANTIZATIONS = ("static", "dynamic")
 CALIBRATION_UTTERANCES = 32  # enough to pin every activation's range; more only slows quantization down
+CALIBRATION_READ_FACTOR = 2  # utterances read per one wanted: some may be unusable (no face, too short)
 # 7-bit weights. Without VNNI (AVX2 only, as on this machine's EPYC) onnxruntime's u8 x s8 kernels add pairs of
 # products in 16 bits (vpmaddubsw), which saturate with 8-bit weights: measured on the default model, max |log-prob
 # error| 0.42 and 62 % of frames' argmax agreeing with fp32 without it, 0.05 and 99.7 % with it, at the same speed.
@@ -53,9 +55,14 @@ class _Feeds(CalibrationDataReader):
 
 def calibration_feeds(manifest: str | Path, config: Config, count: int = CALIBRATION_UTTERANCES
                       ) -> list[dict[str, np.ndarray]]:
-    """The first `count` usable utterances of a manifest as batch-1 session feeds (the deployed shape)."""
-    dataset = AVDataset.from_manifest(manifest, config.replace(data_workers=1), progress=False)
-    return [_feeds_of(collate([u])) for u in dataset.utterances[:count]]
+    """Up to `count` usable utterances from the start of a manifest as batch-1 session feeds (the deployed shape),
+    each as the model saw it in training (`config.modalities`). Unusable files are passed over."""
+    entries = read_manifest(manifest)[:CALIBRATION_READ_FACTOR * count]  # room for skips, without featurising all
+    loaded = [u for u in load_all(entries, config.replace(data_workers=1), "calibration", progress=False)
+              if not isinstance(u, Exception)]
+    if not loaded:
+        raise QuantizationError(f"{manifest}: none of its first {len(entries)} utterances is usable for calibration")
+    return [_feeds_of(collate([u]).keep_modalities(config.modalities)) for u in loaded[:count]]
 
 
 def _feeds_of(batch) -> dict[str, np.ndarray]:
@@ -70,8 +77,8 @@ def quantize(fp32_path: str | Path, int8_path: str | Path, method: str = "static
     if method == "static" and not feeds:
         raise ValueError("static quantization needs calibration feeds (calibration_feeds(manifest, config))")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
-    metadata = {p.key: p.value for p in onnx.load_model(str(fp32_path), load_external_data=False).metadata_props}
     try:
+        metadata = {p.key: p.value for p in onnx.load_model(str(fp32_path), load_external_data=False).metadata_props}
         with tempfile.TemporaryDirectory() as tmp:
             prepared = Path(tmp) / "prepared.onnx"  # shapes inferred and graph optimised: what the quantizer expects
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
@@ -91,5 +98,3 @@ def quantize(fp32_path: str | Path, int8_path: str | Path, method: str = "static
                          if k in metadata and k not in kept})
     onnx.save_model(proto, str(int8_path))
     return int8_path
-
-

@@ -8,10 +8,12 @@ inside the functions: exporting and transcribing from local files need no MLflow
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from pathlib import Path
 
 import onnx
 
+from avasr.errors import AvasrError
 from avasr.export import PROVIDERS
 
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -74,8 +76,19 @@ def onnx_signature(proto: onnx.ModelProto):
     return ModelSignature(inputs=specs(proto.graph.input), outputs=specs(proto.graph.output))
 
 
+class RegistryError(AvasrError, LookupError):
+    """A model URI that the tracking store cannot resolve; the message names it and the store."""
+
+
 def load_onnx_model(uri: str) -> onnx.ModelProto:
     """The ONNX graph logged under an MLflow model URI, e.g. models:/avasr@champion."""
+    import mlflow
     import mlflow.onnx
+    from mlflow.exceptions import MlflowException
 
-    return mlflow.onnx.load_model(uri)
+    with tempfile.TemporaryDirectory() as tmp:  # MLflow downloads the artifacts; nothing stays behind
+        try:
+            return mlflow.onnx.load_model(uri, dst_path=tmp)
+        except MlflowException as e:
+            raise RegistryError(f"{uri}: cannot load it from the tracking store {mlflow.get_tracking_uri()} "
+                                f"(set MLFLOW_TRACKING_URI to the sweep's store): {e.message}") from None

@@ -28,14 +28,12 @@ from avasr.data.video import read_gray_frames
 from avasr.evaluation import decoding_for, evaluate_decoding
 from avasr.export import example_inputs, export_onnx, session_feeds
 from avasr.inference import STAGES, AVASRInference, corpus_scores
-from avasr.latency import (SEED_SECONDS, input_frames, matmul_gflops, model_flops, onnx_cpu_latency,
-                           torch_cpu_latency)
+from avasr.latency import (GIGA, MS_PER_S, SEED_SECONDS, input_frames, matmul_gflops, model_flops,
+                           onnx_cpu_latency, torch_cpu_latency)
 from avasr.model import build_model, count_parameters
 from avasr.quantize import QUANTIZATIONS, calibration_feeds, quantize
 
-ORIGINAL = {  # the seed's table: (batch, device) -> (mean ms, p95 ms)
-    (1, "cpu"): (45.0, 55.0), (4, "cpu"): (120.0, 150.0), (1, "gpu"): (8.0, None), (16, "gpu"): (45.0, None),
-}
+ORIGINAL_CPU = {1: (45.0, 55.0), 4: (120.0, 150.0)}  # the seed's table: batch -> (mean ms, p95 ms)
 BATCHES = (1, 4)
 THREADS = (1, 2)
 DEFAULT_CORPUS = Path("data/corpus/small")
@@ -74,7 +72,7 @@ def print_model_table(rows: list[dict]) -> None:
     print(f"\n{'backend':<22}{'batch':>6}{'thr':>5}{'mean':>9}{'p50':>9}{'p95':>9}{'bound':>9}{'p50/bound':>11}"
           f"{'original mean/p95':>20}")
     for r in rows:
-        original = ORIGINAL.get((r["batch"], "cpu"))
+        original = ORIGINAL_CPU.get(r["batch"])
         shown = f"{original[0]:.0f} / {original[1]:.0f}" if original else ""
         print(f"{r['backend']:<22}{r['batch']:>6}{r['threads']:>5}{r['mean_ms']:>9.1f}{r['p50_ms']:>9.1f}"
               f"{r['p95_ms']:>9.1f}{r['bound_ms']:>9.1f}{r['p50_ms'] / r['bound_ms']:>11.2f}{shown:>20}")
@@ -93,7 +91,7 @@ def end_to_end(model_path: Path, clip: tuple[Path, Path], runs: int) -> dict:
             **{stage: statistics.median(r["timings"][stage] for r in results) for stage in STAGES}}
 
 
-def test_scores(paths: dict[str, Path], manifest: Path) -> dict[str, dict]:
+def split_scores(paths: dict[str, Path], manifest: Path) -> dict[str, dict]:
     return {name: corpus_scores(list(AVASRInference(path, threads=1).transcribe_manifest(manifest)))
             for name, path in paths.items()}
 
@@ -114,9 +112,9 @@ def main() -> None:
     model, config = load_model(args.checkpoint) if args.checkpoint else (build_model(Config()).eval(), Config())
     flops = model_flops(model, config)
     gflops = {threads: matmul_gflops(threads) for threads in THREADS}
-    bound_ms = {(b, t): b * flops / (gflops[t] * 1e9) * 1e3 for b in BATCHES for t in THREADS}
+    bound_ms = {(b, t): b * flops / (gflops[t] * GIGA) * MS_PER_S for b in BATCHES for t in THREADS}
     print(f"model: fusion={config.fusion}, {count_parameters(model) / 1e6:.2f}M parameters, "
-          f"{flops / 1e9:.2f} GFLOP per 5 s utterance")
+          f"{flops / GIGA:.2f} GFLOP per 5 s utterance")
     print("fp32 matmul: " + ", ".join(f"{g:.0f} GFLOP/s on {t} thread(s)" for t, g in gflops.items()))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +131,8 @@ def main() -> None:
         rows = model_rows(model, config, paths, args.runs, args.warmup, bound_ms)
         print_model_table(rows)
         fastest_int8 = min((f"onnx int8 {m}" for m in QUANTIZATIONS), key=lambda name: p50(rows, name))
-        print(f"\nONNX fp32 p50 / compute-bound, 1 thread: {p50(rows, 'onnx fp32') / bound_ms[(1, 1)]:.2f} (goal <= 1.1)")
+        bound_ratio = p50(rows, "onnx fp32") / bound_ms[(1, 1)]
+        print(f"\nONNX fp32 p50 / compute-bound, 1 thread: {bound_ratio:.2f} (goal <= 1.1)")
         print(f"ONNX fp32 speed-up over eager, batch 1, 1 thread: "
               f"{p50(rows, 'pytorch eager') / p50(rows, 'onnx fp32'):.2f}x (goal >= 2)")
         for m in QUANTIZATIONS:
@@ -151,8 +150,8 @@ def main() -> None:
         test_manifest = args.test_manifest or (
             str(Path(config.train_manifest).parent / "test_manifest.txt") if args.checkpoint else None)
         if test_manifest:
-            print(f"\ntest split {test_manifest}, greedy:")
-            for name, scores in test_scores(paths, Path(test_manifest)).items():
+            print(f"\ntest split {test_manifest}, decoder {config.decoder}:")
+            for name, scores in split_scores(paths, Path(test_manifest)).items():
                 print(f"{name:<22} WER {scores['wer']:.4f}  CER {scores['cer']:.4f}  "
                       f"({scores['utterances']} utterances, {scores['failed']} failed)")
             reference = evaluate_decoding(decoding_for(model, config), test_manifest)

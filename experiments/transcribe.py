@@ -17,11 +17,9 @@ import sys
 
 from tqdm.auto import tqdm
 
-from avasr.cli import add_dataclass_arguments, run
+from avasr.cli import FAILED, add_dataclass_arguments, run
 from avasr.config import DECODERS
 from avasr.inference import DEVICES, AVASRInference, InferenceOptions, corpus_scores
-
-FAILED = 1
 
 
 def main() -> int:
@@ -33,8 +31,11 @@ def main() -> int:
     parser.add_argument("--manifest", help="audio_path|video_path|transcript per line, instead of --audio/--video")
     add_dataclass_arguments(parser, InferenceOptions, choices={"device": DEVICES, "decoder": ("", *DECODERS)})
     args = parser.parse_args()
-    if bool(args.manifest) == bool(args.audio or args.video) or (not args.manifest and not (args.audio and args.video)):
+    one_pair = bool(args.audio and args.video)
+    if one_pair == bool(args.manifest) or ((args.audio or args.video) and not one_pair):
         parser.error("give either --audio and --video, or --manifest")
+    if args.manifest and args.transcript:
+        parser.error("--transcript is for one pair; a manifest holds its own references")
     options = {k: v for k, v in vars(args).items() if k in InferenceOptions.__dataclass_fields__}
     engine = AVASRInference(args.model, **options)
     if not args.manifest:

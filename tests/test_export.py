@@ -10,7 +10,7 @@ import torch
 from avasr.config import FUSIONS, Config
 from avasr.data.dataset import collate
 from avasr.decode import greedy_decode
-from avasr.export import PARITY_ATOL, ParityError, check_parity, example_inputs, export_onnx, read_config
+from avasr.export import INPUT_DOCS, PARITY_ATOL, ParityError, check_parity, example_inputs, export_onnx, read_config
 from avasr.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
 from avasr.model import build_model, count_parameters
 from avasr.train import ctc_objective
@@ -86,10 +86,10 @@ def test_the_original_two_input_feed_is_told_to_pass_lengths(small_export):
     _, config, path = small_export("adaptive")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     audio, video, _ = example_inputs(config, 1, 50)
-    with pytest.raises(ValueError, match=r"Required inputs \(\['lengths'\]\) are missing"):
+    with pytest.raises(ValueError, match="lengths"):  # onnxruntime names the input the feed lacks
         session.run(None, {"audio_features": audio.numpy(), "video_features": video.numpy()})
     docs = {i.name: i.doc_string for i in onnx.load_model(str(path)).graph.input}
-    assert docs["lengths"] == "valid video frames of each utterance (B,) int64; for one unpadded utterance pass [T]"
+    assert docs == INPUT_DOCS and "pass [T]" in docs["lengths"]
     lengths = np.array([50], dtype=np.int64)
     out = session.run(None, {"audio_features": audio.numpy(), "video_features": video.numpy(), "lengths": lengths})
     assert out[0].shape == (1, 50, 29)

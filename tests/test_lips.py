@@ -88,6 +88,7 @@ def test_a_search_near_the_last_face_is_as_accurate_as_a_whole_frame_search():
     expected_sides = MOUTH_BOX_SIDE * PORTRAIT_FACE_WIDTH * scales
     for t in range(1, FRAMES):
         last = cropper.find_mouth(frames[t - 1])
+        assert cropper._detect_near(cv2.equalizeHist(frames[t]), 1.0, last) is not None  # the near path is taken
         for box in (cropper.find_mouth(frames[t], last), cropper.find_mouth(frames[t])):
             assert np.abs((mouths[t] - box[:2]) / box[2]).max() < TOLERANCE, f"frame {t}: {box}"
             assert abs(box[2] / expected_sides[t] - 1) < 0.15, f"frame {t}: {box}"

@@ -20,9 +20,8 @@ import torch
 
 from avasr.config import Config
 from avasr.data.audio import load_log_mel
-from avasr.data.lips import NoFaceError
+from avasr.data.lips import NoFaceError, load_lips
 from avasr.data.manifest import ManifestEntry
-from avasr.data.lips import load_lips
 
 CACHE_FORMAT = 2  # bump when the entry layout or the preprocessing code changes meaning
 PREPROCESSING_FIELDS = ("sample_rate", "n_mels", "window_ms", "hop_ms", "fps", "lip_size", "face_landmarker_model")

@@ -61,11 +61,10 @@ class Batch(NamedTuple):
 
     def keep_modalities(self, modalities: str) -> "Batch":
         """Blank the stream that `modalities` leaves out (zeros = the mean of standardised features)."""
-        if modalities == "audio":
-            return self._replace(video=torch.zeros_like(self.video))
-        if modalities == "video":
-            return self._replace(audio=torch.zeros_like(self.audio))
-        return self
+        if modalities == "audio+video":
+            return self
+        audio, video = keep_modalities(self.audio, self.video, modalities)
+        return self._replace(audio=audio, video=video)
 
     def to(self, device: torch.device | str) -> "Batch":
         return self._replace(**{k: v.to(device) for k, v in self._asdict().items() if torch.is_tensor(v)})
@@ -83,6 +82,16 @@ class LoadReport:
                 shown = ", ".join(where[:5]) + (" ..." if len(where) > 5 else "")
                 parts.append(f"{len(where)} skipped ({reason}): {shown}")
         return "; ".join(parts)
+
+
+def keep_modalities(audio: torch.Tensor, video: torch.Tensor, modalities: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs with the stream `modalities` leaves out blanked (zeros = the mean of standardised features):
+    what a model trained on "audio" or "video" alone saw in training, at evaluation and at inference alike."""
+    if modalities == "audio":
+        return audio, torch.zeros_like(video)
+    if modalities == "video":
+        return torch.zeros_like(audio), video
+    return audio, video
 
 
 def ctc_min_frames(labels: Sequence[int]) -> int:

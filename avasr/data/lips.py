@@ -7,7 +7,8 @@ Pipeline of every cropper (`track_mouth`):
    downscaled frame, keeps the largest and takes a square box of a fixed fraction of it around the mouth's usual
    place. Faces narrower than MIN_FACE_FRACTION of the frame's shorter side are not searched. Once a face is
    found, the next search looks only near it and at nearly its size (tracking: a few cascade scales over a small
-   region instead of every scale over the frame); where that finds nothing, the whole frame is searched again.
+   region instead of every scale over the frame); where that finds nothing, and on every WHOLE_FRAME_EVERY-th
+   search, the whole frame is searched.
    `MediaPipeLipCropper` uses MediaPipe's face landmarker and the lip landmarks instead; it needs the optional
    `mediapipe` package and a model file given by the user (nothing is ever downloaded).
 2. Reject one-off false detections with a running median over the detections, linearly interpolate the box over
@@ -51,8 +52,12 @@ DETECTION_MIN_FACE_PX = 32
 # <= 0.8 Hz: its mouth moves < 1 % of the face width between searches, far inside the smoothing's reach).
 DETECT_EVERY = 3
 # --- tracking: where and at which sizes the next search looks once a face is known ------------------------------
-TRACK_MARGIN = 0.5  # the search region is the last face box grown by this many face widths on every side
+TRACK_MARGIN = 0.25  # the search region is the last face box grown by this many face widths on every side
 TRACK_SCALE_RANGE = 1.25  # faces between 1/1.25 and 1.25 times the last width: 5 cascade scales instead of ~20
+# Every 16th search (about 2 s at 25 fps) looks at the whole frame again for the largest face: a false face found
+# first, or a second, larger face that comes in, holds the track for 2 s at most. A whole-frame search costs ~10
+# near ones: every 8th search took a 5 s clip's lips from ~120 to ~200 ms.
+WHOLE_FRAME_EVERY = 16
 
 # --- the mouth box inside the face box -------------------------------------------------------------------------
 # The mouth's centre sits half-way across and about three quarters down a Haar face box (0.77 measured on
@@ -125,8 +130,9 @@ def track_mouth(
     searched = sorted({*range(0, count, detect_every), count - 1})
     boxes = np.full((count, 3), np.nan)
     last = None
-    for index in searched:
-        box = find_mouth(frames[index], last)
+    for i, index in enumerate(searched):
+        near = None if i % WHOLE_FRAME_EVERY == 0 else last  # now and then all of it: a false face cannot hold on
+        box = find_mouth(frames[index], near)
         if box is not None:
             boxes[index] = last = box
     detected = int(np.isfinite(boxes[:, 0]).sum())
@@ -201,8 +207,8 @@ class HaarLipCropper:
     def find_mouth(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
         """frame shape = (H, W) uint8 -> the mouth box of the largest face, or None.
 
-        `near`: the last mouth box found; the face is then first searched around it at about its size, in the same
-        downscaled, equalised image as a whole-frame search (so both give the same boxes)."""
+        `near`: the last mouth box found; the largest face around it at about its size is then taken, searched in
+        the same downscaled, equalised image as a whole-frame search (so both give the same boxes)."""
         min_face = self.min_face_fraction * min(frame.shape)
         scale = min(1.0, DETECTION_MIN_FACE_PX / min_face)
         small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
