@@ -38,6 +38,7 @@ from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
 from avasr.decode import Lexicon, decode
 from avasr.errors import AvasrError
+from avasr.evaluation import decoding_config
 from avasr.export import as_numpy, check_parity, cpu_session, export_onnx, read_config, run_session
 from avasr.latency import DEFAULT_THREADS, MS_PER_S
 from avasr.metrics import character_error_rate, word_error_rate
@@ -140,11 +141,9 @@ class AVASRInference:
         self.options = InferenceOptions(device=device, **options)
         with _threads(self.options.threads):
             loaded = load(model_path, device, self.options.threads)
-        overrides = {k: v for k, v in (("decoder", self.options.decoder), ("beam_size", self.options.beam_size)) if v}
-        if self.options.lexicon:
-            overrides |= {"lexicon": self.options.lexicon, "decoder": self.options.decoder or "beam"}
         self.source = str(model_path)
-        self.config = loaded.config.replace(**overrides)
+        self.config = decoding_config(loaded.config, self.options.decoder, self.options.beam_size,
+                                      self.options.lexicon)
         self.lexicon = Lexicon.from_file(self.config.lexicon) if self.config.lexicon else None
         self.backend = loaded.backend
         self._loaded = loaded
