@@ -30,8 +30,8 @@ from mlflow.entities import Run
 
 from avasr import tracking
 from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_model, model_from_checkpoint
-from avasr.data.noise import NoiseError
-from avasr.data.noisy import NoiseSpec
+from avasr.data.mixing import NoiseError
+from avasr.data.noisy_speech import NoiseSpec
 from avasr.errors import AvasrError, OutputError
 from avasr.evaluation import decoding_for, evaluate_decoding
 from avasr.export import ExportError, check_parity, export_onnx

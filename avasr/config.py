@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avasr.data.mixing import NOISE_KINDS
 from avasr.errors import AvasrError
 from avasr.text import VOCAB_SIZE
 
@@ -76,6 +77,20 @@ class Config:
     num_workers: int = 0  # DataLoader workers; features are in memory, so 0 is usually fastest
     device: str = "auto"  # auto picks cuda when available
     seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
+    # --- augmentation: training only, all off by default (the original trains on clean, whole inputs) ---------
+    # Additive noise is mixed into the waveform before its log-mel, as at evaluation (avasr.augment): the training
+    # set then keeps every utterance's clean speech in memory (16 kHz float32: about 64 kB per second of audio).
+    noise_prob: float = 0.0  # chance that a training utterance gets noise, each epoch anew
+    noise_kinds: tuple[str, ...] = NOISE_KINDS  # drawn uniformly; babble is other training speakers' speech
+    noise_snr_db: tuple[float, ...] = (-10.0, 20.0)  # (low, high): each noisy utterance's SNR, drawn uniformly
+    freq_masks: int = 0  # SpecAugment frequency masks per utterance, each 0..freq_mask_bands mel bands wide
+    freq_mask_bands: int = 8
+    audio_time_masks: int = 0  # time masks per utterance on the log-mel, each 0..time_mask_frames long
+    video_time_masks: int = 0  # the same on the lip crops (frames blanked), drawn independently of the audio's
+    time_mask_frames: int = 10  # in video frames (0.4 s at 25 fps; 4 mel frames each)
+    # chance that an utterance's audio or its video (either, equally likely) is blanked whole: one model then serves
+    # audio-only, video-only and audio-visual input, and learns to lean on the lips when the sound goes
+    modality_dropout: float = 0.0
     # --- decoding ----------------------------------------------------------------------------------------------
     decoder: str = "greedy"  # greedy | beam
     beam_size: int = 5  # CTC prefix beam width
@@ -117,6 +132,17 @@ class Config:
             problems.append("lr_decay_factor must be in (0, 1] and weight_decay >= 0")
         if any(c <= 0 for c in self.encoder_channels):
             problems.append(f"encoder_channels must be positive, got {self.encoder_channels}")
+        for name in ("noise_prob", "modality_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        unknown_noise = [k for k in self.noise_kinds if k not in NOISE_KINDS]
+        if unknown_noise or not self.noise_kinds:
+            problems.append(f"noise_kinds must be some of {', '.join(NOISE_KINDS)}, got {self.noise_kinds}")
+        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
+            problems.append(f"noise_snr_db needs (low, high) with low <= high, got {self.noise_snr_db}")
+        for name in ("freq_masks", "freq_mask_bands", "audio_time_masks", "video_time_masks", "time_mask_frames"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lexicon and self.decoder != "beam":
             problems.append("a lexicon restricts beam search only: set decoder='beam' with it")
         if len(self.encoder_channels) != 3:
@@ -216,7 +242,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(group, Config, fields=[f.name for f in dataclasses.fields(Config)
                                                    if f.name not in _CLI_FIELDS],
                             choices={"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES,
-                                     "modalities": MODALITIES, "lr_schedule": LR_SCHEDULES}, keep_defaults=False)
+                                     "modalities": MODALITIES, "lr_schedule": LR_SCHEDULES,
+                                     "noise_kinds": NOISE_KINDS}, keep_defaults=False)
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:

@@ -1,13 +1,12 @@
-"""Evaluate a checkpoint on a manifest: corpus WER/CER, clean or in noise at fixed SNRs (avasr.data.noisy), and,
-optionally, per-utterance predictions."""
+"""Evaluate a checkpoint on a manifest: corpus WER/CER, clean or in noise at fixed SNRs (avasr.data.noisy_speech), on
+both streams or one (`modalities`), and, optionally, per-utterance predictions."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 from avasr.checkpoint import load_model
 from avasr.config import Config
 from avasr.data.dataset import AVDataset
-from avasr.data.noisy import NoiseSpec
+from avasr.data.noisy_speech import NoiseSpec, noisy_dataset
 from avasr.decode import Lexicon
 from avasr.errors import OutputError
 from avasr.text import compute_cer, compute_wer
@@ -70,6 +69,11 @@ class Decoding:
         return evaluate(self.model.to(device), loader, self.config, device, self.lexicon)
 
 
+    def with_modalities(self, modalities: str | None) -> "Decoding":
+        """The same model fed only `modalities` (the other stream blanked, as avasr.train does); None: unchanged."""
+        return self if not modalities else dataclasses.replace(self, config=self.config.replace(modalities=modalities))
+
+
 def load_decoding(checkpoint: str | Path, decoder: str | None = None, beam_size: int | None = None,
                   lexicon: str | None = None) -> Decoding:
     """The checkpoint's model and config, with decoding overrides (a lexicon implies beam search)."""
@@ -103,10 +107,12 @@ def evaluate_checkpoint(
     snr_db: float | None = None,
     noise: str = DEFAULT_NOISE,
     noise_seed: int = 0,
+    modalities: str | None = None,
 ) -> dict:
     """Decode every utterance of `manifest` with the checkpoint's model, clean or, when `snr_db` is given, with
-    `noise` mixed in at that SNR (drawn with `noise_seed`). Returns wer, cer, loss, counts, decoder, noise."""
-    decoding = load_decoding(checkpoint, decoder, beam_size, lexicon)
+    `noise` mixed in at that SNR (drawn with `noise_seed`), fed `modalities` (None: the checkpoint's).
+    Returns wer, cer, loss, counts, decoder, noise, modalities."""
+    decoding = load_decoding(checkpoint, decoder, beam_size, lexicon).with_modalities(modalities)
     return evaluate_decoding(decoding, manifest, predictions_path, snr_db, noise, noise_seed)
 
 
@@ -114,13 +120,13 @@ def evaluate_decoding(decoding: Decoding, manifest: str | Path, predictions_path
                       snr_db: float | None = None, noise: str = DEFAULT_NOISE, noise_seed: int = 0) -> dict:
     """`evaluate_checkpoint` for a model already loaded (one load serves several evaluations)."""
     spec = None if snr_db is None else NoiseSpec(noise, snr_db, noise_seed)
-    dataset = AVDataset.from_manifest(manifest, decoding.config, noise=spec)
-    result = decoding.run(dataset)
+    dataset = AVDataset.from_manifest(manifest, decoding.config, keep_speech=spec is not None)
+    result = decoding.run(noisy_dataset(dataset, spec, decoding.config) if spec else dataset)
     if predictions_path:
         write_predictions(Path(predictions_path), result)
     return {"wer": result["wer"], "cer": result["cer"], "loss": result["loss"], "utterances": len(dataset),
             "skipped": dataset.report.summary(), "decoder": decoding.config.decoder,
-            "noise": spec.describe() if spec else "clean"}
+            "noise": spec.describe() if spec else "clean", "modalities": decoding.config.modalities}
 
 
 def evaluate_at_snrs(
@@ -133,21 +139,28 @@ def evaluate_at_snrs(
     decoder: str | None = None,
     beam_size: int | None = None,
     lexicon: str | None = None,
+    modalities: str | None = None,
 ) -> NoisyTable:
     """Corpus WER/CER of the checkpoint's model in `noise` at each SNR (in order), averaged over `draws` draws
-    whose seeds are seed, seed + 1, ...: draw k is the same noise at every SNR, only scaled."""
+    whose seeds are seed, seed + 1, ...: draw k is the same noise at every SNR, only scaled. The model is fed
+    `modalities` (None: the checkpoint's)."""
+    decoding = load_decoding(checkpoint, decoder, beam_size, lexicon).with_modalities(modalities)
+    dataset = AVDataset.from_manifest(manifest, decoding.config, keep_speech=True)
+    return noisy_table(decoding, dataset, snrs, noise, draws, seed)
+
+
+def noisy_table(decoding: Decoding, dataset: AVDataset, snrs: Sequence[float], noise: str = DEFAULT_NOISE,
+                draws: int = DEFAULT_NOISE_DRAWS, seed: int = 0) -> NoisyTable:
+    """`evaluate_at_snrs` for a loaded model and a dataset loaded with keep_speech (one load, every condition)."""
     if draws < 1:
         raise ValueError(f"draws must be at least 1, got {draws}")
-    decoding = load_decoding(checkpoint, decoder, beam_size, lexicon)
     runs = [(snr, seed + draw) for snr in snrs for draw in range(draws)]
-    results, loaded = {}, ""
-    with features_cached(decoding.config) as config:
-        for snr, draw_seed in tqdm(runs, desc=f"{noise} noise", unit="draw"):
-            dataset = AVDataset.from_manifest(manifest, config, progress=False, noise=NoiseSpec(noise, snr, draw_seed))
-            results[snr, draw_seed] = decoding.run(dataset)
-            loaded = dataset.report.summary()
+    results = {}
+    for snr, draw_seed in tqdm(runs, desc=f"{noise} noise", unit="draw"):
+        noisy = noisy_dataset(dataset, NoiseSpec(noise, snr, draw_seed), decoding.config)
+        results[snr, draw_seed] = decoding.run(noisy)
     scores = tuple(average_draws(snr, [results[snr, seed + draw] for draw in range(draws)]) for snr in snrs)
-    return NoisyTable(noise, seed, draws, loaded, scores)
+    return NoisyTable(noise, seed, draws, dataset.report.summary(), scores)
 
 
 def average_draws(snr_db: float, results: Sequence[dict]) -> NoisyScore:
@@ -155,17 +168,6 @@ def average_draws(snr_db: float, results: Sequence[dict]) -> NoisyScore:
     wers = [r["wer"] for r in results]
     return NoisyScore(snr_db, statistics.fmean(wers), statistics.fmean(r["cer"] for r in results),
                       statistics.pstdev(wers))
-
-
-@contextmanager
-def features_cached(config: Config) -> Iterator[Config]:
-    """`config` with a feature cache: a temporary one when it has none, so that lips are found once for all the
-    noise conditions rather than once per condition (only the audio changes between them)."""
-    if config.cache_dir:
-        yield config
-        return
-    with tempfile.TemporaryDirectory(prefix="avasr-features-") as folder:
-        yield config.replace(cache_dir=folder)
 
 
 def write_predictions(path: Path, result: dict) -> None:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from avasr.augment import Augmenter
 from avasr.checkpoint import (BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, restore_rng_state, rng_state,
                               save_checkpoint)
 from avasr.config import NUM_CLASSES, Config
@@ -48,7 +49,7 @@ from avasr.text import BLANK_ID
 
 LOG_FILE = "training.log"
 METRICS_FILE = "metrics.csv"
-# seconds = data_s (waiting for batches) + step_s (forward, backward, optimizer) + eval_s + save_s (checkpoints)
+# seconds = data_s (waiting for batches, augmenting them) + step_s (forward, backward, optimizer) + eval_s + save_s (checkpoints)
 METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds", "data_s",
                  "step_s", "eval_s", "save_s")
 
@@ -137,9 +138,10 @@ def ctc_objective(log_probs: torch.Tensor, batch: Batch, label_smoothing: float)
 
 # --- one epoch -------------------------------------------------------------------------------------------------
 def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str = "train",
-                    lr_at: Callable[[int], float] | None = None) -> tuple[float, float]:
-    """One pass over `loader` -> (mean loss, seconds spent waiting for batches). `lr_at(i)` sets the LR of the
-    epoch's i-th step (None: leave the optimizer's)."""
+                    lr_at: Callable[[int], float] | None = None,
+                    augment: Callable[[Batch], Batch] | None = None) -> tuple[float, float]:
+    """One pass over `loader` -> (mean loss, seconds spent waiting for batches, augmentation included). `lr_at(i)`
+    sets the LR of the epoch's i-th step (None: leave the optimizer's); `augment` changes each batch (avasr.augment)."""
     model.train()
     total, count, waited = 0.0, 0, 0.0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
@@ -147,6 +149,8 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str 
     for i in itertools.count():
         asked = time.perf_counter()
         batch = next(batches, None)
+        if batch is not None and augment is not None:
+            batch = augment(batch)
         waited += time.perf_counter() - asked
         if batch is None:
             break
@@ -214,7 +218,8 @@ def append_metrics(output_dir: Path, row: dict) -> None:
 def load_datasets(config: Config) -> tuple[AVDataset, AVDataset]:
     if not config.train_manifest or not config.val_manifest:
         raise TrainingError("train_manifest and val_manifest must both be set (--train-manifest, --val-manifest)")
-    return AVDataset.from_manifest(config.train_manifest, config), AVDataset.from_manifest(config.val_manifest, config)
+    train_set = AVDataset.from_manifest(config.train_manifest, config, keep_speech=config.noise_prob > 0)
+    return train_set, AVDataset.from_manifest(config.val_manifest, config)
 
 
 def fit(
@@ -236,6 +241,7 @@ def fit(
     for name, ds in (("train", train_set), ("val", val_set)):
         log.info("%s data: %s", name, ds.report.summary())
     lexicon = Lexicon.from_file(config.lexicon) if config.lexicon else None
+    augmenter = Augmenter(config, train_set)
 
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -264,9 +270,11 @@ def fit(
         train_loader = make_loader(train_set, config, shuffle=True, epoch=epoch)
         steps, decays = len(train_loader), state.lr_decays
         lr = learning_rate(config, epoch * steps, steps, decays)
+        rng = np.random.default_rng([config.seed, epoch])  # augmentation draws: a function of (seed, epoch)
         train_loss, data_s = train_one_epoch(
             model, train_loader, optimizer, config, device, desc=f"epoch {epoch + 1}",
-            lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays))
+            lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays),
+            augment=(lambda batch: augmenter(batch, rng)) if augmenter.active else None)
         trained = time.perf_counter()
         val = evaluate(model, val_loader, config, device, lexicon)
         evaluated = time.perf_counter()

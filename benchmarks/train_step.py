@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from avasr import tracking
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, Config
-from avasr.data.dataset import Batch
+from avasr.data.dataset import AUDIO_VISUAL, Batch
 from avasr.evaluation import evaluate_checkpoint
 from avasr.model import build_model, count_parameters
 from avasr.spaces import fixed_values, load_space
@@ -51,6 +51,7 @@ def fixed_batch(config: Config, batch_size: int, seconds: float) -> Batch:
         targets=torch.randint(3, 29, (batch_size, TRANSCRIPT_CHARS), generator=g),
         target_lengths=torch.full((batch_size,), TRANSCRIPT_CHARS),
         transcripts=[""] * batch_size, ids=[str(i) for i in range(batch_size)],
+        speakers=[""] * batch_size, streams=[AUDIO_VISUAL] * batch_size, speech=[],
     )
 
 

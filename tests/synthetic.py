@@ -23,7 +23,7 @@ def utterance(index: int, transcript: str, generator: torch.Generator, lip_size:
         frames = slice(1 + FRAMES_PER_CHAR * i, 1 + FRAMES_PER_CHAR * (i + 1))
         audio[label % 40, AUDIO_TIME_DOWNSAMPLING * frames.start: AUDIO_TIME_DOWNSAMPLING * frames.stop] += 3.0
         video[frames, label % lip_size, :] = 255
-    return Utterance(f"synth/{index}", audio, video, torch.tensor(labels), transcript)
+    return Utterance(f"synth/{index}", "synth", audio, video, torch.tensor(labels), transcript)
 
 
 def dataset(transcripts=TRANSCRIPTS, seed: int = 0) -> AVDataset:

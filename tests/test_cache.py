@@ -7,7 +7,6 @@ import torch
 from avasr.config import Config
 from avasr.data.cache import FeatureCache, preprocessing_key
 from avasr.data.dataset import AVDataset
-from avasr.data.lips import NoFaceError
 from avasr.data.manifest import read_manifest
 from tests.media import write_clip
 
@@ -52,13 +51,18 @@ def test_key_follows_file_content_and_preprocessing_config(corpus, tmp_path):
     assert base.path_for(changed) != base.path_for(entry)
 
 
-def test_no_face_is_remembered(corpus, tmp_path):
+def test_no_face_is_remembered_with_the_log_mel(corpus, tmp_path):
     cache = FeatureCache(tmp_path, Config())
     entry = read_manifest(corpus / "m.txt")[-1]
-    for _ in range(2):
-        with pytest.raises(NoFaceError, match="noface.mp4"):
-            cache.get(entry)
-    assert "no_face" in torch.load(cache.path_for(entry), weights_only=True)
+    first = cache.get(entry)
+    assert first.no_face.startswith(f"{corpus}/noface.mp4: no face found") and first.crops.shape == (0, 64, 64)
+    assert first.mel.shape == (40, 101)
+    stored = torch.load(cache.path_for(entry), weights_only=True)
+    torch.save({**stored, "mel": torch.zeros(40, 3)}, cache.path_for(entry))
+    assert torch.equal(cache.get(entry).mel, torch.zeros(40, 3))  # read back, not detected again
+    torch.save({"no_face": first.no_face}, cache.path_for(entry))  # an entry from before the log-mel was kept
+    again = cache.get(entry)
+    assert torch.equal(again.mel, first.mel) and again.no_face == first.no_face
 
 
 def _build(args):
@@ -112,5 +116,5 @@ def test_the_sweep_warms_every_split_into_the_cache(corpus, tmp_path, capsys):
     cache = FeatureCache(tmp_path, config)
     assert all(cache.path_for(e).is_file() for e in read_manifest(corpus / "m.txt"))  # the face-less one too
     printed = capsys.readouterr().out
-    assert f"data: train {N_CLIPS} utterances loaded; 1 skipped (no_face)" in printed
+    assert f"data: train {N_CLIPS + 1} utterances loaded; 1 of them on audio alone (no face)" in printed
     assert "data: test 1 utterances loaded" in printed

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
-from avasr.data.dataset import AVDataset, DataError, align_audio_to_video, collate, lip_crops_to_tensor
+from avasr.data.dataset import (AUDIO_ONLY, AUDIO_VISUAL, AVDataset, DataError, align_audio_to_video, collate,
+                                lip_crops_to_tensor)
 from tests.media import write_clip
 
 CONFIG = Config(cache_dir="")  # the cache has its own tests
@@ -42,17 +43,35 @@ def test_loads_aligns_and_collates_real_files(clips):
     assert torch.equal(batch.video[0, :25, 0], lip_crops_to_tensor(u.video))
 
 
-def test_no_face_and_too_short_are_skipped_with_counts_and_names(clips):
-    ds = AVDataset.from_manifest(manifest(clips, [
+def test_no_face_runs_on_audio_alone_and_too_short_is_skipped_with_counts_and_names(clips):
+    m = manifest(clips, [
         "ok1.wav|ok1.mp4|bin blue",
         "short.wav|short.mp4|place green at b seven again",
         "noface.wav|noface.mp4|set red",
-    ]), CONFIG, progress=False)
-    assert [u.id for u in ds] == [f"{clips.name}/ok1"]
+    ])
+    with pytest.warns(UserWarning, match=r"no face in 1 of 3 videos: those utterances run on audio alone \(.*:3 "):
+        ds = AVDataset.from_manifest(m, CONFIG, progress=False)
+    assert [u.id for u in ds] == [f"{clips.name}/ok1", f"{clips.name}/noface"]
+    assert [u.streams for u in ds] == [AUDIO_VISUAL, AUDIO_ONLY]
     summary = ds.report.summary()
-    assert summary.startswith("1 utterances loaded; 1 skipped (no_face): ")
-    assert "noface.mp4" in summary
+    assert summary.startswith(f"2 utterances loaded; 1 of them on audio alone (no face): {m}:3 ({clips}/noface.mp4)")
     assert f"1 skipped (too_short): {clips.name}/short (5 frames < 29 needed)" in summary
+    no_face = ds[1]
+    assert no_face.video.shape == (25, 64, 64) and no_face.audio.shape == (40, 100)  # frames from the 1.0 s audio
+    batch = collate([no_face, ds[0]])
+    assert batch.streams == [AUDIO_ONLY, AUDIO_VISUAL]
+    assert torch.equal(batch.video[0], torch.zeros(25, 1, 64, 64)) and batch.audio[0].abs().sum() > 0
+    video_only = AVDataset.from_manifest(m, CONFIG.replace(modalities="video"), progress=False)
+    assert [u.id for u in video_only] == [f"{clips.name}/ok1"]  # nothing to read: skipped, and counted
+    assert f"1 skipped (no_face): {m}:3 ({clips}/noface.mp4)" in video_only.report.summary()
+
+
+def test_speech_is_kept_on_request_and_collated_unpadded(clips):
+    m = manifest(clips, ["ok1.wav|ok1.mp4|bin blue", "ok2.wav|ok2.mp4|lay red now"])
+    assert collate(list(AVDataset.from_manifest(m, CONFIG, progress=False))).speech == []
+    kept = AVDataset.from_manifest(m, CONFIG, progress=False, keep_speech=True)
+    assert [u.speech.shape for u in kept] == [(16000,), (22400,)]  # 1.0 s and 1.4 s at 16 kHz
+    assert [s.shape for s in collate(list(kept)).speech] == [(16000,), (22400,)]
 
 
 def test_broken_pairs_are_errors_naming_file_and_line(clips):

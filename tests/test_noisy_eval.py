@@ -15,16 +15,16 @@ import torch
 
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
-from avasr.data.audio import log_mel
+from avasr.data.audio import load_speech, log_mel
 from avasr.data.cache import FeatureCache
-from avasr.data.dataset import AVDataset, align_audio_to_video
+from avasr.data.dataset import AVDataset, Utterance, align_audio_to_video
 from avasr.data.manifest import read_manifest, write_manifest
-from avasr.data.noise import NoiseError
-from avasr.data.noisy import NoiseSpec, babble_sources, noisy_waveforms, read_speech
+from avasr.data.mixing import NoiseError
+from avasr.data.noisy_speech import NoiseSpec, babble_pools, noisy_dataset, noisy_waveforms
 from avasr.evaluation import evaluate_at_snrs, evaluate_checkpoint
 from avasr.train import fit
 from tests.media import write_clip
-from tests.test_noise import SNR_TOLERANCE_DB, _snr_db
+from tests.test_mixing import SNR_TOLERANCE_DB, _snr_db
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -75,9 +75,18 @@ def checkpoint(clips, config) -> Path:
 
 
 def load(manifest: Path, config: Config, noise: NoiseSpec | None = None) -> AVDataset:
+    dataset = AVDataset.from_manifest(manifest, config, progress=False, keep_speech=noise is not None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # three clips are too few for six babble talkers: expected here
-        return AVDataset.from_manifest(manifest, config, progress=False, noise=noise)
+        return noisy_dataset(dataset, noise, config) if noise else dataset
+
+
+def speech_only(manifest: Path, config: Config) -> AVDataset:
+    """The manifest's speech as utterances with placeholder video: for noise, which never looks at the video."""
+    return AVDataset([Utterance(e.utterance_id, e.speaker, torch.zeros(config.n_mels, 4), torch.zeros(1, 1, 1),
+                                torch.zeros(1), e.transcript, speech=load_speech(e.audio_path, config))
+                      for e in read_manifest(manifest)])
+
 
 
 # --- the noisy dataset -------------------------------------------------------------------------------------------
@@ -85,7 +94,7 @@ def test_noisy_dataset_changes_the_audio_only(clips, config):
     spec = NoiseSpec("white", snr_db=0.0, seed=3)
     clean, noisy = load(clips, config), load(clips, config, spec)
     assert [u.id for u in noisy] == [u.id for u in clean] == [f"clips/u{i}" for i in range(3)]
-    noisy_speech = noisy_waveforms(read_manifest(clips), spec, config)
+    noisy_speech = noisy_waveforms(AVDataset.from_manifest(clips, config, progress=False, keep_speech=True), spec)
     for c, n, speech in zip(clean, noisy, noisy_speech):
         assert torch.equal(n.video, c.video) and torch.equal(n.targets, c.targets)
         assert n.audio.shape == c.audio.shape and (n.audio - c.audio).abs().mean() > 0.1
@@ -117,47 +126,56 @@ def test_same_seed_gives_identical_features_and_another_seed_different_ones(clip
 @pytest.mark.parametrize("kind", ["white", "pink", "babble"])
 @pytest.mark.parametrize("snr_db", [-10.0, 0.0, 10.0])
 def test_mixed_waveform_has_the_requested_snr(speakers, kind, snr_db):
-    config = Config(cache_dir="")
-    entries = read_manifest(speakers)
-    noisy = noisy_waveforms(entries, NoiseSpec(kind, snr_db=snr_db, talkers=2), config)
-    for entry, mixed in zip(entries, noisy):
-        speech = read_speech(entry, config)
+    dataset = speech_only(speakers, Config(cache_dir=""))
+    noisy = noisy_waveforms(dataset, NoiseSpec(kind, snr_db=snr_db, talkers=2))
+    for utterance, mixed in zip(dataset, noisy):
+        speech = utterance.speech.numpy()
         assert mixed.shape == speech.shape and mixed.dtype == np.float32
         assert abs(_snr_db(speech, mixed) - snr_db) < SNR_TOLERANCE_DB
 
 
-def test_babble_sources_exclude_the_speaker_and_a_flat_folder_excludes_the_utterance(speakers, clips):
-    entries = read_manifest(speakers)  # spkA/u0, spkA/u1, spkB/u0, spkB/u1, spkC/u0, spkC/u1
-    assert babble_sources(entries) == [[2, 3, 4, 5], [2, 3, 4, 5], [0, 1, 4, 5], [0, 1, 4, 5], [0, 1, 2, 3],
-                                       [0, 1, 2, 3]]
-    assert babble_sources(read_manifest(clips)) == [[1, 2], [0, 2], [0, 1]]  # one folder: speakers unknown
+def test_babble_pools_exclude_the_speaker_and_a_flat_folder_excludes_the_utterance():
+    voices = [np.full(3, float(i + 1)) for i in range(6)]
+    speakers = ["spkA", "spkA", "spkB", "spkB", "spkC", "spkC"]
+    pools = babble_pools(speakers, voices)
+    assert [[int(v[0]) for v in pool] for pool in pools] == [[3, 4, 5, 6], [3, 4, 5, 6], [1, 2, 5, 6],
+                                                             [1, 2, 5, 6], [1, 2, 3, 4], [1, 2, 3, 4]]
+    assert pools[0] is pools[1]  # one list per speaker, not per utterance
+    flat = babble_pools(["clips"] * 3, voices[:3])  # one folder: speakers unknown
+    assert [[int(v[0]) for v in pool] for pool in flat] == [[2, 3], [1, 3], [1, 2]]
+    silent = babble_pools(speakers[:3], [np.zeros(3), np.array([0.0, 2.0, 0.0]), np.ones(3)])
+    assert [[v.tolist() for v in pool] for pool in silent] == [[[1.0, 1.0, 1.0]]] * 2 + [[[2.0]]]
 
 
 def test_babble_never_holds_the_speakers_own_voice(speakers):
     """Each speaker is a pure tone: the noise added to spkA's speech has power at spkB's and spkC's tones and
     none at spkA's own (bins of 1 Hz on a 1 s clip)."""
-    config = Config(cache_dir="")
-    entries = read_manifest(speakers)
-    noisy = noisy_waveforms(entries, NoiseSpec("babble", snr_db=0.0, seed=1, talkers=4), config)
-    for entry, mixed in zip(entries, noisy):
-        speech = read_speech(entry, config)
+    dataset = speech_only(speakers, Config(cache_dir=""))
+    noisy = noisy_waveforms(dataset, NoiseSpec("babble", snr_db=0.0, seed=1, talkers=4))
+    for utterance, mixed in zip(dataset, noisy):
+        speech = utterance.speech.numpy()
         spectrum = np.abs(np.fft.rfft(mixed - speech)) ** 2
         hz = np.fft.rfftfreq(len(speech), 1 / RATE)
         band = {s: spectrum[np.abs(hz - f) <= 20].sum() / spectrum.sum() for s, f in SPEAKER_TONES.items()}
-        own = entry.audio_path.parent.name
-        assert band[own] < 1e-6, (entry.utterance_id, band)
-        assert sum(v for s, v in band.items() if s != own) > 0.9, (entry.utterance_id, band)
+        own = utterance.speaker
+        assert band[own] < 1e-6, (utterance.id, band)
+        assert sum(v for s, v in band.items() if s != own) > 0.9, (utterance.id, band)
 
 
-def test_babble_with_nobody_else_to_draw_from_names_the_manifest_line(speakers, tmp_path):
+def test_babble_with_nobody_else_to_draw_from_names_the_utterance(speakers, tmp_path):
     (tmp_path / "one.txt").write_text(f"{speakers.parent}/spkA/u0.wav|{speakers.parent}/spkA/u0.mp4|bin\n")
-    with pytest.raises(NoiseError, match=r"no utterance of another speaker .* 1 utterance\(s\): .*one\.txt:1"):
-        noisy_waveforms(read_manifest(tmp_path / "one.txt"), NoiseSpec("babble"), Config(cache_dir=""))
+    with pytest.raises(NoiseError, match=r"no utterance of another speaker to draw from for 1 utterance\(s\): spkA/u0"):
+        noisy_waveforms(speech_only(tmp_path / "one.txt", Config(cache_dir="")), NoiseSpec("babble"))
 
 
 def test_fewer_babble_sources_than_talkers_is_warned_about(speakers):
     with pytest.warns(UserWarning, match=r"babble: 6 of 6 utterances .* fewer than 5 utterances"):
-        noisy_waveforms(read_manifest(speakers), NoiseSpec("babble", talkers=5), Config(cache_dir=""))
+        noisy_waveforms(speech_only(speakers, Config(cache_dir="")), NoiseSpec("babble", talkers=5))
+
+
+def test_noise_without_speech_says_how_to_load_it(clips, config):
+    with pytest.raises(NoiseError, match="load the dataset with keep_speech=True \\(3 without, e.g. clips/u0\\)"):
+        noisy_dataset(load(clips, config), NoiseSpec("white"), config)
 
 
 # --- evaluation --------------------------------------------------------------------------------------------------

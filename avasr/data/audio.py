@@ -61,9 +61,14 @@ def log_mel(waveform: torch.Tensor, config: Config) -> torch.Tensor:
     return (features - mean) / (std + NORM_EPS)
 
 
-def load_log_mel(path: str | Path, config: Config) -> torch.Tensor:
-    """File -> log-mel features. shape = (n_mels, T_a) float32 at config.mel_frames_per_second."""
+def load_speech(path: str | Path, config: Config) -> torch.Tensor:
+    """File -> mono speech at config.sample_rate. shape = (N,) float32; at least one analysis window long."""
     waveform, rate = read_waveform(path)
     if len(waveform) < config.n_fft:
         raise AudioError(f"{path}: {len(waveform)} samples is shorter than one {config.window_ms} ms window")
-    return log_mel(resample(waveform, rate, config.sample_rate), config)
+    return resample(waveform, rate, config.sample_rate)
+
+
+def load_log_mel(path: str | Path, config: Config) -> torch.Tensor:
+    """File -> log-mel features. shape = (n_mels, T_a) float32 at config.mel_frames_per_second."""
+    return log_mel(load_speech(path, config), config)

@@ -1,6 +1,7 @@
 """On-disk feature cache shared by training, evaluation and every Ray trial.
 
-An entry holds one utterance's log-mel and lip crops (or the fact that its video has no face), keyed by the
+An entry holds one utterance's log-mel and lip crops (or, instead of crops, the fact that its video has no face),
+keyed by the
 content of both files and by every config field that changes preprocessing, so a changed file or setting never
 reads a stale entry. Writes go to a temporary file in the same folder and are renamed into place: readers see a
 whole entry or none, and trials that build the same entry at the same time just both write it (rename is atomic,
@@ -31,7 +32,8 @@ HASH_CHUNK = 1 << 20
 @dataclass(frozen=True)
 class Features:
     mel: torch.Tensor  # shape = (n_mels, T_a) float32, before alignment to the video
-    crops: torch.Tensor  # shape = (T_v, lip_size, lip_size) uint8
+    crops: torch.Tensor  # shape = (T_v, lip_size, lip_size) uint8; (0, lip_size, lip_size) when no face was found
+    no_face: str = ""  # why there are no crops (NoFaceError's message naming the video); "" when there are
 
 
 def file_digest(path: Path) -> str:
@@ -48,8 +50,13 @@ def preprocessing_key(config: Config) -> str:
 
 
 def compute_features(entry: ManifestEntry, config: Config) -> Features:
-    """Raises AudioError / VideoError / NoFaceError naming the file."""
-    return Features(load_log_mel(entry.audio_path, config), torch.from_numpy(load_lips(entry.video_path, config).crops))
+    """Raises AudioError / VideoError naming the file; a video without a face gives Features with `no_face` set."""
+    mel = load_log_mel(entry.audio_path, config)
+    try:
+        crops = torch.from_numpy(load_lips(entry.video_path, config).crops)
+    except NoFaceError as e:
+        return Features(mel, torch.zeros(0, config.lip_size, config.lip_size, dtype=torch.uint8), no_face=str(e))
+    return Features(mel, crops)
 
 
 class FeatureCache:
@@ -62,15 +69,14 @@ class FeatureCache:
         return self.root / key[:2] / f"{key}.pt"
 
     def get(self, entry: ManifestEntry) -> Features:
-        """The cached features, computing and storing them on a miss. A cached "no face" raises NoFaceError again."""
+        """The cached features, computing and storing them on a miss ("no face" is remembered too)."""
         path = self.path_for(entry)
         stored = self._read(path) if path.exists() else None
-        if stored is None:
-            stored = self._compute_entry(entry)
+        if stored is None or "mel" not in stored:  # entries before 2026-12 stored "no face" without the log-mel
+            features = compute_features(entry, self.config)
+            stored = {"mel": features.mel, "crops": features.crops, "no_face": features.no_face}
             self._write(path, stored)
-        if "no_face" in stored:
-            raise NoFaceError(stored["no_face"])
-        return Features(stored["mel"], stored["crops"])
+        return Features(stored["mel"], stored["crops"], stored.get("no_face", ""))
 
     @staticmethod
     def _read(path: Path) -> dict | None:
@@ -79,13 +85,6 @@ class FeatureCache:
             return torch.load(path, weights_only=True)
         except Exception:  # torch.load raises many types on garbage (RuntimeError, UnpicklingError, IndexError...)
             return None
-
-    def _compute_entry(self, entry: ManifestEntry) -> dict:
-        try:
-            features = compute_features(entry, self.config)
-        except NoFaceError as e:
-            return {"no_face": str(e)}  # remembered: face detection is the expensive step
-        return {"mel": features.mel, "crops": features.crops}
 
     @staticmethod
     def _write(path: Path, stored: dict) -> None:

@@ -1,7 +1,9 @@
 """Utterances in memory and the named batch the model trains on.
 
-Loading policy (documented skips, counted and reported; everything else is an error naming the file):
-- a video in which no face is found at all is skipped (`no_face`): a centre crop is never passed off as lips;
+Loading policy (documented fallbacks and skips, counted and reported; everything else is an error naming the file):
+- a video in which no face is found at all runs on audio alone (`audio_only`, with a warning): its video stream is
+  blanked, as modality dropout and `modalities="audio"` blank it, and a centre crop is never passed off as lips.
+  A video-only configuration has nothing left to use, so there such an utterance is skipped (`no_face`);
 - an utterance with fewer fused frames than CTC needs (labels + adjacent repeats) is skipped (`too_short`),
   because its loss would be infinite.
 """
@@ -10,23 +12,21 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, LIP_PIXEL_MEAN, LIP_PIXEL_STD, Config
-from avasr.data.audio import AudioError, log_mel
+from avasr.data.audio import AudioError, load_speech
 from avasr.data.cache import FeatureCache, Features, compute_features
-from avasr.data.lips import NoFaceError
 from avasr.data.manifest import ManifestEntry, read_manifest
-from avasr.data.noisy import NoiseSpec, noisy_waveforms
 from avasr.data.video import VideoError
 from avasr.errors import AvasrError
 from avasr.text import encode
@@ -40,13 +40,20 @@ class DataError(AvasrError, ValueError):
     """Unusable files in a manifest; the message lists every one with its manifest line."""
 
 
+AUDIO_VISUAL = "audio+video"
+AUDIO_ONLY = "audio"
+
+
 @dataclass(frozen=True)
 class Utterance:
     id: str
+    speaker: str  # the manifest entry's speaker: babble for this utterance comes from other speakers
     audio: torch.Tensor  # shape = (n_mels, AUDIO_TIME_DOWNSAMPLING * T_v) float32, standardised log-mel
-    video: torch.Tensor  # shape = (T_v, lip_size, lip_size) uint8 lip crops
+    video: torch.Tensor  # shape = (T_v, lip_size, lip_size) uint8 lip crops; unused (zeros) when audio only
     targets: torch.Tensor  # shape = (L,) int64 label ids
     transcript: str
+    streams: str = AUDIO_VISUAL  # the streams its files gave: AUDIO_ONLY when its video has no face
+    speech: torch.Tensor | None = None  # shape = (N,) float32 clean speech at sample_rate, when asked to keep it
 
 
 class Batch(NamedTuple):
@@ -58,6 +65,9 @@ class Batch(NamedTuple):
     target_lengths: torch.Tensor  # (B,) int64
     transcripts: list[str]
     ids: list[str]
+    speakers: list[str]
+    streams: list[str]  # per row: AUDIO_VISUAL, or AUDIO_ONLY when the video had no face (its row is zeros)
+    speech: list[torch.Tensor]  # per row shape = (N_i,) clean speech, when the dataset keeps it; [] otherwise
 
     def keep_modalities(self, modalities: str) -> "Batch":
         """Blank the stream that `modalities` leaves out (zeros = the mean of standardised features)."""
@@ -73,10 +83,14 @@ class Batch(NamedTuple):
 @dataclass
 class LoadReport:
     loaded: int = 0
+    audio_only: list[str] = field(default_factory=list)  # loaded, but no face in the video: audio alone
     skipped: dict[str, list[str]] = field(default_factory=lambda: {"no_face": [], "too_short": []})
 
     def summary(self) -> str:
         parts = [f"{self.loaded} utterances loaded"]
+        if self.audio_only:
+            shown = ", ".join(self.audio_only[:5]) + (" ..." if len(self.audio_only) > 5 else "")
+            parts.append(f"{len(self.audio_only)} of them on audio alone (no face): {shown}")
         for reason, where in self.skipped.items():
             if where:
                 shown = ", ".join(where[:5]) + (" ..." if len(where) > 5 else "")
@@ -133,45 +147,51 @@ def load_features(entry: ManifestEntry, config: Config) -> Features:
     return FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
 
 
-def load_utterance(entry: ManifestEntry, config: Config, waveform: np.ndarray | None = None) -> Utterance:
-    """Featurise and align one manifest entry.
+def video_frames_of_audio(mel_frames: int, config: Config) -> int:
+    """The video frames a clip of `mel_frames` log-mel frames spans (centred STFT: N // hop + 1 frames)."""
+    return max(1, round((mel_frames - 1) / config.mel_frames_per_second * config.fps))
 
-    waveform: shape = (N,) at config.sample_rate, as long as the entry's resampled audio (noisy speech): its
-    log-mel replaces the audio file's; the lip crops are the clean ones all the same.
-    Raises AudioError / VideoError / NoFaceError naming the file.
+
+def load_utterance(entry: ManifestEntry, config: Config, keep_speech: bool = False) -> Utterance:
+    """Featurise and align one manifest entry; a video without a face gives an AUDIO_ONLY utterance whose frame
+    count comes from the audio. keep_speech: also hold the clean speech (for noise; see `Utterance.speech`).
+    Raises AudioError / VideoError naming the file.
     """
     features = load_features(entry, config)
-    mel = features.mel if waveform is None else log_mel(torch.from_numpy(waveform), config)  # (n_mels, T_a)
-    crops = features.crops  # (T_v, lip_size, lip_size)
-    check_durations(mel.shape[1], crops.shape[0], config, entry.audio_path, entry.video_path)
+    mel = features.mel  # (n_mels, T_a)
+    if features.no_face:
+        frames = video_frames_of_audio(mel.shape[1], config)
+        crops = torch.zeros(frames, config.lip_size, config.lip_size, dtype=torch.uint8)  # (T_v, H, W)
+    else:
+        crops = features.crops  # (T_v, lip_size, lip_size)
+        check_durations(mel.shape[1], crops.shape[0], config, entry.audio_path, entry.video_path)
     return Utterance(
         id=entry.utterance_id,
+        speaker=entry.speaker,
         audio=align_audio_to_video(mel, crops.shape[0], config),
         video=crops,
         targets=torch.tensor(encode(entry.transcript), dtype=torch.long),
         transcript=entry.transcript,
+        streams=AUDIO_ONLY if features.no_face else AUDIO_VISUAL,
+        speech=load_speech(entry.audio_path, config) if keep_speech else None,
     )
 
 
-def _load_or_error(job: tuple[ManifestEntry, Config, np.ndarray | None]) -> Utterance | Exception:
+def _load_or_error(job: tuple[ManifestEntry, Config, bool]) -> Utterance | Exception:
     """Pool-friendly: data errors come back as values so one bad file does not hide the others."""
     try:
         return load_utterance(*job)
-    except (AudioError, VideoError) as e:  # NoFaceError is a VideoError
+    except (AudioError, VideoError) as e:
         return e
     except OSError as e:  # a file that vanished or became unreadable after the manifest was checked
         return VideoError(f"cannot read {e.filename}: {e.strerror}" if e.filename else str(e))
 
 
 def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool,
-             waveforms: Sequence[np.ndarray] | None = None) -> list[Utterance | Exception]:
-    """Load entries in order, in `config.data_workers` processes (0 = all cores) when there is enough work.
-
-    waveforms: one per entry, replacing the audio files' (see `load_utterance`).
-    """
+             keep_speech: bool = False) -> list[Utterance | Exception]:
+    """Load entries in order, in `config.data_workers` processes (0 = all cores) when there is enough work."""
     workers = min(config.data_workers or os.cpu_count() or 1, len(entries))
-    waveforms = [None] * len(entries) if waveforms is None else waveforms
-    jobs = [(e, config, w) for e, w in zip(entries, waveforms)]
+    jobs = [(e, config, keep_speech) for e in entries]
     bar = dict(total=len(jobs), desc=desc, unit="utt", disable=not progress)
     if workers <= 1 or len(jobs) < MIN_UTTERANCES_PER_WORKER * 2:
         return [_load_or_error(j) for j in tqdm(jobs, **bar)]
@@ -181,30 +201,33 @@ def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: 
 
 
 class AVDataset(Dataset):
-    """Utterances held in memory (lip crops as uint8). Build it with `from_manifest`; with `noise`, each
-    utterance's speech is mixed with that noise before its log-mel (avasr.data.noisy), the lip crops stay clean."""
+    """Utterances held in memory (lip crops as uint8). Build it with `from_manifest`; with keep_speech, each
+    utterance also holds its clean speech, which noise needs (avasr.data.noisy_speech, avasr.augment)."""
 
     def __init__(self, utterances: list[Utterance], report: LoadReport | None = None):
         self.utterances = utterances
         self.report = report or LoadReport(loaded=len(utterances))
 
     @classmethod
-    def from_manifest(cls, path, config: Config, progress: bool = True,
-                      noise: NoiseSpec | None = None) -> "AVDataset":
+    def from_manifest(cls, path, config: Config, progress: bool = True, keep_speech: bool = False) -> "AVDataset":
         entries = read_manifest(path)
-        waveforms = noisy_waveforms(entries, noise, config, progress) if noise else None
         report, utterances, errors = LoadReport(), [], []
-        loads = load_all(entries, config, f"loading {Path(path).name}", progress, waveforms)
+        loads = load_all(entries, config, f"loading {Path(path).name}", progress, keep_speech)
         for entry, loaded in zip(entries, loads):
-            if isinstance(loaded, NoFaceError):
-                report.skipped["no_face"].append(f"{entry.where} ({loaded})")
-            elif isinstance(loaded, Exception):
+            if isinstance(loaded, Exception):
                 errors.append(f"{entry.where}: {loaded}")
+            elif loaded.streams == AUDIO_ONLY and config.modalities == "video":
+                report.skipped["no_face"].append(f"{entry.where} ({entry.video_path})")
             elif loaded.video.shape[0] < ctc_min_frames(loaded.targets.tolist()):
                 needed = ctc_min_frames(loaded.targets.tolist())
                 report.skipped["too_short"].append(f"{loaded.id} ({loaded.video.shape[0]} frames < {needed} needed)")
             else:
                 utterances.append(loaded)
+                if loaded.streams == AUDIO_ONLY:
+                    report.audio_only.append(f"{entry.where} ({entry.video_path})")
+        if report.audio_only:
+            warnings.warn(f"{path}: no face in {len(report.audio_only)} of {len(entries)} videos: those utterances "
+                          f"run on audio alone ({report.audio_only[0]}, ...)", stacklevel=2)
         if errors:
             raise DataError(f"{path}: {len(errors)} unusable utterance(s):\n" + "\n".join(f"  {e}" for e in errors))
         report.loaded = len(utterances)
@@ -220,7 +243,7 @@ class AVDataset(Dataset):
 
 
 def collate(utterances: Sequence[Utterance]) -> Batch:
-    """Pad a list of utterances into a Batch (zeros beyond each length)."""
+    """Pad a list of utterances into a Batch (zeros beyond each length, and for the video of AUDIO_ONLY ones)."""
     video_lengths = torch.tensor([u.video.shape[0] for u in utterances])
     target_lengths = torch.tensor([len(u.targets) for u in utterances])
     t_video, n_labels = int(video_lengths.max()), int(target_lengths.max())
@@ -230,7 +253,8 @@ def collate(utterances: Sequence[Utterance]) -> Batch:
     targets = torch.zeros(len(utterances), n_labels, dtype=torch.long)  # (B, L_max)
     for i, u in enumerate(utterances):
         audio[i, 0, :, : u.audio.shape[1]] = u.audio
-        video[i, : u.video.shape[0], 0] = lip_crops_to_tensor(u.video)
+        if u.streams != AUDIO_ONLY:
+            video[i, : u.video.shape[0], 0] = lip_crops_to_tensor(u.video)
         targets[i, : len(u.targets)] = u.targets
     return Batch(
         audio=audio,
@@ -241,4 +265,7 @@ def collate(utterances: Sequence[Utterance]) -> Batch:
         target_lengths=target_lengths,
         transcripts=[u.transcript for u in utterances],
         ids=[u.id for u in utterances],
+        speakers=[u.speaker for u in utterances],
+        streams=[u.streams for u in utterances],
+        speech=[u.speech for u in utterances] if all(u.speech is not None for u in utterances) else [],
     )

@@ -1,4 +1,6 @@
-"""Additive noise at a chosen signal-to-noise ratio: white, pink and babble, deterministic under a numpy Generator.
+"""Noise signals and their mixing at a chosen signal-to-noise ratio: white, pink and babble, deterministic under a
+numpy Generator. Which utterances get which noise (evaluation conditions, training augmentation) is elsewhere:
+`avasr.data.noisy_speech` and `avasr.augment`.
 
 Every waveform here is `shape = (N,)`, float, all at one sample rate (the caller's; nothing here depends on it).
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def babble(
     """Sum of `talkers` utterances drawn without replacement from `waveforms`, each equalised to unit RMS, each
     looped to `n` samples from a random offset; the sum is scaled to unit RMS. shape = (n,) float32
 
-    Pass utterances of speakers other than the one being corrupted (see `NoiseMixer`).
+    Pass utterances of speakers other than the one being corrupted (`avasr.data.noisy_speech.babble_pools`).
     """
     if talkers < 1:
         raise NoiseError(f"babble needs at least one talker, got talkers={talkers}")
@@ -119,51 +120,6 @@ def utterance_rng(seed: int, key: str) -> np.random.Generator:
     """A Generator that depends only on (seed, key): the same utterance gets the same noise whatever the order
     of evaluation, the number of workers or the model being evaluated."""
     return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
-
-
-@dataclass
-class NoiseMixer:
-    """Corrupts utterances with one kind of noise; all randomness comes from the Generator given per call.
-
-    Training augmentation: `mixer(speech, snr_db=rng.uniform(lo, hi), rng=rng, speaker=spk)` with the epoch's rng.
-    Fixed-SNR evaluation: `mixer(speech, snr_db=5.0, rng=utterance_rng(seed, utterance_id), speaker=spk)`.
-
-    babble_pool: utterances (shape = (M_i,)) that babble is drawn from; babble_speakers: the speaker of each,
-    so that `speaker` is never mixed with their own voice (empty: no exclusion).
-    """
-
-    kind: str
-    babble_pool: Sequence[np.ndarray] = ()
-    babble_speakers: Sequence[str] = ()
-    talkers: int = DEFAULT_BABBLE_TALKERS
-
-    def __post_init__(self):
-        if self.kind not in NOISE_KINDS:
-            raise NoiseError(f"unknown noise kind {self.kind!r} (known: {', '.join(NOISE_KINDS)})")
-        if self.babble_speakers and len(self.babble_speakers) != len(self.babble_pool):
-            raise NoiseError(
-                f"babble_speakers has {len(self.babble_speakers)} names for {len(self.babble_pool)} utterances"
-            )
-        if self.kind == "babble" and len(self.babble_pool) < self.talkers:
-            raise NoiseError(f"babble with {self.talkers} talkers needs a pool of at least {self.talkers} utterances")
-
-    def __call__(
-        self, speech: np.ndarray, snr_db: float, rng: np.random.Generator, speaker: str | None = None
-    ) -> np.ndarray:
-        """speech: shape = (N,) -> noisy speech, shape = (N,) float32 at exactly `snr_db`."""
-        noise = make_noise(self.kind, len(speech), rng, self._babble_pool_for(speaker), self.talkers)
-        return mix_at_snr(speech, noise, snr_db)
-
-    def _babble_pool_for(self, speaker: str | None) -> Sequence[np.ndarray]:
-        if self.kind != "babble" or speaker is None or not self.babble_speakers:
-            return self.babble_pool
-        others = [w for w, s in zip(self.babble_pool, self.babble_speakers) if s != speaker]
-        if len(others) < self.talkers:
-            raise NoiseError(
-                f"babble for speaker {speaker!r}: only {len(others)} utterances of other speakers, "
-                f"need {self.talkers}"
-            )
-        return others
 
 
 def _as_signal(signal: np.ndarray, name: str) -> np.ndarray:

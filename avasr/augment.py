@@ -1,0 +1,95 @@
+"""Training-time augmentation of a padded Batch: noise in the waveform, SpecAugment masks, blanked lip frames and
+modality dropout, each switched on by its Config field (all off by default).
+
+Per utterance, in this order:
+1. noise (probability `noise_prob`): a kind drawn from `noise_kinds`, an SNR drawn uniformly from `noise_snr_db`,
+   mixed into the clean speech as evaluation mixes it (avasr.data.noisy_speech); the log-mel is then recomputed.
+   Babble comes from other training speakers. This needs the training set loaded with keep_speech;
+2. `freq_masks` frequency masks and `audio_time_masks` time masks on the log-mel, `video_time_masks` on the lips;
+3. modality dropout (probability `modality_dropout`): audio or video, equally likely, blanked whole. Only an
+   utterance with both streams loses one: an audio-only one (no face) keeps its audio.
+Masked and blanked values are zeros, the mean of standardised features: what `modalities` blanking feeds too.
+
+All draws come from the Generator passed per batch; `fit` seeds one per epoch from (seed, epoch), so an epoch's
+augmentation is the same however the run got there (a resumed run continues it exactly).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
+from avasr.data.dataset import AUDIO_VISUAL, AVDataset, Batch
+from avasr.data.mixing import DEFAULT_BABBLE_TALKERS
+from avasr.data.noisy_speech import checked_babble_pools, mixed_speech, speech_features
+from avasr.errors import AvasrError
+
+BLANK_AUDIO_FIRST = 0.5  # modality dropout: the chance that the audio (not the video) is the stream blanked
+
+
+class AugmentError(AvasrError, ValueError):
+    """Augmentation that cannot run on the data given (e.g. noise without the speech it is mixed into)."""
+
+
+class Augmenter:
+    """`augmenter(batch, rng)` -> an augmented copy of the batch (see the module docstring)."""
+
+    def __init__(self, config: Config, train_set: AVDataset):
+        self.config = config
+        self.babble: dict[str, list[np.ndarray]] = {}  # utterance id -> the voices its babble is drawn from
+        if config.noise_prob == 0:
+            return
+        missing = [u.id for u in train_set.utterances if u.speech is None]
+        if missing:
+            raise AugmentError(f"noise_prob > 0 mixes noise into the speech: load the training set with "
+                               f"keep_speech=True ({len(missing)} utterances without, e.g. {missing[0]})")
+        if "babble" in config.noise_kinds:
+            pools = checked_babble_pools(train_set.utterances, DEFAULT_BABBLE_TALKERS)
+            self.babble = {u.id: pool for u, pool in zip(train_set.utterances, pools)}
+
+    @property
+    def active(self) -> bool:
+        c = self.config
+        return bool(c.noise_prob or c.freq_masks or c.audio_time_masks or c.video_time_masks or c.modality_dropout)
+
+    def __call__(self, batch: Batch, rng: np.random.Generator) -> Batch:
+        audio, video = batch.audio.clone(), batch.video.clone()  # (B, 1, n_mels, T_a), (B, T_v, 1, H, W)
+        for i in range(len(batch.ids)):
+            frames = int(batch.video_lengths[i])
+            if self.config.noise_prob and rng.random() < self.config.noise_prob:
+                audio[i, 0, :, : AUDIO_TIME_DOWNSAMPLING * frames] = self.noisy_features(batch, i, frames, rng)
+            self.mask(audio[i, 0], video[i], frames, rng)
+            if batch.streams[i] == AUDIO_VISUAL and rng.random() < self.config.modality_dropout:
+                (audio if rng.random() < BLANK_AUDIO_FIRST else video)[i] = 0.0
+        return batch._replace(audio=audio, video=video)
+
+    def noisy_features(self, batch: Batch, i: int, frames: int, rng: np.random.Generator) -> torch.Tensor:
+        """Row i's log-mel in a random noise at a random SNR. shape = (n_mels, AUDIO_TIME_DOWNSAMPLING * frames)"""
+        if not batch.speech:
+            raise AugmentError("noise_prob > 0 but the batch holds no speech: load the training set with keep_speech")
+        kinds, (low, high) = self.config.noise_kinds, self.config.noise_snr_db
+        kind, snr_db = kinds[rng.integers(len(kinds))], rng.uniform(low, high)
+        pool = self.babble.get(batch.ids[i], ())
+        talkers = min(DEFAULT_BABBLE_TALKERS, len(pool)) if kind == "babble" else DEFAULT_BABBLE_TALKERS
+        speech = mixed_speech(batch.speech[i], batch.ids[i], kind, snr_db, rng, pool, talkers)
+        return speech_features(speech, frames, self.config)
+
+    def mask(self, mel: torch.Tensor, lips: torch.Tensor, frames: int, rng: np.random.Generator) -> None:
+        """In place: mel shape = (n_mels, T_a), lips shape = (T_v, 1, H, W); only the first `frames` are real."""
+        c = self.config
+        for _ in range(c.freq_masks):
+            start, width = span(mel.shape[0], c.freq_mask_bands, rng)
+            mel[start:start + width] = 0.0
+        for _ in range(c.audio_time_masks):
+            start, width = span(AUDIO_TIME_DOWNSAMPLING * frames, AUDIO_TIME_DOWNSAMPLING * c.time_mask_frames, rng)
+            mel[:, start:start + width] = 0.0
+        for _ in range(c.video_time_masks):
+            start, width = span(frames, c.time_mask_frames, rng)
+            lips[start:start + width] = 0.0
+
+
+def span(length: int, max_width: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A random (start, width): width uniform in 0..min(max_width, length), the span inside 0..length."""
+    width = int(rng.integers(min(max_width, length) + 1))
+    return int(rng.integers(length - width + 1)), width
