@@ -45,9 +45,11 @@ PLOT_FILE = "training_curves.png"
 TAG_MAX_CHARS = 5000  # MLflow's limit on a tag value
 CHECKPOINT_TAG, ONNX_TAG, FINAL_TAG = "avasr.checkpoint", "avasr.onnx", "avasr.finalised"
 STORAGE_TAG = "avasr.storage"  # a sweep's (parent run's) folder: its Tune state, checkpoints and ONNX files
+TEST_MANIFEST_TAG = "avasr.test_manifest"  # a sweep's unseen-speaker test set (parent run), for later reports
 CHAMPION_ONNX = "champion.onnx"  # in that folder
 NOISY_VAL_METRIC = "val_wer_snr0_babble"  # the best checkpoint's val WER in babble at 0 dB, one fixed draw
 NOISY_VAL_NOISE = NoiseSpec("babble", snr_db=0.0, seed=0)
+SELECTION_METRICS = ("val_wer", NOISY_VAL_METRIC)  # what the champion may be chosen on
 
 
 class ShipError(AvasrError, RuntimeError):
@@ -70,6 +72,7 @@ class TrialSummary:
     checkpoint: str  # folder with best_model.pth; "" when none
     onnx_path: str
     test_wer: float = math.nan  # on the unseen test speakers (shown, never used to choose); nan without a test set
+    val_wer_snr0_babble: float = math.nan  # NOISY_VAL_METRIC: val WER in babble at 0 dB; nan when not measured
 
     @classmethod
     def from_run(cls, run) -> "TrialSummary":
@@ -82,7 +85,7 @@ class TrialSummary:
             latency_p50_ms=metrics.get("cpu_latency_ms_p50", math.nan),
             latency_p95_ms=metrics.get("cpu_latency_ms_p95", math.nan),
             checkpoint=tags.get(CHECKPOINT_TAG, ""), onnx_path=tags.get(ONNX_TAG, ""),
-            test_wer=metrics.get("test_wer", math.nan),
+            test_wer=metrics.get("test_wer", math.nan), val_wer_snr0_babble=metrics.get(NOISY_VAL_METRIC, math.nan),
         )
 
 
@@ -173,14 +176,19 @@ def pareto_front(trials: Sequence[TrialSummary]) -> list[TrialSummary]:
     return sorted(front, key=objectives)
 
 
-def choose_best(runs, max_params: int = DEFAULT_MAX_PARAMS,
-                max_latency_ms: float = DEFAULT_MAX_LATENCY_MS) -> TrialSummary | None:
-    """Lowest val WER among runs within both budgets (params < max_params, p50 <= max_latency_ms).
+def choose_best(runs, max_params: int = DEFAULT_MAX_PARAMS, max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
+                select_on: str = "val_wer") -> TrialSummary | None:
+    """Lowest `select_on` (one of SELECTION_METRICS) among runs within both budgets (params < max_params,
+    p50 <= max_latency_ms).
 
-    Ties go to the lower CER, then the faster model. Runs without a WER or a latency are never chosen.
+    Ties go to the lower val WER, then CER, then the faster model. Runs without that metric, a WER or a latency
+    are never chosen.
     """
-    eligible = [r for r in runs if comparable(r) and r.param_count < max_params and r.latency_p50_ms <= max_latency_ms]
-    return min(eligible, key=lambda r: (r.val_wer, r.val_cer, r.latency_p50_ms), default=None)
+    if select_on not in SELECTION_METRICS:
+        raise ShipError(f"cannot choose on {select_on!r}: choose from {', '.join(SELECTION_METRICS)}")
+    eligible = [r for r in runs if comparable(r) and math.isfinite(getattr(r, select_on))
+                and r.param_count < max_params and r.latency_p50_ms <= max_latency_ms]
+    return min(eligible, key=lambda r: (getattr(r, select_on), r.val_wer, r.val_cer, r.latency_p50_ms), default=None)
 
 
 def ship(champion: TrialSummary, tracking_uri: str, destination: Path) -> tuple[Path, str]:
@@ -249,7 +257,7 @@ def front_member(trials: Sequence[TrialSummary], run_id: str) -> TrialSummary:
 
 def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, max_params: int = DEFAULT_MAX_PARAMS,
                 max_latency_ms: float = DEFAULT_MAX_LATENCY_MS, destination: Path | None = None,
-                run_id: str | None = None) -> Shipped:
+                run_id: str | None = None, select_on: str = "val_wer") -> Shipped:
     """Ship a finished trial of a tracked sweep: the best within the budgets (which may differ from the sweep's), or
     the Pareto-front member `run_id` (budgets ignored: the user chose the trade-off). Parity-checked ONNX,
     registered as avasr@champion. Raises ShipError when there is nothing to ship."""
@@ -257,7 +265,7 @@ def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, ma
     if run_id:
         champion = front_member(trials, run_id)
     else:
-        champion = choose_best(trials, max_params, max_latency_ms)
+        champion = choose_best(trials, max_params, max_latency_ms, select_on)
         if champion is None:
             raise ShipError(f"sweep {parent.info.run_name!r}: none of its {len(trials)} finished trials is within "
                             f"the budgets (params < {max_params:,}, p50 <= {max_latency_ms:g} ms)")

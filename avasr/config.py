@@ -78,9 +78,9 @@ class Config:
     device: str = "auto"  # auto picks cuda when available
     seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
     # --- augmentation: training only, all off by default (the original trains on clean, whole inputs) ---------
-    # Additive noise is mixed into the waveform before its log-mel, as at evaluation (avasr.augment): the training
-    # set then keeps every utterance's clean speech in memory (16 kHz float32: about 64 kB per second of audio).
-    noise_prob: float = 0.0  # chance that a training utterance gets noise, each epoch anew
+    # chance that a training utterance gets noise, each epoch anew. It is mixed into the waveform before the log-mel,
+    # as at evaluation (avasr.augment), so the training set keeps its clean speech in memory (64 kB per second)
+    noise_prob: float = 0.0
     noise_kinds: tuple[str, ...] = NOISE_KINDS  # drawn uniformly; babble is other training speakers' speech
     noise_snr_db: tuple[float, ...] = (-10.0, 20.0)  # (low, high): each noisy utterance's SNR, drawn uniformly
     freq_masks: int = 0  # SpecAugment frequency masks per utterance, each 0..freq_mask_bands mel bands wide

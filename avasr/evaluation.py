@@ -35,6 +35,7 @@ class NoisyScore:
     wer: float
     cer: float
     wer_std: float  # population standard deviation of the draws' WERs; 0 for one draw
+    loss: float = float("nan")  # mean loss (training's objective) over utterances and draws
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def average_draws(snr_db: float, results: Sequence[dict]) -> NoisyScore:
     """One SNR's score from the `evaluate` results of its draws."""
     wers = [r["wer"] for r in results]
     return NoisyScore(snr_db, statistics.fmean(wers), statistics.fmean(r["cer"] for r in results),
-                      statistics.pstdev(wers))
+                      statistics.pstdev(wers), statistics.fmean(r["loss"] for r in results))
 
 
 def write_predictions(path: Path, result: dict) -> None:

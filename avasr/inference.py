@@ -4,20 +4,27 @@
     engine = AVASRInference("outputs/sweeps/NAME/champion.onnx")      # onnxruntime, CPU
     engine = AVASRInference("models:/avasr@champion")                 # the registered champion (set MLflow's URIs)
     engine.transcribe("clip.wav", "clip.mp4", transcript="bin blue at f two now")
-    # {"transcript": "bin blue at f two now", "wer": 0.0, "cer": 0.0, "latency_ms": 131.2,
+    # {"transcript": "bin blue at f two now", "wer": 0.0, "cer": 0.0, "latency_ms": 131.2, "input": "audio+video",
     #  "timings": {"audio_ms": 4.1, "video_ms": 38.0, "lips_ms": 52.3, "model_ms": 33.9, "decode_ms": 0.4}}
+    engine.transcribe("clip.wav", None)    # audio alone; engine.transcribe(None, "clip.mp4"): the lips alone
 
 The files go through the training pipeline itself (avasr.data: log-mel, frame-rate conversion, Haar lip crops,
 standardisation), so a deployed model sees exactly what it was trained on. `timings` breaks `latency_ms` (files on
 disk -> text) down by stage: audio (decode + resample + log-mel), video (decode + frame-rate conversion), lips (face
 detection + crops), model, decode (CTC). Threads: 1 by default for onnxruntime and PyTorch alike (see
 avasr.latency: one core's latency, stable on a shared machine).
+
+A missing stream is an input, not an error: the model gets zeros for it, as training's modality dropout and
+`modalities` blanking feed it. A video in which no face is found runs on the audio alone, with a warning; the
+result's "input" says which streams the model got.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,10 +37,11 @@ import onnx
 import torch
 
 from avasr.checkpoint import load_model
-from avasr.config import Config
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
 from avasr.data.audio import load_log_mel
-from avasr.data.dataset import align_audio_to_video, check_durations, keep_modalities, lip_crops_to_tensor
-from avasr.data.lips import LipCropper, default_cropper
+from avasr.data.dataset import (AUDIO_ONLY, AUDIO_VISUAL, align_audio_to_video, check_durations, keep_modalities,
+                                lip_crops_to_tensor, video_frames_of_audio)
+from avasr.data.lips import LipCropper, NoFaceError, default_cropper
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
 from avasr.decode import Lexicon, decode
@@ -49,6 +57,7 @@ DEVICES = ("cpu", "cuda", "onnx")
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 ONNX_SUFFIX = ".onnx"
 STAGES = ("audio_ms", "video_ms", "lips_ms", "model_ms", "decode_ms")
+VIDEO_ONLY = "video"
 
 
 class InferenceError(AvasrError, ValueError):
@@ -150,31 +159,60 @@ class AVASRInference:
         self.cropper = cropper or default_cropper(self.config)
 
     # --- files -> model inputs ---------------------------------------------------------------------------------
-    def features(self, audio_path: str | Path, video_path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Files -> audio (1, 1, n_mels, 4T), video (1, T, 1, H, W) and the stages' times in ms.
+    def features(self, audio_path: str | Path | None,
+                 video_path: str | Path | None) -> tuple[torch.Tensor, torch.Tensor, dict, str]:
+        """Files -> audio (1, 1, n_mels, 4T), video (1, T, 1, H, W), the stages' times in ms (0 for a stage
+        without its file) and the streams the model gets ("audio+video", "audio" or "video"; a missing one is zeros).
 
-        Raises AudioError / VideoError / NoFaceError naming the file, as training does."""
-        timings = {}
-        with _timed(timings, "audio_ms"):
-            mel = load_log_mel(audio_path, self.config)  # (n_mels, T_a)
+        Raises AudioError / VideoError naming the file, as training does; NoFaceError only without audio to fall
+        back on (or for a video-only model)."""
+        if audio_path is None and video_path is None:
+            raise InferenceError("transcribe needs an audio file, a video file or both; got neither")
+        timings = dict.fromkeys(("audio_ms", "video_ms", "lips_ms"), 0.0)
+        mel = crops = None
+        if audio_path is not None:
+            with _timed(timings, "audio_ms"):
+                mel = load_log_mel(audio_path, self.config)  # (n_mels, T_a)
+        if video_path is not None:
+            crops = self.lip_crops(video_path, timings, fall_back=mel is not None)  # (T_v, S, S) or None
+        if crops is None:  # audio alone
+            frames = video_frames_of_audio(mel.shape[1], self.config)
+            video = torch.zeros(1, frames, 1, self.config.lip_size, self.config.lip_size)  # (1, T_v, 1, S, S)
+        else:
+            video = lip_crops_to_tensor(torch.from_numpy(crops))[None, :, None]  # (1, T_v, 1, S, S)
+        frames = video.shape[1]
+        if mel is None:  # the lips alone
+            audio = torch.zeros(1, 1, self.config.n_mels, AUDIO_TIME_DOWNSAMPLING * frames)  # (1, 1, n_mels, 4 T_v)
+        else:
+            if crops is not None:
+                check_durations(mel.shape[1], frames, self.config, audio_path, video_path)
+            audio = align_audio_to_video(mel, frames, self.config)[None, None]  # (1, 1, n_mels, 4 T_v)
+        streams = AUDIO_VISUAL if mel is not None and crops is not None else AUDIO_ONLY if crops is None else VIDEO_ONLY
+        return (*keep_modalities(audio, video, self.config.modalities), timings, streams)
+
+    def lip_crops(self, video_path: str | Path, timings: dict, fall_back: bool) -> np.ndarray | None:
+        """The video's lip crops, shape = (T_v, S, S) uint8; None (with a warning) when no face is found and
+        `fall_back` says there is audio to run on, unless the model reads lips only."""
         with _timed(timings, "video_ms"):
             frames, fps = read_gray_frames(video_path)  # (T, H, W)
             frames = resample_frames(frames, fps, self.config.fps)
-        with _timed(timings, "lips_ms"):
-            crops = self.cropper.crop(frames, self.config.lip_size, where=str(video_path)).crops  # (T_v, S, S)
-        check_durations(mel.shape[1], len(crops), self.config, audio_path, video_path)
-        audio = align_audio_to_video(mel, len(crops), self.config)[None, None]  # (1, 1, n_mels, 4 T_v)
-        video = lip_crops_to_tensor(torch.from_numpy(crops))[None, :, None]  # (1, T_v, 1, S, S)
-        return (*keep_modalities(audio, video, self.config.modalities), timings)
+        try:
+            with _timed(timings, "lips_ms"):
+                return self.cropper.crop(frames, self.config.lip_size, where=str(video_path)).crops
+        except NoFaceError as e:
+            if not fall_back or self.config.modalities == VIDEO_ONLY:
+                raise
+            warnings.warn(f"{e}: transcribing the audio alone", stacklevel=3)
+            return None
 
     # --- transcription -----------------------------------------------------------------------------------------
-    def transcribe(self, audio_path: str | Path, video_path: str | Path, transcript: str | None = None) -> dict:
-        """One utterance from files -> {"transcript", "wer", "cer", "latency_ms", "timings"}.
-
-        wer and cer are None without a reference `transcript`."""
+    def transcribe(self, audio_path: str | Path | None, video_path: str | Path | None,
+                   transcript: str | None = None) -> dict:
+        """One utterance from files (either may be None) -> {"transcript", "wer", "cer", "latency_ms", "timings",
+        "input"}. wer and cer are None without a reference `transcript`; "input" is the streams the model got."""
         with _threads(self.options.threads):
             started = time.perf_counter()
-            audio, video, timings = self.features(audio_path, video_path)
+            audio, video, timings, streams = self.features(audio_path, video_path)
             lengths = torch.tensor([video.shape[1]])
             with _timed(timings, "model_ms"):
                 log_probs = self.backend.log_probs(audio, video, lengths)  # (1, T, C)
@@ -182,9 +220,10 @@ class AVASRInference:
                 text = self.decode(log_probs, lengths)[0]
             latency_ms = (time.perf_counter() - started) * MS_PER_S
         result = {"transcript": text, "wer": None, "cer": None, "latency_ms": latency_ms,
-                  "timings": {k: timings[k] for k in STAGES}}
+                  "timings": {k: timings[k] for k in STAGES}, "input": streams}
         if transcript is not None:
-            reference = normalize(transcript, where=f"the reference of {audio_path}")  # as manifests' transcripts
+            where = f"the reference of {audio_path or video_path}"
+            reference = normalize(transcript, where=where)  # as manifests' transcripts
             result |= {"wer": word_error_rate([reference], [text]), "cer": character_error_rate([reference], [text])}
         return result
 
@@ -192,12 +231,13 @@ class AVASRInference:
         """Every line of a manifest, in order: transcribe's result plus "id", "reference", "where".
 
         A bad manifest raises ManifestError listing its bad lines. An utterance whose files cannot be used
-        (unreadable, no face, durations that disagree) gives {"id", "where", "error"} and the others go on."""
+        (unreadable, durations that disagree) gives {"id", "where", "error"} and the others go on; one whose video
+        has no face runs on its audio alone (its "input" says so)."""
         for entry in read_manifest(path):
             base = {"id": entry.utterance_id, "where": entry.where}
             try:
                 result = self.transcribe(entry.audio_path, entry.video_path, entry.transcript)
-            except AvasrError as e:  # AudioError, VideoError, NoFaceError: each names its file
+            except AvasrError as e:  # AudioError, VideoError: each names its file
                 yield base | {"error": str(e)}
                 continue
             except OSError as e:  # a file that vanished or became unreadable after the manifest was read
@@ -235,7 +275,8 @@ def corpus_scores(results: list[dict]) -> dict:
     done = [r for r in results if "error" not in r]
     refs, hyps = [r["reference"] for r in done], [r["transcript"] for r in done]
     scores = {"utterances": len(done), "failed": len(results) - len(done), "wer": None, "cer": None,
-              "latency_ms_mean": None, "latency_ms_p50": None}  # None, not NaN: the CLI prints JSON
+              "latency_ms_mean": None, "latency_ms_p50": None,  # None, not NaN: the CLI prints JSON
+              "inputs": dict(Counter(r["input"] for r in done))}  # how many ran on both streams, on one
     if done:
         latencies = np.array([r["latency_ms"] for r in done])
         scores |= {"wer": word_error_rate(refs, hyps), "cer": character_error_rate(refs, hyps),

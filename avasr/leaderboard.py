@@ -25,16 +25,18 @@ def ranked(trials: Sequence[TrialSummary]) -> list[TrialSummary]:
 def leaderboard(trials: Sequence[TrialSummary], champion: TrialSummary | None = None) -> str:
     """A text table of the trials, best val WER first; `*` marks the champion, `P` the Pareto front."""
     front = {t.run_id for t in pareto_front(trials)}
-    header = (f"{'':2} {'fusion':<10} {'dropout':>7} {'lr':>9} {'WER':>6} {'CER':>6} {'test WER':>8} {'params':>9} "
-              f"{'p50 ms':>7} status")
+    header = (f"{'':2} {'fusion':<10} {'dropout':>7} {'lr':>9} {'WER':>6} {'CER':>6} {'0dB WER':>7} {'test WER':>8} "
+              f"{'params':>9} {'p50 ms':>7} status")
     lines = [header, "-" * len(header)]
     for t in ranked(trials):
         mark = (CHAMPION_MARK if champion is not None and t.run_id == champion.run_id else "") + (
             FRONT_MARK if t.run_id in front else "")
         lines.append(f"{mark:2} {t.fusion:<10} {t.dropout:>7.3g} {t.lr:>9.2e} {t.val_wer:>6.3f} {t.val_cer:>6.3f} "
-                     f"{t.test_wer:>8.3f} {t.param_count:>9,} {t.latency_p50_ms:>7.1f} {t.status}")
-    lines.append(f"{CHAMPION_MARK}: champion (lowest val WER within the budgets)   {FRONT_MARK}: Pareto front "
-                 "(no trial has lower-or-equal val WER, p50 and params with one strictly lower)")
+                     f"{t.val_wer_snr0_babble:>7.3f} {t.test_wer:>8.3f} {t.param_count:>9,} {t.latency_p50_ms:>7.1f} "
+                     f"{t.status}")
+    lines.append(f"{CHAMPION_MARK}: champion (lowest WER, or 0dB WER with --select-on, within the budgets)   "
+                 f"{FRONT_MARK}: Pareto front (no trial has lower-or-equal val WER, p50 and params with one strictly "
+                 "lower)   0dB WER: val WER in babble at 0 dB")
     return "\n".join(lines)
 
 
@@ -45,7 +47,8 @@ def leaderboard_table(trials: Sequence[TrialSummary], champion: TrialSummary | N
     return {
         "run_id": [t.run_id for t in rows], "fusion": [t.fusion for t in rows], "dropout": [t.dropout for t in rows],
         "lr": [t.lr for t in rows], "val_wer": [t.val_wer for t in rows], "val_cer": [t.val_cer for t in rows],
-        "test_wer": [t.test_wer for t in rows], "param_count": [t.param_count for t in rows],
+        "val_wer_snr0_babble": [t.val_wer_snr0_babble for t in rows], "test_wer": [t.test_wer for t in rows],
+        "param_count": [t.param_count for t in rows],
         "cpu_latency_ms_p50": [t.latency_p50_ms for t in rows], "status": [t.status for t in rows],
         "pareto_front": [t.run_id in front for t in rows],
         "champion": [champion is not None and t.run_id == champion.run_id for t in rows],

@@ -39,8 +39,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from tqdm.auto import tqdm
 
 from avasr import tracking
-from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, STORAGE_TAG, TAG_MAX_CHARS,
-                            TrialSummary, choose_best, finalise_trial, ship)
+from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, SELECTION_METRICS, STORAGE_TAG,
+                            TAG_MAX_CHARS, TEST_MANIFEST_TAG, TrialSummary, choose_best, finalise_trial, ship)
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
 from avasr.data.dataset import AVDataset, load_all
@@ -104,6 +104,8 @@ class SweepOptions:
     cache_dir: str = "data/cache"  # feature cache: warmed once by the driver, read by every trial
     max_params: int = DEFAULT_MAX_PARAMS  # budget: the champion has fewer parameters
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS  # budget: ONNX Runtime CPU p50, batch 1, 5 s input, one thread
+    # what the champion is chosen on within the budgets: val WER, or val WER in babble at 0 dB (for noisy use)
+    select_on: str = "val_wer"
     ship: bool = True  # export the best run, check parity, register it as avasr@champion
     resume: bool = False  # continue an interrupted sweep of the same name
 
@@ -235,7 +237,8 @@ def open_parent_run(client: MlflowClient, options: SweepOptions, experiment_path
               "scheduler": options.scheduler or space.scheduler, "corpus_id": corpus, "seed": options.seed,
               "max_params": options.max_params, "max_latency_ms": options.max_latency_ms}
     parent = tracking.start_parent_run(client, experiment_id, options.name, params,
-                                       {"avasr.space_file": str(space.path), STORAGE_TAG: str(experiment_path)})
+                                       {"avasr.space_file": str(space.path), STORAGE_TAG: str(experiment_path),
+                                        TEST_MANIFEST_TAG: resolved_test_manifest(options)})
     experiment_path.mkdir()
     state = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent}
     state_file.write_text(json.dumps(state, indent=2) + "\n")
@@ -269,6 +272,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     """Run (or resume) a sweep, finalise every trial in MLflow, ship the best. See the module docstring."""
     if options.scheduler not in (None, *SCHEDULERS):
         raise SweepError(f"unknown scheduler {options.scheduler!r}: choose from {', '.join(SCHEDULERS)}")
+    if options.select_on not in SELECTION_METRICS:
+        raise SweepError(f"unknown --select-on {options.select_on!r}: choose from {', '.join(SELECTION_METRICS)}")
     if options.resource_wait_s <= 0 or options.mlflow_wait_s < 0:
         raise SweepError(f"resource_wait_s must be positive and mlflow_wait_s at least 0, got "
                          f"{options.resource_wait_s:g} and {options.mlflow_wait_s:g}")
@@ -288,7 +293,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         interrupted = run_trials(options, space, param_space, base, tracking_uri, experiment_id, parent_run_id,
                                  corpus)
         trials = tuple(TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id))
-        champion = choose_best(trials, options.max_params, options.max_latency_ms)
+        champion = choose_best(trials, options.max_params, options.max_latency_ms, options.select_on)
         onnx_path = version = ship_error = None
         if champion is not None and options.ship and not interrupted:
             try:

@@ -12,7 +12,7 @@ after a sweep run with --no-ship.
 import argparse
 from pathlib import Path
 
-from avasr.champion import export_best, pareto_front, sweep_trials
+from avasr.champion import SELECTION_METRICS, export_best, pareto_front, sweep_trials
 from avasr.cli import add_dataclass_arguments, run
 from avasr.leaderboard import leaderboard
 from avasr.sweep import PROJECT_DIR, SweepOptions
@@ -21,7 +21,8 @@ from avasr.tracking import check_tracking_uri, resolve_tracking_uri
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_arguments(parser, SweepOptions, fields=("experiment", "mlflow_uri", "max_params", "max_latency_ms"))
+    add_dataclass_arguments(parser, SweepOptions, fields=("experiment", "mlflow_uri", "max_params", "max_latency_ms",
+                                                          "select_on"), choices={"select_on": SELECTION_METRICS})
     parser.add_argument("--sweep", help="the sweep's name (its parent run, --name of sweep_fusion.py); default: "
                                         "the newest sweep of the experiment")
     parser.add_argument("--list-front", action="store_true", help="print the sweep's Pareto front and stop")
@@ -44,7 +45,7 @@ def main() -> int:
                   f"{t.param_count:>9,} params")
         return 0
     shipped = export_best(tracking_uri, args.experiment, args.sweep, args.max_params, args.max_latency_ms, args.out,
-                          run_id=args.run)
+                          run_id=args.run, select_on=args.select_on)
     print(leaderboard(shipped.trials, shipped.champion))
     best = shipped.champion
     print(f"\nshipped: {best.fusion} (val WER {best.val_wer:.3f}, p50 {best.latency_p50_ms:.1f} ms), run {best.run_id}")

@@ -10,6 +10,7 @@ run within the parameter and latency budgets is exported to ONNX and registered 
 import argparse
 from pathlib import Path
 
+from avasr.champion import SELECTION_METRICS
 from avasr.cli import add_dataclass_arguments, run
 from avasr.corpus.synth import build_corpus
 from avasr.spaces import available_spaces
@@ -24,7 +25,8 @@ FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_arguments(parser, SweepOptions, choices={"scheduler": SCHEDULERS}, defaults={
+    add_dataclass_arguments(parser, SweepOptions, choices={"scheduler": SCHEDULERS, "select_on": SELECTION_METRICS},
+                            defaults={
         "train_manifest": f"{SWEEP_CORPUS}/train_manifest.txt", "val_manifest": f"{SWEEP_CORPUS}/val_manifest.txt",
         "test_manifest": None})
     parser.epilog = (f"spaces: {', '.join(available_spaces())}. --test-manifest defaults to the built-in corpus's "

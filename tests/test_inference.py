@@ -72,27 +72,32 @@ def test_transcribe_gives_text_scores_and_the_stage_timings(model_files):
     engine = AVASRInference(checkpoint)
     audio, video = clips[0]
     result = engine.transcribe(audio, video, transcript="Bin  blue.")  # normalised like a manifest's transcript
-    assert set(result) == {"transcript", "wer", "cer", "latency_ms", "timings"} and result["transcript"]
+    assert set(result) == {"transcript", "wer", "cer", "latency_ms", "timings", "input"} and result["transcript"]
+    assert result["input"] == "audio+video"
     assert result["wer"] == word_error_rate(["bin blue"], [result["transcript"]])
     assert result["cer"] == character_error_rate(["bin blue"], [result["transcript"]])
     assert tuple(result["timings"]) == STAGES and all(t > 0 for t in result["timings"].values())
     assert engine.transcribe(audio, video)["wer"] is None  # no reference, no score
-    audio_in, video_in, _ = engine.features(audio, video)
+    audio_in, video_in, _, _ = engine.features(audio, video)
     frames = round(CLIP_SECONDS[0] * TINY.fps)
     assert audio_in.shape == (1, 1, TINY.n_mels, AUDIO_TIME_DOWNSAMPLING * frames)
     assert video_in.shape == (1, frames, 1, TINY.lip_size, TINY.lip_size)
 
 
-def test_a_manifest_goes_on_past_a_clip_without_a_face_and_counts_it(model_files, tmp_path):
+def test_a_manifest_runs_a_clip_without_a_face_on_audio_and_goes_on_past_a_broken_one(model_files, tmp_path):
     checkpoint, _, clips, _ = model_files
     faceless = write_clip(tmp_path, "noface", 1.2, face=False)
-    manifest = write_manifest(tmp_path / "m.txt", [(*clips[0], "bin blue"), (*faceless, "lay red")])
-    results = list(AVASRInference(checkpoint).transcribe_manifest(manifest))
-    assert [r["id"] for r in results] == ["clips/u0", f"{tmp_path.name}/noface"]
-    assert results[0]["reference"] == "bin blue" and "transcript" in results[0]
-    assert results[1]["error"].startswith(f"{faceless[1]}: no face found")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF, but not a WAV")
+    manifest = write_manifest(tmp_path / "m.txt", [(*clips[0], "bin blue"), (*faceless, "lay red"),
+                                                   (tmp_path / "broken.wav", clips[0][1], "set")])
+    with pytest.warns(UserWarning, match="noface.mp4: no face found .*: transcribing the audio alone"):
+        results = list(AVASRInference(checkpoint).transcribe_manifest(manifest))
+    assert [r["id"] for r in results] == ["clips/u0", f"{tmp_path.name}/noface", f"{tmp_path.name}/broken"]
+    assert results[0]["reference"] == "bin blue" and results[0]["input"] == "audio+video"
+    assert results[1]["input"] == "audio" and results[1]["timings"]["lips_ms"] > 0  # it searched, then fell back
+    assert results[2]["error"].startswith(f"{tmp_path}/broken.wav: cannot read audio")
     scores = corpus_scores(results)
-    assert (scores["utterances"], scores["failed"]) == (1, 1) and scores["wer"] == results[0]["wer"]
+    assert (scores["utterances"], scores["failed"]) == (2, 1) and scores["inputs"] == {"audio+video": 1, "audio": 1}
 
 
 def test_bad_sources_and_devices_are_clear_errors(model_files, tmp_path):
@@ -127,11 +132,32 @@ def test_an_onnx_file_with_other_input_names_is_refused_with_the_names_it_needs(
         AVASRInference(tmp_path / "old.onnx")
 
 
-def test_a_face_video_through_a_checkpoint_on_a_face_less_clip_names_the_file(model_files, tmp_path):
+def test_one_stream_alone_is_an_input_and_its_other_stream_is_zeros(model_files, tmp_path):
+    checkpoint, _, clips, _ = model_files
+    engine = AVASRInference(checkpoint)
+    (audio, video), frames = clips[0], round(CLIP_SECONDS[0] * TINY.fps)
+    both_audio, both_video, _, _ = engine.features(audio, video)
+    audio_in, video_in, timings, streams = engine.features(audio, None)
+    assert streams == "audio" and torch.equal(audio_in, both_audio) and timings["video_ms"] == timings["lips_ms"] == 0
+    assert torch.equal(video_in, torch.zeros(1, frames, 1, TINY.lip_size, TINY.lip_size))
+    audio_in, video_in, timings, streams = engine.features(None, video)
+    assert streams == "video" and torch.equal(video_in, both_video) and timings["audio_ms"] == 0
+    assert torch.equal(audio_in, torch.zeros(1, 1, TINY.n_mels, AUDIO_TIME_DOWNSAMPLING * frames))
+    assert engine.transcribe(None, video, "bin blue")["input"] == "video"
+    with pytest.raises(InferenceError, match="needs an audio file, a video file or both; got neither"):
+        engine.transcribe(None, None)
+
+
+def test_a_face_less_clip_without_audio_to_fall_back_on_names_the_file(model_files, tmp_path):
     checkpoint, _, _, _ = model_files
     audio, video = write_clip(tmp_path, "noface", 1.2, face=False)
     with pytest.raises(NoFaceError, match="noface.mp4: no face found"):
-        AVASRInference(checkpoint).transcribe(audio, video)
+        AVASRInference(checkpoint).transcribe(None, video)
+    video_model = tmp_path / "video.pth"
+    save_checkpoint(video_model, {"config": TINY.replace(modalities="video").to_dict(),
+                                  "model": build_model(TINY).state_dict()})
+    with pytest.raises(NoFaceError, match="noface.mp4: no face found"):
+        AVASRInference(video_model).transcribe(audio, video)
 
 
 def test_export_onnx_from_a_checkpoint_matches_its_transcripts(model_files, tmp_path):
@@ -166,7 +192,7 @@ def test_int8_models_transcribe_like_fp32_and_keep_the_metadata(model_files, tmp
     assert read_config(int8) == TINY
     fp32_engine, int8_engine = AVASRInference(onnx_path), AVASRInference(int8)
     for audio, video in clips:
-        audio_in, video_in, _ = fp32_engine.features(audio, video)
+        audio_in, video_in, _, _ = fp32_engine.features(audio, video)
         expected, actual = fp32_engine.log_probs(audio_in, video_in), int8_engine.log_probs(audio_in, video_in)
         agree = (expected.argmax(-1) == actual.argmax(-1)).float().mean().item()
         print(f"{method} {video.name}: max |diff| {(expected - actual).abs().max():.3f}, argmax agree {agree:.3f}")
@@ -184,7 +210,7 @@ def test_files_become_exactly_the_features_training_sees(model_files):
     checkpoint, _, clips, manifest = model_files
     engine = AVASRInference(checkpoint)
     for entry in read_manifest(manifest):
-        audio, video, _ = engine.features(entry.audio_path, entry.video_path)
+        audio, video, _, _ = engine.features(entry.audio_path, entry.video_path)
         batch = collate([load_utterance(entry, TINY.replace(cache_dir=""))])  # computed, not cached
         assert torch.equal(audio, batch.audio) and torch.equal(video, batch.video)
 
@@ -212,7 +238,7 @@ def test_a_single_modality_model_gets_the_other_stream_blanked_as_in_training(mo
     config = TINY.replace(modalities="audio")
     checkpoint = tmp_path / "audio_only.pth"
     save_checkpoint(checkpoint, {"config": config.to_dict(), "model": build_model(config).state_dict()})
-    audio, video, _ = AVASRInference(checkpoint).features(*clips[0])
+    audio, video, _, _ = AVASRInference(checkpoint).features(*clips[0])
     batch = collate([load_utterance(read_manifest(manifest)[0], config.replace(cache_dir=""))])
     assert not video.any() and torch.equal(audio, batch.audio)
     assert torch.equal(video, batch.keep_modalities("audio").video)

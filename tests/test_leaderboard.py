@@ -17,7 +17,7 @@ def trial(name: str, wer: float, p50: float = 10.0, params: int = 1000, cer: flo
           fusion: str | None = None) -> TrialSummary:
     return TrialSummary(run_id=name, trial_id=name, status="FINISHED", fusion=fusion or name, dropout=0.1, lr=1e-3,
                         val_wer=wer, val_cer=cer, param_count=params, latency_p50_ms=p50, latency_p95_ms=p50,
-                        checkpoint="", onnx_path="", test_wer=wer + 0.01)
+                        checkpoint="", onnx_path="", test_wer=wer + 0.01, val_wer_snr0_babble=wer + 0.3)
 
 
 def names(trials) -> list[str]:
@@ -64,10 +64,11 @@ def test_leaderboard_sorts_by_wer_and_marks_the_champion_and_the_front():
     rows = [line.split() for line in lines[2:-1]]
     assert [row[:2] for row in rows[:2]] == [["*P", "simple"], ["P", "weighted"]]
     assert [row[0] for row in rows[2:]] == ["adaptive", "attention"]  # unmarked: dominated, and no WER
-    assert rows[0][6] == "0.210"  # test WER beside val WER
+    assert rows[0][6:8] == ["0.500", "0.210"]  # val WER in babble at 0 dB, and test WER, beside val WER
     table = leaderboard_table(runs, champion=runs[1])
     assert table["run_id"] == ["simple", "weighted", "adaptive", "attention"]
     assert table["pareto_front"] == [True, True, False, False] and table["champion"] == [True, False, False, False]
+    assert table["val_wer_snr0_babble"][:2] == [0.5, 0.7]
 
 
 def test_the_parent_run_gets_the_leaderboard_table_and_the_pareto_plot(tmp_path):

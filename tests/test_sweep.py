@@ -2,6 +2,7 @@
 Ray (2 CPUs) with a real sqlite MLflow store, tracked and shipped. Faults (stops, crashes, interrupts, a tracking
 server going down) are tests/test_faults.py's."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -16,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from avasr.config import Config
 from avasr.model import build_model, count_parameters
-from avasr.champion import ShipError, TrialSummary, choose_best, export_best, pareto_front
+from avasr.champion import NOISY_VAL_METRIC, ShipError, TrialSummary, choose_best, export_best, pareto_front
 from avasr.spaces import SpaceError, available_spaces, load_space
 from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, corpus_id, make_scheduler, plan_resources, run_sweep
 from avasr.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_TAG, URI_ENV_VARS, TrackingError,
@@ -127,6 +128,17 @@ def test_choose_best_is_the_lowest_wer_within_both_budgets():
     assert choose_best(runs, max_params=6_000_000, max_latency_ms=100.0).run_id == "big"
     assert choose_best(runs, max_params=5_000_000, max_latency_ms=200.0).run_id == "slow"
     assert choose_best(runs, max_params=100, max_latency_ms=100.0) is None
+
+
+def test_the_champion_can_be_chosen_on_the_noisy_val_wer():
+    robust = dataclasses.replace(summary("robust", 0.30), val_wer_snr0_babble=0.40)
+    fragile = dataclasses.replace(summary("fragile", 0.20), val_wer_snr0_babble=0.90)
+    unmeasured = summary("unmeasured", 0.10)  # no noisy WER: never chosen on it
+    runs = [robust, fragile, unmeasured]
+    assert choose_best(runs).run_id == "unmeasured"
+    assert choose_best(runs, select_on=NOISY_VAL_METRIC).run_id == "robust"
+    with pytest.raises(ShipError, match="cannot choose on 'test_wer': choose from val_wer, val_wer_snr0_babble"):
+        choose_best(runs, select_on="test_wer")
 
 
 # --- the MLflow store --------------------------------------------------------------------------------------------
