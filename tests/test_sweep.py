@@ -19,7 +19,8 @@ from avasr.config import Config
 from avasr.model import build_model, count_parameters
 from avasr.champion import NOISY_VAL_METRIC, ShipError, TrialSummary, choose_best, export_best, pareto_front
 from avasr.spaces import SpaceError, available_spaces, load_space
-from avasr.sweep import DEFAULT_EXPERIMENT, SweepError, corpus_id, make_scheduler, plan_resources, run_sweep
+from avasr.sweep import (DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, make_scheduler, plan_resources,
+                         run_sweep)
 from avasr.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_TAG, URI_ENV_VARS, TrackingError,
                             check_tracking_uri, global_uris, resolve_tracking_uri)
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
@@ -139,6 +140,14 @@ def test_the_champion_can_be_chosen_on_the_noisy_val_wer():
     assert choose_best(runs, select_on=NOISY_VAL_METRIC).run_id == "robust"
     with pytest.raises(ShipError, match="cannot choose on 'test_wer': choose from val_wer, val_wer_snr0_babble"):
         choose_best(runs, select_on="test_wer")
+
+
+def test_a_sweep_choosing_on_an_unknown_metric_is_refused_before_ray_starts(tmp_path):
+    bad = SweepOptions(train_manifest="t.txt", val_manifest="v.txt", select_on="test_wer",
+                       storage_path=str(tmp_path / "sweeps"))
+    with pytest.raises(SweepError, match="unknown --select-on 'test_wer': choose from val_wer, val_wer_snr0_babble"):
+        run_sweep(bad)
+    assert not (tmp_path / "sweeps").exists()
 
 
 # --- the MLflow store --------------------------------------------------------------------------------------------
