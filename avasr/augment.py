@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
-from avasr.data.dataset import AUDIO_VISUAL, AVDataset, Batch
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, Config
+from avasr.data.dataset import AVDataset, Batch
 from avasr.data.mixing import DEFAULT_BABBLE_TALKERS
 from avasr.data.noisy_speech import checked_babble_pools, mixed_speech, speech_features
 from avasr.errors import AvasrError

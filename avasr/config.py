@@ -25,7 +25,8 @@ FUSIONS = ("simple", "weighted", "attention", "adaptive")
 DECODERS = ("greedy", "beam")
 LR_SCHEDULES = ("plateau", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
-MODALITIES = ("audio", "video", "audio+video")
+AUDIO_ONLY, VIDEO_ONLY, AUDIO_VISUAL = "audio", "video", "audio+video"  # the streams a model is fed
+MODALITIES = (AUDIO_ONLY, VIDEO_ONLY, AUDIO_VISUAL)
 
 
 class ConfigError(AvasrError, ValueError):

@@ -37,10 +37,10 @@ import onnx
 import torch
 
 from avasr.checkpoint import load_model
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
+from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, VIDEO_ONLY, Config
 from avasr.data.audio import load_log_mel
-from avasr.data.dataset import (AUDIO_ONLY, AUDIO_VISUAL, align_audio_to_video, check_durations, keep_modalities,
-                                lip_crops_to_tensor, video_frames_of_audio)
+from avasr.data.dataset import (align_audio_to_video, check_durations, keep_modalities, lip_crops_to_tensor,
+                                video_frames_of_audio)
 from avasr.data.lips import LipCropper, NoFaceError, default_cropper
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
@@ -57,7 +57,6 @@ DEVICES = ("cpu", "cuda", "onnx")
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 ONNX_SUFFIX = ".onnx"
 STAGES = ("audio_ms", "video_ms", "lips_ms", "model_ms", "decode_ms")
-VIDEO_ONLY = "video"
 
 
 class InferenceError(AvasrError, ValueError):

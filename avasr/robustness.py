@@ -25,12 +25,13 @@ from mlflow.tracking import MlflowClient
 from avasr import tracking
 from avasr.champion import CHECKPOINT_TAG, TEST_MANIFEST_TAG, TrialSummary, sweep_trials
 from avasr.checkpoint import BEST_CHECKPOINT
+from avasr.config import AUDIO_ONLY, AUDIO_VISUAL, MODALITIES, VIDEO_ONLY
 from avasr.data.dataset import AVDataset
 from avasr.errors import AvasrError, OutputError
 from avasr.evaluation import DEFAULT_NOISE, DEFAULT_NOISE_DRAWS, Decoding, load_decoding, noisy_table
 
-INPUTS = ("audio", "video", "audio+video")  # the `modalities` each row feeds the model
-INPUT_KEYS = {"audio": "a", "video": "v", "audio+video": "av"}  # in MLflow metric names, which refuse "+"
+INPUTS = MODALITIES  # audio, video, audio+video: what each row feeds the model
+INPUT_KEYS = {AUDIO_ONLY: "a", VIDEO_ONLY: "v", AUDIO_VISUAL: "av"}  # in MLflow metric names, which refuse "+"
 CLEAN = None  # in `snrs`: no noise
 DEFAULT_SNRS = (CLEAN, 10.0, 5.0, 0.0, -5.0, -10.0)
 REPORT_FILES = ("robustness.md", "robustness.csv", "robustness.png")
@@ -135,13 +136,13 @@ def robustness_report(decoding: Decoding, dataset: AVDataset, snrs: Sequence[flo
     scores = []
     for input in INPUTS:
         fed = decoding.with_modalities(input)
-        clean = fed.run(dataset) if CLEAN in snrs or input == "video" else None
-        table = noisy_table(fed, dataset, noisy_snrs, noise, draws, seed) if noisy_snrs and input != "video" else None
+        clean = fed.run(dataset) if CLEAN in snrs or input == VIDEO_ONLY else None
+        noisy = noisy_table(fed, dataset, noisy_snrs, noise, draws, seed) if noisy_snrs and input != VIDEO_ONLY else None
         for snr in snrs:
-            if snr is CLEAN or input == "video":  # the lips hear no noise
+            if snr is CLEAN or input == VIDEO_ONLY:  # the lips hear no noise
                 scores.append(Score(input, snr, clean["wer"], clean["cer"], 0.0, clean["loss"]))
             else:
-                row = next(s for s in table.scores if s.snr_db == snr)
+                row = next(s for s in noisy.scores if s.snr_db == snr)
                 scores.append(Score(input, snr, row.wer, row.cer, row.wer_std, row.loss))
     return RobustnessReport(noise, draws, seed, dataset.report.summary(), tuple(scores))
 
@@ -208,7 +209,7 @@ def report_checkpoint(checkpoint: str | Path, options: ReportOptions, out: str |
         raise RobustnessError(f"--snrs {options.snrs!r}: {e}") from None
     decoding = load_decoding(checkpoint, options.decoder or None, lexicon=options.lexicon or None)
     manifest = options.manifest or test_manifest or default_test_manifest(decoding.config.train_manifest)
-    config = decoding.config.replace(modalities="audio+video")  # every input reads the same utterances
+    config = decoding.config.replace(modalities=AUDIO_VISUAL)  # every input reads the same utterances
     dataset = AVDataset.from_manifest(manifest, config, keep_speech=True)
     report = robustness_report(decoding, dataset, snrs, options.noise, options.draws, options.seed)
     title = f"{checkpoint} ({decoding.config.fusion} fusion) on {Path(manifest).name}"
@@ -254,7 +255,7 @@ def report_sweep(tracking_uri: str, experiment: str, sweep: str | None, options:
         raise RobustnessError(f"sweep {parent.info.run_name!r}: no finished trial to report on")
     out = Path(out)
     reports = {t.fusion: report_run(tracking_uri, t.run_id, options, out / t.fusion) for t in best}
-    lines = {fusion: [(s.snr_db, s.wer) for s in r.scores if s.input == "audio+video"] for fusion, r in reports.items()}
+    lines = {fusion: [(s.snr_db, s.wer) for s in r.scores if s.input == AUDIO_VISUAL] for fusion, r in reports.items()}
     title = f"sweep {parent.info.run_name}: audio-visual WER of each fusion's best trial"
     plot = plot_wer_against_snr(lines, out / FUSIONS_PLOT, title, options.noise)
     table = out / FUSIONS_TABLE
@@ -283,6 +284,6 @@ def fusions_markdown(reports: dict[str, RobustnessReport]) -> str:
     names = ["clean" if snr is None else f"{snr:g} dB" for snr in conditions]
     rows = ["| fusion | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for fusion, report in reports.items():
-        cells = [f"{report.wer('audio+video', snr):.3f} ({report.wer('audio', snr):.3f})" for snr in conditions]
+        cells = [f"{report.wer(AUDIO_VISUAL, snr):.3f} ({report.wer(AUDIO_ONLY, snr):.3f})" for snr in conditions]
         rows.append(f"| {fusion} | " + " | ".join(cells) + " |")
     return "AV WER (audio-only WER) per condition\n\n" + "\n".join(rows) + "\n"

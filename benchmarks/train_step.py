@@ -30,7 +30,8 @@ from mlflow import MlflowClient
 from avasr import tracking
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, Config
-from avasr.data.dataset import AUDIO_VISUAL, Batch
+from avasr.config import AUDIO_VISUAL
+from avasr.data.dataset import Batch
 from avasr.evaluation import evaluate_checkpoint
 from avasr.model import build_model, count_parameters
 from avasr.spaces import fixed_values, load_space

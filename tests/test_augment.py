@@ -11,7 +11,8 @@ import torch
 from avasr.augment import AugmentError, Augmenter, span
 from avasr.checkpoint import LAST_CHECKPOINT
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, ConfigError
-from avasr.data.dataset import AUDIO_ONLY, AVDataset, collate
+from avasr.config import AUDIO_ONLY
+from avasr.data.dataset import AVDataset, collate
 from avasr.data.mixing import make_noise, mix_at_snr
 from avasr.data.noisy_speech import speech_features
 from avasr.train import METRICS_FILE, fit

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
-from avasr.data.dataset import (AUDIO_ONLY, AUDIO_VISUAL, AVDataset, DataError, align_audio_to_video, collate,
+from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, Config
+from avasr.data.dataset import (AVDataset, DataError, align_audio_to_video, collate,
                                 lip_crops_to_tensor)
 from tests.media import write_clip
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, LIP_PIXEL_MEAN, LIP_PIXEL_STD, Config
+from avasr.config import (AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, LIP_PIXEL_MEAN, LIP_PIXEL_STD, VIDEO_ONLY,
+                          Config)
 from avasr.data.audio import AudioError, load_speech
 from avasr.data.cache import FeatureCache, Features, compute_features
 from avasr.data.manifest import ManifestEntry, read_manifest
@@ -38,10 +39,6 @@ MIN_UTTERANCES_PER_WORKER = 16  # below this, starting worker processes costs mo
 
 class DataError(AvasrError, ValueError):
     """Unusable files in a manifest; the message lists every one with its manifest line."""
-
-
-AUDIO_VISUAL = "audio+video"
-AUDIO_ONLY = "audio"
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ class Batch(NamedTuple):
 
     def keep_modalities(self, modalities: str) -> "Batch":
         """Blank the stream that `modalities` leaves out (zeros = the mean of standardised features)."""
-        if modalities == "audio+video":
+        if modalities == AUDIO_VISUAL:
             return self
         audio, video = keep_modalities(self.audio, self.video, modalities)
         return self._replace(audio=audio, video=video)
@@ -101,9 +98,9 @@ class LoadReport:
 def keep_modalities(audio: torch.Tensor, video: torch.Tensor, modalities: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs with the stream `modalities` leaves out blanked (zeros = the mean of standardised features):
     what a model trained on "audio" or "video" alone saw in training, at evaluation and at inference alike."""
-    if modalities == "audio":
+    if modalities == AUDIO_ONLY:
         return audio, torch.zeros_like(video)
-    if modalities == "video":
+    if modalities == VIDEO_ONLY:
         return torch.zeros_like(audio), video
     return audio, video
 
@@ -216,7 +213,7 @@ class AVDataset(Dataset):
         for entry, loaded in zip(entries, loads):
             if isinstance(loaded, Exception):
                 errors.append(f"{entry.where}: {loaded}")
-            elif loaded.streams == AUDIO_ONLY and config.modalities == "video":
+            elif loaded.streams == AUDIO_ONLY and config.modalities == VIDEO_ONLY:
                 report.skipped["no_face"].append(f"{entry.where} ({entry.video_path})")
             elif loaded.video.shape[0] < ctc_min_frames(loaded.targets.tolist()):
                 needed = ctc_min_frames(loaded.targets.tolist())
