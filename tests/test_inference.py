@@ -170,7 +170,7 @@ def test_export_onnx_from_a_checkpoint_matches_its_transcripts(model_files, tmp_
 
 
 def test_cli_writes_one_json_line_per_utterance_and_the_corpus_scores(model_files):
-    checkpoint, _, _, manifest = model_files
+    checkpoint, _, clips, manifest = model_files
     result = subprocess.run([sys.executable, str(SCRIPT), "--model", str(checkpoint),
                              "--manifest", str(manifest)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -181,7 +181,11 @@ def test_cli_writes_one_json_line_per_utterance_and_the_corpus_scores(model_file
     assert (scores["utterances"], scores["failed"]) == (2, 0)
     usage = subprocess.run([sys.executable, str(SCRIPT), "--model", str(checkpoint)],
                            capture_output=True, text=True, timeout=120)
-    assert usage.returncode == 2 and "give either --audio and --video, or --manifest" in usage.stderr
+    assert usage.returncode == 2 and "give either --audio and/or --video, or --manifest" in usage.stderr
+    video_only = subprocess.run([sys.executable, str(SCRIPT), "--model", str(checkpoint), "--video", str(clips[0][1])],
+                                capture_output=True, text=True, timeout=120)
+    assert video_only.returncode == 0, video_only.stderr
+    assert json.loads(video_only.stdout)["input"] == "video"
 
 
 @pytest.mark.parametrize("method", QUANTIZATIONS)
