@@ -7,8 +7,8 @@ SpecAugment and lip masks, and modality dropout, on the `medium` corpus (936 tra
     python experiments/robustness.py --sweep robust-medium      # A, V and AV WER against SNR per fusion
 
 The recipe is benchmarks/modalities.py's small model (0.2M parameters) with the augmentation of the issue's first
-measured model (benchmarks/robustness.py), cut to 30 epochs: about 20 s each on one core, 10 min a trial. The champion is chosen on the val
-WER in babble at 0 dB, the condition this sweep is for.
+measured model (benchmarks/robustness.py), cut to 30 epochs: about 20 s each on one core, 10 min a trial. The
+champion is chosen on the val WER in babble at 0 dB, the condition this sweep is for.
 """
 
 from ray import tune
