@@ -2,10 +2,10 @@
 audio-only, video-only and audio-visual WER at each SNR on the unseen test speakers, greedy and with the lexicon,
 and what the augmentation costs per epoch.
 
-    python benchmarks/robustness.py --corpus data/corpus/medium --feature-dim 128 --encoder-channels 8 16 32 \\
-        --lip-size 32 --temporal-layers 2 --batch-size 16 --lr 0.002 --dropout 0.1 --epochs 40 --patience 40 \\
-        --lr-schedule cosine --warmup-epochs 1 --noise-prob 0.8 --noise-snr-db -10 15 --modality-dropout 0.3 \\
-        --freq-masks 2 --audio-time-masks 2 --video-time-masks 1
+    python benchmarks/robustness.py --corpus data/corpus/medium --feature-dim 256 --encoder-channels 16 32 64 \\
+        --lip-size 32 --temporal-layers 3 --batch-size 16 --lr 0.002 --dropout 0.1 --epochs 45 --patience 45 \\
+        --lr-schedule cosine --warmup-epochs 1 --noise-prob 0.7 --noise-snr-db -10 15 --modality-dropout 0.3 \\
+        --freq-masks 2 --audio-time-masks 2 --video-time-masks 1 --data-workers 1
     python benchmarks/robustness.py --corpus data/corpus/medium --checkpoint outputs/robust-medium/best_model.pth
 
 Goals (issue 11): AV WER <= 0.4 x audio WER at 0 and -5 dB babble; AV never worse than the better single stream;
