@@ -93,10 +93,10 @@ class RobustnessReport:
                 "|---" * (len(INPUTS) + 3) + "|"]
         rows = []
         for snr in self.conditions():
-            a, v, av = (self.wer(i, snr) for i in INPUTS)
-            cells = [f"{s.wer:.3f} ({s.cer:.3f})" for i in INPUTS for s in self.scores if (s.input, s.snr_db) == (i, snr)]
+            cells = [next(s for s in self.scores if (s.input, s.snr_db) == (i, snr)) for i in INPUTS]  # a, v, av
+            a, v, av = (cell.wer for cell in cells)
             ratio = f"{av / a:.2f}" if a > 0 else "-"
-            rows.append(f"| {'clean' if snr is None else f'{snr:g} dB'} | " + " | ".join(cells)
+            rows.append(f"| {cells[0].condition} | " + " | ".join(f"{c.wer:.3f} ({c.cer:.3f})" for c in cells)
                         + f" | {ratio} | {'yes' if av <= min(a, v) else 'no'} |")
         return "\n".join(head + rows) + "\n"
 
