@@ -1,9 +1,8 @@
 """On-disk feature cache shared by training, evaluation and every Ray trial.
 
 An entry holds one utterance's log-mel and lip crops (or, instead of crops, the fact that its video has no face),
-keyed by the
-content of both files and by every config field that changes preprocessing, so a changed file or setting never
-reads a stale entry. Writes go to a temporary file in the same folder and are renamed into place: readers see a
+keyed by the content of both files and by every config field that changes preprocessing, so a changed file or
+setting never reads a stale entry. Writes go to a temporary file in the same folder and are renamed into place: readers see a
 whole entry or none, and trials that build the same entry at the same time just both write it (rename is atomic,
 the contents are equal). On a cluster, point `cache_dir` at shared storage.
 """
