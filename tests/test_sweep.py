@@ -48,7 +48,7 @@ def test_smoke_space_model_is_small():
 
 
 def test_unknown_space_name_lists_the_valid_ones():
-    with pytest.raises(SpaceError, match=r"unknown space 'nope': choose from fusion, smoke"):
+    with pytest.raises(SpaceError, match=r"unknown space 'nope': choose from fusion, robust, smoke"):
         load_space("nope")
 
 
