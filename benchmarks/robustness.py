@@ -23,7 +23,9 @@ from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config, add_config_arguments, config_from_args
 from avasr.data.dataset import AVDataset
 from avasr.evaluation import decoding_for, load_decoding
+from avasr.model import count_parameters
 from avasr.robustness import RobustnessReport, parse_snrs, robustness_report
+from avasr.tracking import read_metrics_csv
 from avasr.train import METRICS_FILE, fit, make_loader
 
 GOAL_AV_OVER_AUDIO = 0.4  # at 0 and -5 dB
@@ -85,7 +87,7 @@ def main() -> None:
     trained_s = time.perf_counter() - started
     greedy = load_decoding(checkpoint, decoder="greedy")
     config = greedy.config
-    params = sum(p.numel() for p in greedy.model.parameters())
+    params = count_parameters(greedy.model)
     test = AVDataset.from_manifest(corpus / "test_manifest.txt", config.replace(modalities="audio+video"),
                                    keep_speech=True)
     snrs = parse_snrs(args.snrs)
@@ -101,8 +103,7 @@ def main() -> None:
     print("\n## goals\n" + "\n".join(goal_lines(reports["greedy"], reports.get("lexicon"))))
     metrics = checkpoint.parent / METRICS_FILE
     if metrics.is_file() and config.noise_prob:
-        rows = [line.split(",") for line in metrics.read_text().splitlines()]
-        seconds = np.mean([float(row[rows[0].index("seconds")]) for row in rows[1:]])
+        seconds = np.mean([row["seconds"] for row in read_metrics_csv(metrics)])
         train = AVDataset.from_manifest(config.train_manifest, config, progress=False, keep_speech=True)
         augment_s = augmentation_seconds(config, train)
         print(f"\naugmentation: {augment_s:.1f} s per epoch of {len(train)} utterances, alone; epochs took "
