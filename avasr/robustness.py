@@ -79,8 +79,11 @@ class RobustnessReport:
     loaded: str  # the test set's load report: how many utterances, how many ran on audio alone (no face)
     scores: tuple[Score, ...]
 
+    def score(self, input: str, snr_db: float | None) -> Score:
+        return next(s for s in self.scores if (s.input, s.snr_db) == (input, snr_db))
+
     def wer(self, input: str, snr_db: float | None) -> float:
-        return next(s.wer for s in self.scores if s.input == input and s.snr_db == snr_db)
+        return self.score(input, snr_db).wer
 
     def conditions(self) -> list[float | None]:
         return list(dict.fromkeys(s.snr_db for s in self.scores))
@@ -93,7 +96,7 @@ class RobustnessReport:
                 "|---" * (len(INPUTS) + 3) + "|"]
         rows = []
         for snr in self.conditions():
-            cells = [next(s for s in self.scores if (s.input, s.snr_db) == (i, snr)) for i in INPUTS]  # a, v, av
+            cells = [self.score(i, snr) for i in INPUTS]  # a, v, av
             a, v, av = (cell.wer for cell in cells)
             ratio = f"{av / a:.2f}" if a > 0 else "-"
             rows.append(f"| {cells[0].condition} | " + " | ".join(f"{c.wer:.3f} ({c.cer:.3f})" for c in cells)

@@ -86,13 +86,15 @@ class LoadReport:
     def summary(self) -> str:
         parts = [f"{self.loaded} utterances loaded"]
         if self.audio_only:
-            shown = ", ".join(self.audio_only[:5]) + (" ..." if len(self.audio_only) > 5 else "")
-            parts.append(f"{len(self.audio_only)} of them on audio alone (no face): {shown}")
+            parts.append(f"{len(self.audio_only)} of them on audio alone (no face): {_first_few(self.audio_only)}")
         for reason, where in self.skipped.items():
             if where:
-                shown = ", ".join(where[:5]) + (" ..." if len(where) > 5 else "")
-                parts.append(f"{len(where)} skipped ({reason}): {shown}")
+                parts.append(f"{len(where)} skipped ({reason}): {_first_few(where)}")
         return "; ".join(parts)
+
+
+def _first_few(where: list[str], shown: int = 5) -> str:
+    return ", ".join(where[:shown]) + (" ..." if len(where) > shown else "")
 
 
 def keep_modalities(audio: torch.Tensor, video: torch.Tensor, modalities: str) -> tuple[torch.Tensor, torch.Tensor]:
