@@ -41,6 +41,12 @@ class Config:
     output_dir: str = "outputs/run"  # checkpoints, training.log, metrics.csv
     cache_dir: str = "data/cache"  # log-mels and lip crops cached by file content; "" disables; shared on a cluster
     data_workers: int = 0  # processes that preprocess uncached utterances; 0 = one per CPU core
+    # read each utterance from the feature cache as batches need it (avasr.data.streaming) instead of holding the
+    # corpus in memory: memory stays flat as the corpus grows; with num_workers > 0 the reads overlap training
+    streaming: bool = False
+    # > 0: length-bucketed training batches of at most this many padded video frames (batch_size is then unused):
+    # far less padding on corpora of mixed lengths (avasr.data.batching). 0: batches of batch_size, as the original
+    max_batch_frames: int = 0
     # --- audio: the seed's front end ---------------------------------------------------------------------------
     sample_rate: int = 16000  # every file is resampled to this
     n_mels: int = 40  # log-mel bands
@@ -123,6 +129,11 @@ class Config:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.seed < 2**32:  # numpy's seeding takes 32-bit seeds
             problems.append(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.max_batch_frames < 0:
+            problems.append(f"max_batch_frames must be >= 0, got {self.max_batch_frames}")
+        if self.streaming and self.noise_prob > 0:
+            problems.append("noise augmentation draws babble from the speech of the whole training set, which "
+                            "streaming does not hold: set streaming=False with noise_prob > 0")
         if self.num_workers < 0 or self.data_workers < 0:
             problems.append(f"num_workers and data_workers must be >= 0, got {self.num_workers}, {self.data_workers}")
         if self.lr <= 0 or self.fps <= 0:

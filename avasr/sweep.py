@@ -43,15 +43,14 @@ from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_P
                             TAG_MAX_CHARS, TEST_MANIFEST_TAG, TrialSummary, choose_best, finalise_trial, ship)
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
-from avasr.data.dataset import AVDataset, load_all
-from avasr.data.manifest import read_manifest
+from avasr.data.prepare import prepare, run_on_ray
 from avasr.errors import AvasrError
 from avasr.export import ParityError
 from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
 from avasr.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
 from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
 from avasr.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
-from avasr.train import METRICS_FILE, load_datasets
+from avasr.train import METRICS_FILE
 from avasr.trial import DRIVER_CPU, TrialContext, run_trial
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -174,19 +173,15 @@ def corpus_id(train_manifest: Path, val_manifest: Path) -> str:
 
 
 def warm_feature_cache(config: Config, test_manifest: str = "") -> None:
-    """Featurise every utterance once, in parallel, before trials start: they then all read the cache.
+    """Featurise every utterance once, as Ray tasks over the cluster (avasr.data.prepare), before trials start:
+    they then find every entry through the manifests' indexes without reading media.
 
     Also reports bad manifests (naming file and line) before any trial is scheduled.
     """
     manifests = [m for m in (config.train_manifest, config.val_manifest, test_manifest) if m]
-    entries = [entry for manifest in manifests for entry in read_manifest(manifest)]
-    # one process pool for every split: each pool costs seconds to start (spawn, then torch's import) on 2 cores
-    load_all(entries, config.replace(data_workers=0), "featurising (feature cache)", progress=True)
-    config = config.replace(data_workers=1)  # now only cache reads: no pool
-    train_set, val_set = load_datasets(config)
-    print(f"data: train {train_set.report.summary()}; val {val_set.report.summary()}")
-    if test_manifest:
-        print(f"data: test {AVDataset.from_manifest(test_manifest, config).report.summary()}")
+    report = prepare(manifests, config, runner=run_on_ray)
+    print(f"feature cache: {report.summary()}")
+    report.check()
 
 
 def base_trial_config(options: SweepOptions, space: SearchSpace) -> dict:

@@ -33,14 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from avasr.augment import Augmenter
 from avasr.checkpoint import (BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, restore_rng_state, rng_state,
                               save_checkpoint)
 from avasr.config import NUM_CLASSES, Config
+from avasr.data.batching import LengthBucketSampler
 from avasr.data.dataset import AVDataset, Batch, collate
+from avasr.data.streaming import StreamingDataset
 from avasr.decode import Lexicon, decode
 from avasr.errors import AvasrError, OutputError
 from avasr.metrics import character_error_rate, word_error_rate
@@ -114,8 +116,12 @@ def pick_device(config: Config) -> torch.device:
     return torch.device(config.device)
 
 
-def make_loader(dataset: AVDataset, config: Config, shuffle: bool, epoch: int = 0) -> DataLoader:
-    # A generator seeded per epoch makes the order a function of (seed, epoch): a resumed run sees the same batches.
+def make_loader(dataset: Dataset, config: Config, shuffle: bool, epoch: int = 0) -> DataLoader:
+    """Batches of `dataset` (AVDataset or StreamingDataset); the training order and, with `max_batch_frames`, the
+    length buckets are a function of (seed, epoch): a resumed run sees the same batches."""
+    if shuffle and config.max_batch_frames:
+        sampler = LengthBucketSampler(dataset.lengths, config.max_batch_frames, config.seed, epoch)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     generator = torch.Generator().manual_seed(config.seed + epoch)
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate,
                       num_workers=config.num_workers, generator=generator)
@@ -215,16 +221,20 @@ def append_metrics(output_dir: Path, row: dict) -> None:
         writer.writerow({k: row[k] for k in METRIC_FIELDS})
 
 
-def load_datasets(config: Config) -> tuple[AVDataset, AVDataset]:
+def load_datasets(config: Config) -> tuple[Dataset, Dataset]:
+    """(train, val): in memory, or streamed from the feature cache with `config.streaming`."""
     if not config.train_manifest or not config.val_manifest:
         raise TrainingError("train_manifest and val_manifest must both be set (--train-manifest, --val-manifest)")
+    if config.streaming:
+        return (StreamingDataset.from_manifest(config.train_manifest, config),
+                StreamingDataset.from_manifest(config.val_manifest, config))
     train_set = AVDataset.from_manifest(config.train_manifest, config, keep_speech=config.noise_prob > 0)
     return train_set, AVDataset.from_manifest(config.val_manifest, config)
 
 
 def fit(
     config: Config,
-    datasets: tuple[AVDataset, AVDataset] | None = None,
+    datasets: tuple[Dataset, Dataset] | None = None,
     report: ReportFn | None = None,
     resume: str | Path | None = None,
 ) -> dict:

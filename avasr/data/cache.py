@@ -2,7 +2,9 @@
 
 An entry holds one utterance's log-mel and lip crops (or, instead of crops, the fact that its video has no face),
 keyed by the content of both files and by every config field that changes preprocessing, so a changed file or
-setting never reads a stale entry. Writes go to a temporary file in the same folder and are renamed into place: readers see a
+setting never reads a stale entry. Hashing the content means reading every media file: a warm start skips that
+through the index of each manifest (avasr.data.index), which remembers each entry's key by the files' size and
+modification time. Writes go to a temporary file in the same folder and are renamed into place: readers see a
 whole entry or none, and trials that build the same entry at the same time just both write it (rename is atomic,
 the contents are equal). On a cluster, point `cache_dir` at shared storage.
 """
@@ -43,6 +45,11 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def entry_key(entry: ManifestEntry) -> str:
+    """The cache key of an utterance: the content of both its files (reads them whole)."""
+    return hashlib.sha256((file_digest(entry.audio_path) + file_digest(entry.video_path)).encode()).hexdigest()
+
+
 def preprocessing_key(config: Config) -> str:
     settings = {name: getattr(config, name) for name in PREPROCESSING_FIELDS} | {"format": CACHE_FORMAT}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -63,23 +70,33 @@ class FeatureCache:
         self.root = Path(root) / preprocessing_key(config)
         self.config = config
 
-    def path_for(self, entry: ManifestEntry) -> Path:
-        key = hashlib.sha256((file_digest(entry.audio_path) + file_digest(entry.video_path)).encode()).hexdigest()
+    def path_of(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.pt"
 
-    def get(self, entry: ManifestEntry) -> Features:
-        """The cached features, computing and storing them on a miss ("no face" is remembered too)."""
-        path = self.path_for(entry)
-        stored = self._read(path) if path.exists() else None
-        if stored is None or "mel" not in stored:  # entries before 2026-12 stored "no face" without the log-mel
+    def path_for(self, entry: ManifestEntry) -> Path:
+        return self.path_of(entry_key(entry))
+
+    def get(self, entry: ManifestEntry, key: str = "") -> Features:
+        """The cached features, computing and storing them on a miss ("no face" is remembered too). `key`: the
+        entry's key when the index knows it; otherwise the media are hashed."""
+        return self.fetch(entry, key)[0]
+
+    def fetch(self, entry: ManifestEntry, key: str = "") -> tuple[Features, bool]:
+        """(features, whether they were computed now) -- `get` that also says if the entry was missing."""
+        path = self.path_of(key or entry_key(entry))
+        stored = self.read(path)
+        built = stored is None or "mel" not in stored  # entries before 2026-12 stored "no face" without the log-mel
+        if built:
             features = compute_features(entry, self.config)
             stored = {"mel": features.mel, "crops": features.crops, "no_face": features.no_face}
             self._write(path, stored)
-        return Features(stored["mel"], stored["crops"], stored.get("no_face", ""))
+        return Features(stored["mel"], stored["crops"], stored.get("no_face", "")), built
 
     @staticmethod
-    def _read(path: Path) -> dict | None:
-        """A stored entry; None when it is unreadable (a disk fault, a foreign file): it is then rebuilt."""
+    def read(path: Path) -> dict | None:
+        """A stored entry; None when missing or unreadable (a disk fault, a foreign file): it is then rebuilt."""
+        if not path.exists():
+            return None
         try:
             return torch.load(path, weights_only=True)
         except Exception:  # torch.load raises many types on garbage (RuntimeError, UnpicklingError, IndexError...)

@@ -27,6 +27,7 @@ from avasr.config import (AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, LIP
                           Config)
 from avasr.data.audio import AudioError, load_speech
 from avasr.data.cache import FeatureCache, Features, compute_features
+from avasr.data.index import MIN_UTTERANCES_PER_WORKER, IndexedManifest, IndexRow, index_manifests
 from avasr.data.manifest import ManifestEntry, read_manifest
 from avasr.data.video import VideoError
 from avasr.errors import AvasrError
@@ -34,7 +35,6 @@ from avasr.text import encode
 
 MAX_AV_MISMATCH_SECONDS = 0.25  # audio and video of one clip may differ by this much; more means a broken pair
 PIXEL_MAX = 255.0
-MIN_UTTERANCES_PER_WORKER = 16  # below this, starting worker processes costs more than it saves
 
 
 class DataError(AvasrError, ValueError):
@@ -82,6 +82,31 @@ class LoadReport:
     loaded: int = 0
     audio_only: list[str] = field(default_factory=list)  # loaded, but no face in the video: audio alone
     skipped: dict[str, list[str]] = field(default_factory=lambda: {"no_face": [], "too_short": []})
+
+    def admit(self, entry: ManifestEntry, streams: str, frames: int, config: Config) -> bool:
+        """Apply the loading policy (module docstring) to an utterance of `frames` video frames: True to keep it;
+        otherwise its skip is recorded."""
+        if streams == AUDIO_ONLY and config.modalities == VIDEO_ONLY:
+            self.skipped["no_face"].append(f"{entry.where} ({entry.video_path})")
+            return False
+        needed = ctc_min_frames(encode(entry.transcript))
+        if frames < needed:
+            self.skipped["too_short"].append(f"{entry.utterance_id} ({frames} frames < {needed} needed)")
+            return False
+        if streams == AUDIO_ONLY:
+            self.audio_only.append(f"{entry.where} ({entry.video_path})")
+        self.loaded += 1
+        return True
+
+    def finish(self, path, total: int, errors: list[str]) -> None:
+        """Warn about audio-only utterances; raise DataError listing every unusable one, or when none is left."""
+        if self.audio_only:
+            warnings.warn(f"{path}: no face in {len(self.audio_only)} of {total} videos: those utterances "
+                          f"run on audio alone ({self.audio_only[0]}, ...)", stacklevel=3)
+        if errors:
+            raise DataError(f"{path}: {len(errors)} unusable utterance(s):\n" + "\n".join(f"  {e}" for e in errors))
+        if not self.loaded:
+            raise DataError(f"{path}: no usable utterances ({self.summary()})")
 
     def summary(self) -> str:
         parts = [f"{self.loaded} utterances loaded"]
@@ -141,22 +166,21 @@ def check_durations(mel_frames: int, video_frames: int, config: Config, audio_pa
         )
 
 
-def load_features(entry: ManifestEntry, config: Config) -> Features:
-    """The clean log-mel and lip crops, through the cache when `config.cache_dir` is set."""
-    return FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
-
-
 def video_frames_of_audio(mel_frames: int, config: Config) -> int:
     """The video frames a clip of `mel_frames` log-mel frames spans (centred STFT: N // hop + 1 frames)."""
     return max(1, round((mel_frames - 1) / config.mel_frames_per_second * config.fps))
 
 
-def load_utterance(entry: ManifestEntry, config: Config, keep_speech: bool = False) -> Utterance:
-    """Featurise and align one manifest entry; a video without a face gives an AUDIO_ONLY utterance whose frame
-    count comes from the audio. keep_speech: also hold the clean speech (for noise; see `Utterance.speech`).
-    Raises AudioError / VideoError naming the file.
-    """
-    features = load_features(entry, config)
+def indexed_frames(row: IndexRow, config: Config) -> int:
+    """The video frames (= model output frames) of an indexed utterance, known without opening its features."""
+    return video_frames_of_audio(row.mel_frames, config) if row.no_face else row.crop_frames
+
+
+def utterance_from_features(entry: ManifestEntry, features: Features, config: Config,
+                            keep_speech: bool = False) -> Utterance:
+    """Align one entry's features; a video without a face gives an AUDIO_ONLY utterance whose frame count comes
+    from the audio. keep_speech: also hold the clean speech (for noise; see `Utterance.speech`).
+    Raises AudioError / VideoError naming the file."""
     mel = features.mel  # (n_mels, T_a)
     if features.no_face:
         frames = video_frames_of_audio(mel.shape[1], config)
@@ -174,6 +198,12 @@ def load_utterance(entry: ManifestEntry, config: Config, keep_speech: bool = Fal
         streams=AUDIO_ONLY if features.no_face else AUDIO_VISUAL,
         speech=load_speech(entry.audio_path, config) if keep_speech else None,
     )
+
+
+def load_utterance(entry: ManifestEntry, config: Config, keep_speech: bool = False) -> Utterance:
+    """Featurise (or read from the cache, hashing the files) and align one manifest entry."""
+    features = FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
+    return utterance_from_features(entry, features, config, keep_speech)
 
 
 def _load_or_error(job: tuple[ManifestEntry, Config, bool]) -> Utterance | Exception:
@@ -199,6 +229,25 @@ def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: 
         return list(tqdm(pool.imap(_load_or_error, jobs, chunksize=MIN_UTTERANCES_PER_WORKER // 4), **bar))
 
 
+def select_indexed(indexed: IndexedManifest, config: Config,
+                   ) -> tuple[list[tuple[ManifestEntry, IndexRow]], LoadReport, list[str]]:
+    """The utterances of an indexed manifest that the loading policy keeps, decided from the index alone (no
+    features read), the report, and every unusable utterance ("manifest:line: problem")."""
+    report, kept, errors = LoadReport(), [], []
+    for entry, row in zip(indexed.entries, indexed.rows):
+        try:
+            if isinstance(row, str):
+                raise VideoError(row)
+            if not row.no_face:
+                check_durations(row.mel_frames, row.crop_frames, config, entry.audio_path, entry.video_path)
+        except VideoError as e:
+            errors.append(f"{entry.where}: {e}")
+            continue
+        if report.admit(entry, AUDIO_ONLY if row.no_face else AUDIO_VISUAL, indexed_frames(row, config), config):
+            kept.append((entry, row))
+    return kept, report, errors
+
+
 class AVDataset(Dataset):
     """Utterances held in memory (lip crops as uint8). Build it with `from_manifest`; with keep_speech, each
     utterance also holds its clean speech, which noise needs (avasr.data.noisy_speech, avasr.augment)."""
@@ -209,30 +258,30 @@ class AVDataset(Dataset):
 
     @classmethod
     def from_manifest(cls, path, config: Config, progress: bool = True, keep_speech: bool = False) -> "AVDataset":
+        if config.cache_dir:  # through the manifest's index: a warm start reads only the cached features
+            [indexed], _ = index_manifests([path], config, progress=progress)
+            kept, report, errors = select_indexed(indexed, config)
+            report.finish(path, len(indexed.entries), errors)
+            cache = FeatureCache(config.cache_dir, config)
+            utterances = [utterance_from_features(entry, cache.get(entry, row.key), config, keep_speech)
+                          for entry, row in tqdm(kept, desc=f"loading {Path(path).name}", unit="utt",
+                                                 disable=not progress)]
+            return cls(utterances, report)
         entries = read_manifest(path)
         report, utterances, errors = LoadReport(), [], []
         loads = load_all(entries, config, f"loading {Path(path).name}", progress, keep_speech)
         for entry, loaded in zip(entries, loads):
             if isinstance(loaded, Exception):
                 errors.append(f"{entry.where}: {loaded}")
-            elif loaded.streams == AUDIO_ONLY and config.modalities == VIDEO_ONLY:
-                report.skipped["no_face"].append(f"{entry.where} ({entry.video_path})")
-            elif loaded.video.shape[0] < ctc_min_frames(loaded.targets.tolist()):
-                needed = ctc_min_frames(loaded.targets.tolist())
-                report.skipped["too_short"].append(f"{loaded.id} ({loaded.video.shape[0]} frames < {needed} needed)")
-            else:
+            elif report.admit(entry, loaded.streams, loaded.video.shape[0], config):
                 utterances.append(loaded)
-                if loaded.streams == AUDIO_ONLY:
-                    report.audio_only.append(f"{entry.where} ({entry.video_path})")
-        if report.audio_only:
-            warnings.warn(f"{path}: no face in {len(report.audio_only)} of {len(entries)} videos: those utterances "
-                          f"run on audio alone ({report.audio_only[0]}, ...)", stacklevel=2)
-        if errors:
-            raise DataError(f"{path}: {len(errors)} unusable utterance(s):\n" + "\n".join(f"  {e}" for e in errors))
-        report.loaded = len(utterances)
-        if not utterances:
-            raise DataError(f"{path}: no usable utterances ({report.summary()})")
+        report.finish(path, len(entries), errors)
         return cls(utterances, report)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Video frames of each utterance (for length-bucketed batches)."""
+        return [u.video.shape[0] for u in self.utterances]
 
     def __len__(self) -> int:
         return len(self.utterances)
