@@ -86,11 +86,14 @@ class FeatureCache:
         path = self.path_of(key or entry_key(entry))
         stored = self.read(path)
         built = stored is None or "mel" not in stored  # entries before 2026-12 stored "no face" without the log-mel
-        if built:
-            features = compute_features(entry, self.config)
-            stored = {"mel": features.mel, "crops": features.crops, "no_face": features.no_face}
-            self._write(path, stored)
-        return Features(stored["mel"], stored["crops"], stored.get("no_face", "")), built
+        if not built:
+            return Features(stored["mel"], stored["crops"], stored.get("no_face", "")), False
+        features = compute_features(entry, self.config)
+        self.put(path, features)
+        return features, True
+
+    def put(self, path: Path, features: Features) -> None:
+        self._write(path, {"mel": features.mel, "crops": features.crops, "no_face": features.no_face})
 
     @staticmethod
     def read(path: Path) -> dict | None:

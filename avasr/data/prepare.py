@@ -34,6 +34,8 @@ def run_on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tup
     """A Runner (avasr.data.index) over the Ray cluster this process is connected to."""
     import ray  # the data package imports Ray only when it fans out
 
+    if not entries:
+        return
     describe_remote = ray.remote(num_cpus=1)(describe_all)
     chunks = [list(range(i, min(i + RAY_CHUNK, len(entries)))) for i in range(0, len(entries), RAY_CHUNK)]
     limit = max(1, int(ray.cluster_resources().get("CPU", 1) * IN_FLIGHT_PER_CPU))
@@ -60,18 +62,21 @@ class PrepareReport:
     loads: dict[str, LoadReport] = field(default_factory=dict)  # per manifest: what training would load
     errors: list[str] = field(default_factory=list)  # "manifest:line: problem", every unusable utterance
     seconds: float = 0.0
+    startup_s: float = 0.0  # of `seconds`: starting Ray, when the preparation started it
     frames: int = 0  # video frames of all distinct utterances
     cache_bytes: int = 0  # size of their cache entries
 
     def summary(self) -> str:
         c = self.counts
-        rate = c.hashed / self.seconds if self.seconds else 0.0
-        frame_rate = c.frames_built / self.seconds if self.seconds else 0.0
+        working_s = self.seconds - self.startup_s
+        rate = c.hashed / working_s if working_s else 0.0
+        frame_rate = c.frames_built / working_s if working_s else 0.0
+        startup = f" (+ {self.startup_s:.1f} s starting Ray)" if self.startup_s else ""
         lines = [
             f"{c.utterances} utterances ({self.frames} video frames): {c.index_hits} known to the index (no media "
             f"read), {c.hashed} hashed, of which {c.built} featurised ({c.frames_built} frames) and {c.errors} "
             f"unusable",
-            f"{self.seconds:.1f} s: {rate:.1f} utterances/s, {frame_rate:.0f} featurised frames/s; cache "
+            f"{working_s:.1f} s{startup}: {rate:.1f} utterances/s, {frame_rate:.0f} featurised frames/s; cache "
             f"{self.cache_bytes / 1e6:.1f} MB for these utterances",
         ]
         lines += [f"{manifest}: {load.summary()}" for manifest, load in self.loads.items()]
@@ -89,16 +94,25 @@ class PrepareReport:
 def prepare_on_ray(manifests: Sequence[str], config: Config, address: str | None = None, progress: bool = True,
                    rehash: bool = False) -> PrepareReport:
     """`prepare` as Ray tasks: on the cluster at `address` ("auto": the one this node belongs to), or on a local
-    Ray of this machine's cores when None; the Ray this process is already connected to, if any."""
+    Ray of this machine's cores when None; the Ray this process is already connected to, if any. Ray is started
+    only when the indexes leave work to do: a warm run takes a fraction of a second."""
     import ray
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=address)
+    startup_s: list[float] = []  # set when this call starts Ray
+
+    def on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tuple[int, Described]]:
+        if entries and not ray.is_initialized():
+            started = time.perf_counter()
+            ray.init(address=address)
+            startup_s.append(time.perf_counter() - started)
+        yield from run_on_ray(entries, config)
+
     try:
-        return prepare(manifests, config, run_on_ray, progress, rehash)
+        report = prepare(manifests, config, on_ray, progress, rehash)
+        report.startup_s = sum(startup_s)
+        return report
     finally:
-        if started_ray:
+        if startup_s:
             ray.shutdown()
 
 
