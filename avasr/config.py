@@ -44,7 +44,7 @@ class Config:
     # read each utterance from the feature cache as batches need it (avasr.data.streaming) instead of holding the
     # corpus in memory: memory stays flat as the corpus grows; with num_workers > 0 the reads overlap training
     streaming: bool = False
-    # > 0: length-bucketed training batches of at most this many padded video frames (batch_size is then unused):
+    # > 0: length-bucketed training batches of at most this many padded video frames (validation keeps batch_size):
     # far less padding on corpora of mixed lengths (avasr.data.batching). 0: batches of batch_size, as the original
     max_batch_frames: int = 0
     # --- audio: the seed's front end ---------------------------------------------------------------------------
@@ -131,6 +131,8 @@ class Config:
             problems.append(f"seed must be in [0, 2**32), got {self.seed}")
         if self.max_batch_frames < 0:
             problems.append(f"max_batch_frames must be >= 0, got {self.max_batch_frames}")
+        if self.streaming and not self.cache_dir:
+            problems.append("streaming reads the feature cache: set cache_dir")
         if self.streaming and self.noise_prob > 0:
             problems.append("noise augmentation draws babble from the speech of the whole training set, which "
                             "streaming does not hold: set streaming=False with noise_prob > 0")

@@ -270,6 +270,8 @@ def fit(
     log.info("model: fusion=%s, %d parameters, device %s", config.fusion, params, device)
 
     val_loader = make_loader(val_set, config, shuffle=False)
+    # The LR schedule counts steps with one epoch length: length-bucketed epochs differ by a batch or so
+    steps = len(make_loader(train_set, config, shuffle=True, epoch=0))
     epochs = tqdm(range(state.epoch, config.epochs), desc=f"fit {config.fusion}", unit="epoch",
                   initial=state.epoch, total=config.epochs)
     for epoch in epochs:
@@ -278,7 +280,7 @@ def fit(
             break
         started = time.perf_counter()
         train_loader = make_loader(train_set, config, shuffle=True, epoch=epoch)
-        steps, decays = len(train_loader), state.lr_decays
+        decays = state.lr_decays
         lr = learning_rate(config, epoch * steps, steps, decays)
         rng = np.random.default_rng([config.seed, epoch])  # augmentation draws: a function of (seed, epoch)
         train_loss, data_s = train_one_epoch(

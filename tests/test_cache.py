@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from avasr.config import Config
-from avasr.data.cache import FeatureCache, preprocessing_key
+from avasr.data.cache import FeatureCache, entry_key, preprocessing_key
 from avasr.data.dataset import AVDataset
 from avasr.data.manifest import read_manifest
 from tests.media import write_clip
@@ -29,7 +29,7 @@ def test_second_load_reads_the_cache(corpus, tmp_path):
     entry = read_manifest(corpus / "m.txt")[0]
     cache = FeatureCache(tmp_path, config)
     first = cache.get(entry)
-    path = cache.path_for(entry)
+    path = cache.path_of(entry_key(entry))
     assert path.is_file() and first.crops.shape[1:] == (64, 64)
     # tamper with the stored entry: what comes back must be the stored one, not a recomputation
     torch.save({"mel": torch.zeros(40, 3), "crops": torch.ones(2, 64, 64, dtype=torch.uint8)}, path)
@@ -41,14 +41,14 @@ def test_key_follows_file_content_and_preprocessing_config(corpus, tmp_path):
     entry = read_manifest(corpus / "m.txt")[0]
     base = FeatureCache(tmp_path, Config())
     assert preprocessing_key(Config()) == preprocessing_key(Config(lr=1.0, fusion="simple", cache_dir="x"))
-    assert base.path_for(entry) != FeatureCache(tmp_path, Config(lip_size=48)).path_for(entry)
-    assert base.path_for(entry) != FeatureCache(tmp_path, Config(n_mels=80)).path_for(entry)
+    assert base.path_of(entry_key(entry)) != FeatureCache(tmp_path, Config(lip_size=48)).path_of(entry_key(entry))
+    assert base.path_of(entry_key(entry)) != FeatureCache(tmp_path, Config(n_mels=80)).path_of(entry_key(entry))
     write_clip(tmp_path / "copy", "same", 1.0)  # byte-identical to u0: same key wherever it lives
     same = dataclasses.replace(entry, audio_path=tmp_path / "copy" / "same.wav")
-    assert base.path_for(same) == base.path_for(entry)
+    assert base.path_of(entry_key(same)) == base.path_of(entry_key(entry))
     write_clip(tmp_path / "copy", "other", 1.3)  # other audio content, same video
     changed = dataclasses.replace(entry, audio_path=tmp_path / "copy" / "other.wav")
-    assert base.path_for(changed) != base.path_for(entry)
+    assert base.path_of(entry_key(changed)) != base.path_of(entry_key(entry))
 
 
 def test_no_face_is_remembered_with_the_log_mel(corpus, tmp_path):
@@ -57,10 +57,10 @@ def test_no_face_is_remembered_with_the_log_mel(corpus, tmp_path):
     first = cache.get(entry)
     assert first.no_face.startswith(f"{corpus}/noface.mp4: no face found") and first.crops.shape == (0, 64, 64)
     assert first.mel.shape == (40, 101)
-    stored = torch.load(cache.path_for(entry), weights_only=True)
-    torch.save({**stored, "mel": torch.zeros(40, 3)}, cache.path_for(entry))
+    stored = torch.load(cache.path_of(entry_key(entry)), weights_only=True)
+    torch.save({**stored, "mel": torch.zeros(40, 3)}, cache.path_of(entry_key(entry)))
     assert torch.equal(cache.get(entry).mel, torch.zeros(40, 3))  # read back, not detected again
-    torch.save({"no_face": first.no_face}, cache.path_for(entry))  # an entry from before the log-mel was kept
+    torch.save({"no_face": first.no_face}, cache.path_of(entry_key(entry)))  # an entry from before the log-mel was kept
     again = cache.get(entry)
     assert torch.equal(again.mel, first.mel) and again.no_face == first.no_face
 
@@ -102,7 +102,7 @@ def test_an_unreadable_entry_is_rebuilt(corpus, tmp_path):
     cache = FeatureCache(tmp_path, Config())
     entry = read_manifest(corpus / "m.txt")[0]
     first = cache.get(entry)
-    cache.path_for(entry).write_bytes(b"truncated by a disk fault")
+    cache.path_of(entry_key(entry)).write_bytes(b"truncated by a disk fault")
     again = cache.get(entry)
     assert torch.equal(again.crops, first.crops) and torch.equal(again.mel, first.mel)
-    assert torch.load(cache.path_for(entry), weights_only=True)["crops"].shape == first.crops.shape
+    assert torch.load(cache.path_of(entry_key(entry)), weights_only=True)["crops"].shape == first.crops.shape

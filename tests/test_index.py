@@ -11,6 +11,7 @@ from avasr.data.cache import FeatureCache
 from avasr.data.dataset import AVDataset
 from avasr.data.index import CacheIndex, index_manifests
 from avasr.data.manifest import read_manifest
+from avasr.data.video import VideoError
 from tests.media import write_clip, write_tone
 
 N_CLIPS = 4
@@ -87,3 +88,35 @@ def test_rehash_ignores_the_index(corpus, tmp_path):
     index_manifests([corpus / "m.txt"], config, progress=False)
     _, counts = index_manifests([corpus / "m.txt"], config, progress=False, rehash=True)
     assert (counts.index_hits, counts.hashed, counts.built) == (0, N_CLIPS, 0)
+
+
+def test_a_row_one_manifests_index_knows_serves_every_manifest_listing_the_utterance(corpus, tmp_path):
+    config = config_for(tmp_path)
+    (corpus / "a.txt").write_text("u0.wav|u0.mp4|bin blue\nu1.wav|u1.mp4|bin blue\n")
+    (corpus / "b.txt").write_text("u1.wav|u1.mp4|bin blue\nu2.wav|u2.mp4|bin blue\n")
+    index_manifests([corpus / "a.txt"], config, progress=False)
+    [b, a], counts = index_manifests([corpus / "b.txt", corpus / "a.txt"], config, progress=False)
+    assert (counts.utterances, counts.index_hits, counts.hashed) == (3, 2, 1)
+    assert b.rows[0] == a.rows[1]
+    cache = FeatureCache(config.cache_dir, config)
+    assert len(CacheIndex.load(cache, corpus / "b.txt").rows) == 2
+
+
+def test_an_index_that_cannot_be_saved_is_a_warning_and_the_rows_still_serve(corpus, tmp_path):
+    config = config_for(tmp_path)
+    cache = FeatureCache(config.cache_dir, config)
+    cache.root.mkdir(parents=True)
+    (cache.root / "index").write_text("a file where the index folder should be")
+    with pytest.warns(UserWarning, match="cannot save the cache index"):
+        [indexed], counts = index_manifests([corpus / "m.txt"], config, progress=False)
+    assert counts.built == N_CLIPS and all(row.key for row in indexed.rows)
+
+
+def test_features_are_never_stored_under_the_key_of_other_content(corpus, tmp_path):
+    config = config_for(tmp_path)
+    cache = FeatureCache(config.cache_dir, config)
+    entry = read_manifest(corpus / "m.txt")[0]
+    stale = "0" * 64  # the key the index holds for content that has since changed
+    with pytest.raises(VideoError, match="changed while it was being featurised"):
+        cache.fetch(entry, stale)
+    assert not cache.path_of(stale).exists()

@@ -16,7 +16,7 @@ import torch
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
 from avasr.data.audio import load_speech, log_mel
-from avasr.data.cache import FeatureCache
+from avasr.data.cache import FeatureCache, entry_key
 from avasr.data.dataset import AVDataset, Utterance, align_audio_to_video
 from avasr.data.manifest import read_manifest, write_manifest
 from avasr.data.mixing import NoiseError
@@ -107,8 +107,8 @@ def test_noisy_dataset_takes_lip_crops_from_the_feature_cache(clips, tmp_path):
     clean = load(clips, config)  # fills the cache
     cache = FeatureCache(config.cache_dir, config)
     for entry in read_manifest(clips):  # mark the cached crops: a fresh face detection would not reproduce this
-        stored = torch.load(cache.path_for(entry), weights_only=True)
-        torch.save({**stored, "crops": 255 - stored["crops"]}, cache.path_for(entry))
+        stored = torch.load(cache.path_of(entry_key(entry)), weights_only=True)
+        torch.save({**stored, "crops": 255 - stored["crops"]}, cache.path_of(entry_key(entry)))
     noisy = load(clips, config, NoiseSpec("pink", snr_db=5.0))
     for c, n in zip(clean, noisy):
         assert torch.equal(n.video, 255 - c.video)

@@ -9,7 +9,7 @@ import pytest
 from avasr.config import Config
 from avasr.data.dataset import AVDataset, DataError
 from avasr.data.index import CacheIndex
-from avasr.data.cache import FeatureCache
+from avasr.data.cache import FeatureCache, entry_key
 from avasr.data.prepare import RAY_CHUNK, prepare, run_on_ray
 from avasr.data.manifest import read_manifest
 from tests.media import write_clip
@@ -104,7 +104,7 @@ def test_the_sweep_warms_every_split_with_ray(local_ray, corpus, tmp_path, capsy
     (corpus / "test.txt").write_text("u3.wav|u3.mp4|bin blue\n")
     warm_feature_cache(config, str(corpus / "test.txt"))
     cache = FeatureCache(config.cache_dir, config)
-    assert all(cache.path_for(e).is_file() for e in read_manifest(corpus / "train.txt"))  # the face-less one too
+    assert all(cache.path_of(entry_key(e)).is_file() for e in read_manifest(corpus / "train.txt"))  # the face-less one too
     printed = capsys.readouterr().out
     assert f"{N_CLIPS} utterances" in printed and f"{N_CLIPS} featurised" in printed
     assert f"{corpus / 'test.txt'}: 1 utterances loaded" in printed

@@ -62,6 +62,8 @@ def test_a_streamed_dataset_holds_no_features(corpus, tmp_path):
 def test_streaming_refuses_noise_and_needs_a_cache(corpus):
     with pytest.raises(ConfigError, match="streaming=False with noise_prob"):
         Config(streaming=True, noise_prob=0.5)
+    with pytest.raises(ConfigError, match="set cache_dir"):
+        Config(streaming=True, cache_dir="")
     with pytest.raises(ValueError, match="set cache_dir"):
         StreamingDataset.from_manifest(corpus / "m.txt", Config(cache_dir="", **TINY))
 

@@ -24,10 +24,16 @@ from avasr.config import Config
 from avasr.data.audio import load_log_mel
 from avasr.data.lips import NoFaceError, load_lips
 from avasr.data.manifest import ManifestEntry
+from avasr.data.video import VideoError
+from avasr.errors import AvasrError
 
 CACHE_FORMAT = 2  # bump when the entry layout or the preprocessing code changes meaning
 PREPROCESSING_FIELDS = ("sample_rate", "n_mels", "window_ms", "hop_ms", "fps", "lip_size", "face_landmarker_model")
 HASH_CHUNK = 1 << 20
+
+
+class CacheError(AvasrError, RuntimeError):
+    """The feature cache cannot be written (not an OSError: that would read as an unreadable media file)."""
 
 
 @dataclass(frozen=True)
@@ -73,27 +79,35 @@ class FeatureCache:
     def path_of(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.pt"
 
-    def path_for(self, entry: ManifestEntry) -> Path:
-        return self.path_of(entry_key(entry))
-
     def get(self, entry: ManifestEntry, key: str = "") -> Features:
         """The cached features, computing and storing them on a miss ("no face" is remembered too). `key`: the
         entry's key when the index knows it; otherwise the media are hashed."""
         return self.fetch(entry, key)[0]
 
     def fetch(self, entry: ManifestEntry, key: str = "") -> tuple[Features, bool]:
-        """(features, whether they were computed now) -- `get` that also says if the entry was missing."""
-        path = self.path_of(key or entry_key(entry))
-        stored = self.read(path)
+        """(features, whether they were computed now) -- `get` that also says if the entry was missing.
+
+        Computed features are stored only under the key of the content they were computed from: the media are
+        hashed again after featurising, and a file that changed meanwhile (or since the index saw it) is an error,
+        so an entry never holds the features of other content than its key's."""
+        key = key or entry_key(entry)
+        stored = self.read(self.path_of(key))
         built = stored is None or "mel" not in stored  # entries before 2026-12 stored "no face" without the log-mel
         if not built:
             return Features(stored["mel"], stored["crops"], stored.get("no_face", "")), False
         features = compute_features(entry, self.config)
-        self.put(path, features)
+        if entry_key(entry) != key:
+            raise VideoError(f"{entry.audio_path} or {entry.video_path} changed while it was being featurised (or "
+                             f"since it was indexed): run again")
+        self.put(self.path_of(key), features)
         return features, True
 
     def put(self, path: Path, features: Features) -> None:
-        self._write(path, {"mel": features.mel, "crops": features.crops, "no_face": features.no_face})
+        """Raises CacheError naming the cache file when it cannot be written (a full disk, a read-only cache)."""
+        try:
+            self._write(path, {"mel": features.mel, "crops": features.crops, "no_face": features.no_face})
+        except OSError as e:
+            raise CacheError(f"{path}: cannot write the feature cache: {e}") from None
 
     @staticmethod
     def read(path: Path) -> dict | None:

@@ -10,8 +10,6 @@ Loading policy (documented fallbacks and skips, counted and reported; everything
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,14 +25,16 @@ from avasr.config import (AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, LIP
                           Config)
 from avasr.data.audio import AudioError, load_speech
 from avasr.data.cache import FeatureCache, Features, compute_features
-from avasr.data.index import MIN_UTTERANCES_PER_WORKER, IndexedManifest, IndexRow, index_manifests
+from avasr.data.index import IndexedManifest, IndexRow, index_manifests
 from avasr.data.manifest import ManifestEntry, read_manifest
+from avasr.data.pool import in_processes, worker_count
 from avasr.data.video import VideoError
 from avasr.errors import AvasrError
 from avasr.text import encode
 
 MAX_AV_MISMATCH_SECONDS = 0.25  # audio and video of one clip may differ by this much; more means a broken pair
 PIXEL_MAX = 255.0
+LOAD_CHUNK = 4  # utterances per pool job when loading without the cache
 
 
 class DataError(AvasrError, ValueError):
@@ -98,11 +98,12 @@ class LoadReport:
         self.loaded += 1
         return True
 
-    def finish(self, path, total: int, errors: list[str]) -> None:
-        """Warn about audio-only utterances; raise DataError listing every unusable one, or when none is left."""
+    def finish(self, path, total: int, errors: list[str], stacklevel: int = 3) -> None:
+        """Warn about audio-only utterances; raise DataError listing every unusable one, or when none is left.
+        `stacklevel`: the warning names the caller's caller (the code that loaded the dataset)."""
         if self.audio_only:
             warnings.warn(f"{path}: no face in {len(self.audio_only)} of {total} videos: those utterances "
-                          f"run on audio alone ({self.audio_only[0]}, ...)", stacklevel=3)
+                          f"run on audio alone ({self.audio_only[0]}, ...)", stacklevel=stacklevel)
         if errors:
             raise DataError(f"{path}: {len(errors)} unusable utterance(s):\n" + "\n".join(f"  {e}" for e in errors))
         if not self.loaded:
@@ -219,14 +220,10 @@ def _load_or_error(job: tuple[ManifestEntry, Config, bool]) -> Utterance | Excep
 def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool,
              keep_speech: bool = False) -> list[Utterance | Exception]:
     """Load entries in order, in `config.data_workers` processes (0 = all cores) when there is enough work."""
-    workers = min(config.data_workers or os.cpu_count() or 1, len(entries))
     jobs = [(e, config, keep_speech) for e in entries]
-    bar = dict(total=len(jobs), desc=desc, unit="utt", disable=not progress)
-    if workers <= 1 or len(jobs) < MIN_UTTERANCES_PER_WORKER * 2:
-        return [_load_or_error(j) for j in tqdm(jobs, **bar)]
-    # spawn, not fork: forking a process whose torch/OpenMP threads are running can deadlock
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return list(tqdm(pool.imap(_load_or_error, jobs, chunksize=MIN_UTTERANCES_PER_WORKER // 4), **bar))
+    loads = in_processes(_load_or_error, jobs, worker_count(config.data_workers, len(jobs)),
+                         chunksize=LOAD_CHUNK)
+    return list(tqdm(loads, total=len(jobs), desc=desc, unit="utt", disable=not progress))
 
 
 def select_indexed(indexed: IndexedManifest, config: Config,
@@ -248,6 +245,16 @@ def select_indexed(indexed: IndexedManifest, config: Config,
     return kept, report, errors
 
 
+def usable_utterances(path, config: Config, progress: bool = True,
+                      ) -> tuple[list[tuple[ManifestEntry, IndexRow]], LoadReport]:
+    """The utterances of a manifest that the loading policy keeps, through its index (utterances it lacks are
+    featurised into the cache first), and the report; DataError lists every unusable one."""
+    [indexed], _ = index_manifests([path], config, progress=progress)
+    kept, report, errors = select_indexed(indexed, config)
+    report.finish(path, len(indexed.entries), errors, stacklevel=4)
+    return kept, report
+
+
 class AVDataset(Dataset):
     """Utterances held in memory (lip crops as uint8). Build it with `from_manifest`; with keep_speech, each
     utterance also holds its clean speech, which noise needs (avasr.data.noisy_speech, avasr.augment)."""
@@ -259,9 +266,7 @@ class AVDataset(Dataset):
     @classmethod
     def from_manifest(cls, path, config: Config, progress: bool = True, keep_speech: bool = False) -> "AVDataset":
         if config.cache_dir:  # through the manifest's index: a warm start reads only the cached features
-            [indexed], _ = index_manifests([path], config, progress=progress)
-            kept, report, errors = select_indexed(indexed, config)
-            report.finish(path, len(indexed.entries), errors)
+            kept, report = usable_utterances(path, config, progress)
             cache = FeatureCache(config.cache_dir, config)
             utterances = [utterance_from_features(entry, cache.get(entry, row.key), config, keep_speech)
                           for entry, row in tqdm(kept, desc=f"loading {Path(path).name}", unit="utt",

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,20 +32,20 @@ from tqdm.auto import tqdm
 
 from avasr.config import Config
 from avasr.data.audio import AudioError
-from avasr.data.cache import FeatureCache, entry_key
+from avasr.data.cache import CacheError, FeatureCache, entry_key
 from avasr.data.manifest import ManifestEntry, read_manifest
+from avasr.data.pool import MIN_JOBS_PER_WORKER, in_processes, worker_count
 from avasr.data.video import VideoError
 
 INDEX_FORMAT = 1  # bump when IndexRow changes
 INDEX_FOLDER = "index"
 SAVE_EVERY_S = 10.0  # an interrupted preparation loses at most this much index; its cache entries stay on disk
 LOCAL_CHUNK = 4  # utterances per pool job: small, so the progress bar moves and the cores stay balanced
-MIN_UTTERANCES_PER_WORKER = 16  # below this, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
 class IndexRow:
-    audio: str  # absolute paths, as the manifest resolves them
+    audio: str  # absolute paths, as the manifest names them (avasr.data.manifest)
     video: str
     audio_stamp: tuple[int, int]  # (size in bytes, mtime in ns) when the key was computed
     video_stamp: tuple[int, int]
@@ -71,7 +71,8 @@ def stamp(path: Path) -> tuple[int, int]:
 
 def describe(entry: ManifestEntry, cache: FeatureCache) -> Described:
     """Hash an utterance's files and make sure its entry is cached (computing it when missing): the row, or the
-    error naming the file. Stamps are taken before hashing, so a file written meanwhile fails the next lookup."""
+    error naming the file. Stamps are taken before hashing, so a file written meanwhile fails the next lookup.
+    A cache that cannot be written raises CacheError: that is no fault of the utterance."""
     try:
         stamps = stamp(entry.audio_path), stamp(entry.video_path)
         key = entry_key(entry)
@@ -80,6 +81,10 @@ def describe(entry: ManifestEntry, cache: FeatureCache) -> Described:
         return str(e)
     except OSError as e:  # a file that vanished or became unreadable after the manifest was read
         return f"cannot read {e.filename}: {e.strerror}" if e.filename else str(e)
+    except CacheError:
+        raise
+    except Exception as e:  # a decoder's own error on a malformed file: one file must not stop a whole corpus
+        return f"{entry.video_path}: {type(e).__name__} while featurising: {e}"
     row = IndexRow(str(entry.audio_path), str(entry.video_path), *stamps, key, features.mel.shape[1],
                    features.crops.shape[0], features.no_face)
     return row, built
@@ -97,17 +102,12 @@ Runner = Callable[[Sequence[ManifestEntry], Config], Iterator[tuple[int, Describ
 
 def run_locally(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tuple[int, Described]]:
     """In this process, or in `config.data_workers` processes (0 = all cores) when there is enough work."""
-    workers = min(config.data_workers or os.cpu_count() or 1, len(entries))
     chunks = [list(range(i, min(i + LOCAL_CHUNK, len(entries)))) for i in range(0, len(entries), LOCAL_CHUNK)]
     jobs = [([entries[i] for i in chunk], config) for chunk in chunks]
-    if workers <= 1 or len(entries) < MIN_UTTERANCES_PER_WORKER * 2:
-        for chunk, job in zip(chunks, jobs):
-            yield from zip(chunk, describe_all(job))
-        return
-    # spawn, not fork: forking a process whose torch/OpenMP threads are running can deadlock
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for chunk, results in zip(chunks, pool.imap(describe_all, jobs)):
-            yield from zip(chunk, results)
+    workers = worker_count(config.data_workers, len(entries))
+    chunked = in_processes(describe_all, jobs, workers, min_jobs=MIN_JOBS_PER_WORKER // LOCAL_CHUNK)
+    for chunk, results in zip(chunks, chunked):
+        yield from zip(chunk, results)
 
 
 class CacheIndex:
@@ -129,7 +129,7 @@ class CacheIndex:
             if stored.get("format") == INDEX_FORMAT:
                 rows = [IndexRow.from_json(values) for values in stored["rows"]]
                 index.rows = {(row.audio, row.video): row for row in rows}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not an index this code wrote
             pass
         return index
 
@@ -143,30 +143,31 @@ class CacheIndex:
             pass
         return None
 
-    def add(self, row: IndexRow) -> None:
-        self.rows[(row.audio, row.video)] = row
-        self.dirty = True
-
-    def keep_only(self, pairs: set[tuple[str, str]]) -> None:
-        """Drop the rows of utterances no longer in the manifest."""
-        if not self.rows.keys() <= pairs:
-            self.rows = {pair: row for pair, row in self.rows.items() if pair in pairs}
-            self.dirty = True
+    def set_rows(self, rows: dict[tuple[str, str], IndexRow]) -> None:
+        """The manifest's rows as now known (utterances no longer listed drop out)."""
+        if rows != self.rows:
+            self.rows, self.dirty = rows, True
 
     def save(self) -> None:
-        if not self.dirty:  # a warm start writes nothing: the cache may be read-only shared storage
+        """Write the rows when they changed (a warm start writes nothing). A cache folder that cannot be written
+        (read-only shared storage) only costs later starts their speed: a warning, not an error."""
+        if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         stored = {"format": INDEX_FORMAT, "rows": [asdict(row) for row in self.rows.values()]}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
+        tmp = None
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
             with os.fdopen(fd, "w") as f:
                 json.dump(stored, f)
             os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.dirty = False
+            self.dirty = False
+        except OSError as e:
+            warnings.warn(f"{self.path}: cannot save the cache index ({e}); the next start will hash the media "
+                          f"of the utterances it lacks again", stacklevel=2)
+        finally:
+            if tmp is not None and self.dirty:
+                Path(tmp).unlink(missing_ok=True)
 
 
 @dataclass
@@ -195,44 +196,43 @@ def index_manifests(manifests: Sequence[str | Path], config: Config, runner: Run
     cache = FeatureCache(config.cache_dir, config)
     listed = [(str(m), read_manifest(m), CacheIndex.load(cache, m)) for m in manifests]
     found: dict[tuple[str, str], IndexRow | str] = {}
-    missing: dict[tuple[str, str], ManifestEntry] = {}
-    for _, entries, index in listed:
+    for _, entries, index in listed:  # every index first: a row one manifest's index knows serves all of them
         for entry in entries:
-            pair = (str(entry.audio_path), str(entry.video_path))
-            row = None if rehash else index.lookup(entry)
-            if row is not None:
+            pair = _pair(entry)
+            if pair not in found and not rehash and (row := index.lookup(entry)) is not None:
                 found[pair] = row
-            elif pair not in found:
-                missing[pair] = entry
+    missing = {_pair(e): e for _, entries, _ in listed for e in entries if _pair(e) not in found}
     counts = IndexCounts(utterances=len(found) + len(missing), index_hits=len(found))
     todo = list(missing.values())
     saved = time.monotonic()
     try:
         for position, result in tqdm(runner(todo, config), total=len(todo), desc="featurising (feature cache)",
                                      unit="utt", disable=not progress or not todo):
-            entry = todo[position]
             counts.hashed += 1
             if isinstance(result, str):
                 counts.errors += 1
-                found[(str(entry.audio_path), str(entry.video_path))] = result
+                found[_pair(todo[position])] = result
                 continue
             row, built = result
             counts.built += built
             counts.frames_built += row.crop_frames if built else 0
             found[(row.audio, row.video)] = row
-            for _, _, index in listed:
-                index.add(row)
             if time.monotonic() - saved > SAVE_EVERY_S:
-                _save_known(listed)
+                _save_known(listed, found)
                 saved = time.monotonic()
     finally:
-        _save_known(listed)
-    return [IndexedManifest(path, entries, [found[(str(e.audio_path), str(e.video_path))] for e in entries])
-            for path, entries, _ in listed], counts
+        _save_known(listed, found)
+    return [IndexedManifest(path, entries, [found[_pair(e)] for e in entries]) for path, entries, _ in listed], counts
 
 
-def _save_known(listed: list[tuple[str, list[ManifestEntry], CacheIndex]]) -> None:
-    """Each index keeps the rows of its own manifest's utterances only."""
+def _pair(entry: ManifestEntry) -> tuple[str, str]:
+    return str(entry.audio_path), str(entry.video_path)
+
+
+def _save_known(listed: list[tuple[str, list[ManifestEntry], CacheIndex]],
+                found: dict[tuple[str, str], IndexRow | str]) -> None:
+    """Each index gets the rows of its own manifest's utterances known so far."""
     for _, entries, index in listed:
-        index.keep_only({(str(e.audio_path), str(e.video_path)) for e in entries})
+        index.set_rows({pair: found[pair] for pair in map(_pair, entries)
+                        if isinstance(found.get(pair), IndexRow)})
         index.save()

@@ -24,9 +24,9 @@ from avasr.data.dataset import DataError, LoadReport, indexed_frames, select_ind
 from avasr.data.index import Described, IndexCounts, Runner, describe_all, index_manifests, run_locally
 from avasr.data.manifest import ManifestEntry
 
-RAY_CHUNK = 8  # utterances per task: ~2 s of work at the lip pipeline's ~275 frames/s, so scheduling costs little
+RAY_CHUNK = 8  # utterances per task: ~1 s of work at ~540 frames/s per CPU, so scheduling costs little
 IN_FLIGHT_PER_CPU = 2  # tasks queued per CPU: every core stays busy while the driver holds few results at once
-RESULT_WAIT_S = 5.0  # how long one ray.wait blocks before the progress bar is refreshed
+RESULT_WAIT_S = 5.0  # one ray.wait blocks at most this long: Ctrl-C is seen between waits
 CANCEL_WAIT_S = 30.0  # on interruption, how long the tasks in flight get to stop (each ends its entry or none)
 
 

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from avasr.config import Config
 from avasr.data.cache import FeatureCache
-from avasr.data.dataset import LoadReport, Utterance, indexed_frames, select_indexed, utterance_from_features
-from avasr.data.index import IndexRow, index_manifests
+from avasr.data.dataset import LoadReport, Utterance, indexed_frames, usable_utterances, utterance_from_features
+from avasr.data.index import IndexRow
 from avasr.data.manifest import ManifestEntry
 from avasr.errors import AvasrError
 
@@ -38,10 +38,7 @@ class StreamingDataset(Dataset):
         """The manifest's usable utterances, through its index (entries it lacks are featurised first)."""
         if not config.cache_dir:
             raise StreamingError("streaming reads the feature cache: set cache_dir")
-        [indexed], _ = index_manifests([path], config, progress=progress)
-        kept, report, errors = select_indexed(indexed, config)
-        report.finish(path, len(indexed.entries), errors)
-        return cls(kept, report, config)
+        return cls(*usable_utterances(path, config, progress), config)
 
     @property
     def lengths(self) -> list[int]:
