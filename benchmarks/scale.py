@@ -1,7 +1,7 @@
 """Scale: what the data path costs as the corpus grows, streamed from the feature cache against held in memory.
 
 For each size, a synthetic corpus is written straight into the cache (placeholder media files, which only key the
-entries, and random log-mels and lip crops of LRS3-like lengths: 1 to 8 s); then, each in a fresh process as a
+entries, and random log-mels and lip crops of mixed lengths: 1 to 8 s, mean 3 s); then, each in a fresh process as a
 trial's training worker would be:
 - index build: the manifest's index made from scratch over a filled cache (hash the files, read each entry's lengths);
 - warm start: building the training dataset through the index (no media read, no features read when streaming);
