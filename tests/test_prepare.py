@@ -86,6 +86,7 @@ def test_an_interrupted_preparation_resumes_where_it_stopped(local_ray, corpus, 
 
 
 def test_unusable_utterances_are_listed_by_file_and_line_after_the_others_are_prepared(local_ray, corpus, tmp_path):
+    # two utterances: fewer than RAY_MIN_UTTERANCES, so described in this process
     write_clip(corpus / "broken", "pair", 1.0, video_seconds=2.0)
     (corpus / "broken.txt").write_text("u0.wav|u0.mp4|bin blue\nbroken/pair.wav|broken/pair.mp4|bin blue\n")
     config = Config(cache_dir=str(tmp_path / "cache"))
@@ -112,10 +113,11 @@ def test_the_sweep_warms_every_split_with_ray(local_ray, corpus, tmp_path, capsy
 
 @pytest.mark.slow
 def test_the_command_line_prepares_on_its_own_local_ray(corpus, tmp_path):
-    command = [sys.executable, "experiments/prepare.py", "--manifest", str(corpus / "val.txt"),
+    command = [sys.executable, "experiments/prepare.py", "--manifest", str(corpus / "train.txt"),
                "--cache-dir", str(tmp_path / "cache"), "--lip-size", "32"]
     done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "4 utterances" in done.stdout and "4 featurised" in done.stdout
-    assert f"{corpus / 'val.txt'}: 4 utterances loaded" in done.stdout
-    assert cached_entries(tmp_path / "cache") == 4
+    assert f"{N_CLIPS - 2} utterances" in done.stdout and f"{N_CLIPS - 2} featurised" in done.stdout
+    assert "starting Ray" in done.stdout
+    assert f"{corpus / 'train.txt'}: {N_CLIPS - 3} utterances loaded; 1 of them on audio alone" in done.stdout
+    assert cached_entries(tmp_path / "cache") == N_CLIPS - 2

@@ -25,16 +25,21 @@ from avasr.data.index import Described, IndexCounts, Runner, describe_all, index
 from avasr.data.manifest import ManifestEntry
 
 RAY_CHUNK = 8  # utterances per task: ~1 s of work at ~540 frames/s per CPU, so scheduling costs little
+# Fewer utterances than this are featurised here, in the driver: Ray's worker processes take seconds to start and
+# import torch, more than a couple of chunks of work (the sweep tests' tiny corpora, a few new files in a rerun)
+RAY_MIN_UTTERANCES = 2 * RAY_CHUNK
 IN_FLIGHT_PER_CPU = 2  # tasks queued per CPU: every core stays busy while the driver holds few results at once
 RESULT_WAIT_S = 5.0  # one ray.wait blocks at most this long: Ctrl-C is seen between waits
 CANCEL_WAIT_S = 30.0  # on interruption, how long the tasks in flight get to stop (each ends its entry or none)
 
 
 def run_on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tuple[int, Described]]:
-    """A Runner (avasr.data.index) over the Ray cluster this process is connected to."""
+    """A Runner (avasr.data.index) over the Ray cluster this process is connected to (fewer than
+    RAY_MIN_UTTERANCES entries: in this process)."""
     import ray  # the data package imports Ray only when it fans out
 
-    if not entries:
+    if len(entries) < RAY_MIN_UTTERANCES:
+        yield from run_locally(entries, config.replace(data_workers=1))
         return
     describe_remote = ray.remote(num_cpus=1)(describe_all)
     chunks = [list(range(i, min(i + RAY_CHUNK, len(entries)))) for i in range(0, len(entries), RAY_CHUNK)]
@@ -95,13 +100,13 @@ def prepare_on_ray(manifests: Sequence[str], config: Config, address: str | None
                    rehash: bool = False) -> PrepareReport:
     """`prepare` as Ray tasks: on the cluster at `address` ("auto": the one this node belongs to), or on a local
     Ray of this machine's cores when None; the Ray this process is already connected to, if any. Ray is started
-    only when the indexes leave work to do: a warm run takes a fraction of a second."""
+    only when the indexes leave RAY_MIN_UTTERANCES or more to do: a warm run takes a fraction of a second."""
     import ray
 
     startup_s: list[float] = []  # set when this call starts Ray
 
     def on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tuple[int, Described]]:
-        if entries and not ray.is_initialized():
+        if len(entries) >= RAY_MIN_UTTERANCES and not ray.is_initialized():
             started = time.perf_counter()
             ray.init(address=address)
             startup_s.append(time.perf_counter() - started)
