@@ -3,16 +3,21 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+import ray
+
+import avasr.data.prepare
 
 from avasr.config import Config
 from avasr.data.dataset import AVDataset, DataError
 from avasr.data.index import CacheIndex
 from avasr.data.cache import FeatureCache, entry_key
-from avasr.data.prepare import RAY_CHUNK, prepare, run_on_ray
+from avasr.data.prepare import RAY_CHUNK, PrepareError, prepare, run_on_ray
 from avasr.data.manifest import read_manifest
 from tests.media import write_clip
+from tests.sweeps import CLUSTER_CPUS
 
 N_CLIPS = 2 * RAY_CHUNK + 3  # three tasks, the last one partly filled
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +114,25 @@ def test_the_sweep_warms_every_split_with_ray(local_ray, corpus, tmp_path, capsy
     printed = capsys.readouterr().out
     assert f"{N_CLIPS} utterances" in printed and f"{N_CLIPS} featurised" in printed
     assert f"{corpus / 'test.txt'}: 1 utterances loaded" in printed
+
+
+def test_a_cluster_with_no_free_cpu_fails_in_bounded_time_naming_what_it_waited_for(local_ray, corpus, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(avasr.data.prepare, "STALLED_S", 2.0)
+    monkeypatch.setattr(avasr.data.prepare, "RESULT_WAIT_S", 0.5)
+
+    @ray.remote(num_cpus=1)
+    def hold_a_cpu():
+        time.sleep(120)
+
+    holders = [hold_a_cpu.remote() for _ in range(CLUSTER_CPUS)]
+    try:
+        with pytest.raises(PrepareError, match=r"no featurising task finished in 2 s: \d+ task\(s\) of 8 utterances "
+                                               r"waiting; the cluster has .* free of"):
+            prepare(manifests(corpus), Config(cache_dir=str(tmp_path / "cache")), run_on_ray, progress=False)
+    finally:
+        for holder in holders:
+            ray.cancel(holder, force=True)
 
 
 @pytest.mark.slow

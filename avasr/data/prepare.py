@@ -23,6 +23,7 @@ from avasr.data.cache import FeatureCache
 from avasr.data.dataset import DataError, LoadReport, indexed_frames, select_indexed
 from avasr.data.index import Described, IndexCounts, Runner, describe_all, index_manifests, run_locally
 from avasr.data.manifest import ManifestEntry
+from avasr.errors import AvasrError
 
 RAY_CHUNK = 8  # utterances per task: ~1 s of work at ~540 frames/s per CPU, so scheduling costs little
 # Fewer utterances than this are featurised here, in the driver: Ray's worker processes take seconds to start and
@@ -31,6 +32,12 @@ RAY_MIN_UTTERANCES = 2 * RAY_CHUNK
 IN_FLIGHT_PER_CPU = 2  # tasks queued per CPU: every core stays busy while the driver holds few results at once
 RESULT_WAIT_S = 5.0  # one ray.wait blocks at most this long: Ctrl-C is seen between waits
 CANCEL_WAIT_S = 30.0  # on interruption, how long the tasks in flight get to stop (each ends its entry or none)
+# No task finishing for this long means the cluster cannot run them (no free CPU, nodes gone): a chunk takes seconds
+STALLED_S = 600.0
+
+
+class PrepareError(AvasrError, RuntimeError):
+    """The cluster stopped running the preparation's tasks."""
 
 
 def run_on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tuple[int, Described]]:
@@ -44,7 +51,7 @@ def run_on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tup
     describe_remote = ray.remote(num_cpus=1)(describe_all)
     chunks = [list(range(i, min(i + RAY_CHUNK, len(entries)))) for i in range(0, len(entries), RAY_CHUNK)]
     limit = max(1, int(ray.cluster_resources().get("CPU", 1) * IN_FLIGHT_PER_CPU))
-    pending, queued = {}, iter(chunks)
+    pending, queued, progressed = {}, iter(chunks), time.monotonic()
     try:
         while True:
             while len(pending) < limit and (chunk := next(queued, None)) is not None:
@@ -52,7 +59,12 @@ def run_on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tup
             if not pending:
                 return
             done, _ = ray.wait(list(pending), num_returns=1, timeout=RESULT_WAIT_S)
+            if not done and time.monotonic() - progressed > STALLED_S:
+                raise PrepareError(f"no featurising task finished in {STALLED_S:.0f} s: {len(pending)} task(s) of "
+                                   f"{RAY_CHUNK} utterances waiting; the cluster has {ray.available_resources()} "
+                                   f"free of {ray.cluster_resources()} (each task needs 1 CPU)")
             for ref in done:
+                progressed = time.monotonic()
                 yield from zip(pending.pop(ref), ray.get(ref))
     finally:  # interrupted (Ctrl-C, an error): stop the cluster's work, so nothing writes after we return
         for ref in pending:
