@@ -100,9 +100,14 @@ def describe_all(job: tuple[list[ManifestEntry], Config]) -> list[Described]:
 Runner = Callable[[Sequence[ManifestEntry], Config], Iterator[tuple[int, Described]]]
 
 
+def chunked_positions(count: int, size: int) -> list[list[int]]:
+    """Positions 0..count-1 in consecutive chunks of `size` (the last one shorter): the jobs a Runner hands out."""
+    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
 def run_locally(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tuple[int, Described]]:
     """In this process, or in `config.data_workers` processes (0 = all cores) when there is enough work."""
-    chunks = [list(range(i, min(i + LOCAL_CHUNK, len(entries)))) for i in range(0, len(entries), LOCAL_CHUNK)]
+    chunks = chunked_positions(len(entries), LOCAL_CHUNK)
     jobs = [([entries[i] for i in chunk], config) for chunk in chunks]
     workers = worker_count(config.data_workers, len(entries))
     chunked = in_processes(describe_all, jobs, workers, min_jobs=MIN_JOBS_PER_WORKER // LOCAL_CHUNK)
@@ -135,7 +140,7 @@ class CacheIndex:
 
     def lookup(self, entry: ManifestEntry) -> IndexRow | None:
         """The row when both files still have the stamps it was made with and its entry is still cached."""
-        row = self.rows.get((str(entry.audio_path), str(entry.video_path)))
+        row = self.rows.get(_pair(entry))
         try:
             if row and (stamp(entry.audio_path), stamp(entry.video_path)) == (row.audio_stamp, row.video_stamp):
                 return row if self.cache.path_of(row.key).exists() else None

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from avasr.config import Config
 from avasr.data.cache import FeatureCache
 from avasr.data.dataset import DataError, LoadReport, indexed_frames, select_indexed
-from avasr.data.index import Described, IndexCounts, Runner, describe_all, index_manifests, run_locally
+from avasr.data.index import (Described, IndexCounts, Runner, chunked_positions, describe_all, index_manifests,
+                              run_locally)
 from avasr.data.manifest import ManifestEntry
 from avasr.errors import AvasrError
 
@@ -49,7 +50,7 @@ def run_on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tup
         yield from run_locally(entries, config.replace(data_workers=1))
         return
     describe_remote = ray.remote(num_cpus=1)(describe_all)
-    chunks = [list(range(i, min(i + RAY_CHUNK, len(entries)))) for i in range(0, len(entries), RAY_CHUNK)]
+    chunks = chunked_positions(len(entries), RAY_CHUNK)
     limit = max(1, int(ray.cluster_resources().get("CPU", 1) * IN_FLIGHT_PER_CPU))
     pending, queued, progressed = {}, iter(chunks), time.monotonic()
     try:
