@@ -38,9 +38,10 @@ corpus-full: setup
 
 # The smoke fusion sweep: 4 fusions on the built-in small corpus (built when missing), leaderboard with the Pareto
 # front, champion ONNX, MLflow UI links. A timestamped name: a sweep of an existing name is refused unless resumed
-# (--resume --name NAME).
+# (--resume --name NAME). More flags through SWEEP_ARGS, e.g. `make sweep SWEEP_ARGS="--seed 7"`.
+SWEEP_ARGS ?=
 sweep: setup
-	$(BIN)/python experiments/sweep_fusion.py --space smoke --name smoke-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/python experiments/sweep_fusion.py --space smoke --name smoke-$$(date +%Y%m%d-%H%M%S) $(SWEEP_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache
