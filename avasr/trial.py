@@ -43,6 +43,7 @@ from avasr.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_
 from avasr.train import METRICS_FILE, fit, load_datasets
 
 DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
+WORK_DIR_PREFIX = "avasr-trial-"  # a Train worker's folder in the node's temp dir: avasr-trial-<pid>-<random>
 CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all a resume needs
 # Ray Train's controller takes one report per poll of its workers (2 s by default) and a worker's report waits
 # until the previous one is taken: epochs shorter than the poll were held to it, and a trial ended two polls after
@@ -118,6 +119,28 @@ class EpochLog:
                   f"{len(self.pending)} epoch(s) wait for the store")
 
 
+def make_work_dir(root: Path | None = None) -> Path:
+    """A new folder for this worker's training files, named after its process. Folders of workers that died
+    without running their `finally` (SIGKILL, the OOM killer, a lost node's restart) are removed first: on a
+    cluster node every killed trial would otherwise leave its checkpoints in /tmp."""
+    root = Path(root or tempfile.gettempdir())
+    for folder in root.glob(f"{WORK_DIR_PREFIX}*-*"):
+        pid = folder.name[len(WORK_DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)  # another user's folder stays: not ours to remove
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-", dir=root))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def train_func(config: dict) -> None:
     """The Ray Train worker: avasr.train.fit in a temporary folder, each epoch reported with its checkpoint.
 
@@ -126,7 +149,7 @@ def train_func(config: dict) -> None:
     """
     base, sweep = split_trial_config(config)
     torch.set_num_threads(sweep.get(THREADS_KEY, 1))
-    work_dir = Path(tempfile.mkdtemp(prefix="avasr-trial-"))
+    work_dir = make_work_dir()
     base = base.replace(output_dir=str(work_dir))
     resume = None
     checkpoint = ray.train.get_checkpoint()  # Ray: the latest reported checkpoint, None on a first attempt

@@ -3,9 +3,11 @@ middle of training, an exception in a worker, several ASHA stops followed by mor
 killed and then resumed, a tracking server killed and brought back. Every test ends with every CPU of the cluster
 free again, given back by Ray and the sweep alone (tests.sweeps.assert_all_cpus_come_back removes nothing)."""
 
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from ray.util.state import list_actors
 from avasr.sweep import SweepOptions, run_sweep
 from avasr.tracking import EPOCH_METRICS, EPOCH_PREFIX, TRIAL_TAG, TrackingError, wait_for_store
 from avasr.train import METRIC_FIELDS
-from avasr.trial import EpochLog
+from avasr.trial import WORK_DIR_PREFIX, EpochLog, make_work_dir
 from tests.logs import tail
 from tests.servers import MlflowServer, free_ports
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
@@ -60,9 +62,25 @@ def checkpoint_registered(storage: Path) -> bool:
     return any(storage.glob("*/train_runs/*/checkpoint_manager_snapshot.json"))
 
 
-def kill_train_worker() -> None:
+def kill_train_worker() -> int:
     (worker,) = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
     subprocess.run(["kill", "-KILL", str(worker.pid)], check=True)
+    return worker.pid
+
+
+def test_a_worker_s_folder_outlives_it_only_until_the_next_worker_starts(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f"{WORK_DIR_PREFIX}{dead.pid}-abc"  # as a SIGKILLed worker leaves it
+    (killed / "checkpoint").mkdir(parents=True)
+    alive = tmp_path / f"{WORK_DIR_PREFIX}{os.getpid()}-def"  # a worker still training beside it
+    alive.mkdir()
+    unnamed = tmp_path / f"{WORK_DIR_PREFIX}xyz"  # no process named: nothing says whose it is
+    unnamed.mkdir()
+
+    mine = make_work_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, unnamed.name, mine.name])
+    assert mine.name.startswith(f"{WORK_DIR_PREFIX}{os.getpid()}-")
 
 
 # --- workers -----------------------------------------------------------------------------------------------------
@@ -72,11 +90,15 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, co
     space = write_space(tmp_path, epochs=epochs, patience=epochs)  # no early stop: every epoch runs
     opts = options(tmp_path, corpus, space, ship=False, cpus_per_trial=2.0)
     storage = Path(opts.storage_path)
-    killer = Injector(lambda: checkpoint_registered(storage), kill_train_worker, "a registered checkpoint")
+    killed = []
+    killer = Injector(lambda: checkpoint_registered(storage), lambda: killed.append(kill_train_worker()),
+                      "a registered checkpoint")
     killer.start()
     result = run_sweep(opts)
     killer.join(timeout=1)
     assert killer.done, killer.error
+    # the retry's worker removed the killed one's training folder (its `finally` never ran)
+    assert not list(Path(tempfile.gettempdir()).glob(f"{WORK_DIR_PREFIX}{killed[0]}-*"))
 
     client = MlflowClient(result.tracking_uri)
     (run,) = child_runs(client, result)
