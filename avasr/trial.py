@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from avasr.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_
 from avasr.train import METRICS_FILE, fit, load_datasets
 
 DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
-WORK_DIR_PREFIX = "avasr-trial-"  # a Train worker's folder in the node's temp dir: avasr-trial-<pid>-<random>
+WORK_DIR_PREFIX = "avasr-trial-"  # a Train worker's folder in the node's temp dir: avasr-trial-<pid>@<host>-<random>
 CHECKPOINTS_TO_KEEP = 2  # each holds last.pth and best_model.pth, which is all a resume needs
 # Ray Train's controller takes one report per poll of its workers (2 s by default) and a worker's report waits
 # until the previous one is taken: epochs shorter than the poll were held to it, and a trial ended two polls after
@@ -120,15 +121,18 @@ class EpochLog:
 
 
 def make_work_dir(root: Path | None = None) -> Path:
-    """A new folder for this worker's training files, named after its process. Folders of workers that died
-    without running their `finally` (SIGKILL, the OOM killer, a lost node's restart) are removed first: on a
-    cluster node every killed trial would otherwise leave its checkpoints in /tmp."""
+    """A new folder for this worker's training files, named after its process and host. Folders of workers of
+    this host that died without running their `finally` (SIGKILL, the OOM killer) are removed first: on a cluster
+    node every killed trial would otherwise leave its checkpoints in /tmp. The host is in the name because a temp
+    dir shared by several hosts (containers) would hold pids that mean nothing here."""
     root = Path(root or tempfile.gettempdir())
-    for folder in root.glob(f"{WORK_DIR_PREFIX}*-*"):
-        pid = folder.name[len(WORK_DIR_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
+    host = socket.gethostname()
+    for folder in root.glob(f"{WORK_DIR_PREFIX}*@{host}-*"):
+        pid = folder.name[len(WORK_DIR_PREFIX):].split("@", 1)[0]
+        ours = pid.isdigit() and folder.name.startswith(f"{WORK_DIR_PREFIX}{pid}@{host}-")
+        if ours and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)  # another user's folder stays: not ours to remove
-    return Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-", dir=root))
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}@{host}-", dir=root))
 
 
 def process_alive(pid: int) -> bool:

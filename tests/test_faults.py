@@ -5,6 +5,7 @@ free again, given back by Ray and the sweep alone (tests.sweeps.assert_all_cpus_
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,16 +72,18 @@ def kill_train_worker() -> int:
 def test_a_worker_s_folder_outlives_it_only_until_the_next_worker_starts(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    killed = tmp_path / f"{WORK_DIR_PREFIX}{dead.pid}-abc"  # as a SIGKILLed worker leaves it
+    host = socket.gethostname()
+    killed = tmp_path / f"{WORK_DIR_PREFIX}{dead.pid}@{host}-abc"  # as a SIGKILLed worker leaves it
     (killed / "checkpoint").mkdir(parents=True)
-    alive = tmp_path / f"{WORK_DIR_PREFIX}{os.getpid()}-def"  # a worker still training beside it
-    alive.mkdir()
-    unnamed = tmp_path / f"{WORK_DIR_PREFIX}xyz"  # no process named: nothing says whose it is
-    unnamed.mkdir()
+    alive = tmp_path / f"{WORK_DIR_PREFIX}{os.getpid()}@{host}-def"  # a worker still training beside it
+    elsewhere = tmp_path / f"{WORK_DIR_PREFIX}{dead.pid}@{host}x-ghi"  # another host's pid: means nothing here
+    unnamed = tmp_path / f"{WORK_DIR_PREFIX}xyz"  # nothing says whose it is
+    for folder in (alive, elsewhere, unnamed):
+        folder.mkdir()
 
     mine = make_work_dir(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, unnamed.name, mine.name])
-    assert mine.name.startswith(f"{WORK_DIR_PREFIX}{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in (alive, elsewhere, unnamed, mine))
+    assert mine.name.startswith(f"{WORK_DIR_PREFIX}{os.getpid()}@{host}-")
 
 
 # --- workers -----------------------------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, co
     killer.join(timeout=1)
     assert killer.done, killer.error
     # the retry's worker removed the killed one's training folder (its `finally` never ran)
-    assert not list(Path(tempfile.gettempdir()).glob(f"{WORK_DIR_PREFIX}{killed[0]}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"{WORK_DIR_PREFIX}{killed[0]}@*"))
 
     client = MlflowClient(result.tracking_uri)
     (run,) = child_runs(client, result)
