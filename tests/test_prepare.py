@@ -66,20 +66,32 @@ def test_ray_fills_the_cache_exactly_once_and_counts_what_training_would_skip(lo
     again.check()
 
 
+@ray.remote(num_cpus=1)
+def hold_a_cpu():
+    time.sleep(120)
+
+
 def test_an_interrupted_preparation_resumes_where_it_stopped(local_ray, corpus, tmp_path):
     config = Config(cache_dir=str(tmp_path / "cache"))
-    stop_after = RAY_CHUNK + 2
+    stop_after = 2  # Ctrl-C in the driver once the first task's results are in, while the second task runs
 
-    def interrupted(entries, config):  # Ctrl-C in the driver after `stop_after` results
+    def interrupted(entries, config):
         for n, result in enumerate(run_on_ray(entries, config)):
             if n == stop_after:
                 raise KeyboardInterrupt
             yield result
 
-    with pytest.raises(KeyboardInterrupt):
-        prepare(manifests(corpus), config, interrupted, progress=False)
+    # One free CPU: the three tasks run one after another, so the third has not started when Ctrl-C comes (with
+    # two, it could finish first: it is the shortest)
+    holders = [hold_a_cpu.remote() for _ in range(CLUSTER_CPUS - 1)]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare(manifests(corpus), config, interrupted, progress=False)
+    finally:
+        for holder in holders:
+            ray.cancel(holder, force=True)
     on_disk = cached_entries(tmp_path / "cache")
-    assert stop_after <= on_disk < N_CLIPS
+    assert stop_after <= on_disk <= 2 * RAY_CHUNK < N_CLIPS  # the first task done, the second perhaps in part
     indexed = sum(len(CacheIndex.load(FeatureCache(config.cache_dir, config), m).rows) for m in manifests(corpus))
     assert indexed >= stop_after  # the index was saved on the way out
 
@@ -120,10 +132,6 @@ def test_a_cluster_with_no_free_cpu_fails_in_bounded_time_naming_what_it_waited_
                                                                                     monkeypatch):
     monkeypatch.setattr(avasr.data.prepare, "STALLED_S", 2.0)
     monkeypatch.setattr(avasr.data.prepare, "RESULT_WAIT_S", 0.5)
-
-    @ray.remote(num_cpus=1)
-    def hold_a_cpu():
-        time.sleep(120)
 
     holders = [hold_a_cpu.remote() for _ in range(CLUSTER_CPUS)]
     try:
