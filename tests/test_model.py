@@ -98,3 +98,20 @@ def test_whole_model_output_does_not_depend_on_batch_padding(fusion):
     padded = model(torch.cat([audio, torch.zeros(1, 1, 40, 4 * pad)], dim=3),
                    torch.cat([video, torch.zeros(1, pad, 1, 64, 64)], dim=1), torch.tensor([T]))
     assert torch.allclose(padded[:, :T], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("lip_size, pool", [(64, torch.nn.AdaptiveAvgPool2d), (32, torch.nn.Identity)])
+def test_conv_weights_are_channels_last_and_a_contiguous_checkpoint_loads_into_them(lip_size, pool):
+    config = Config(lip_size=lip_size, encoder_channels=(4, 8, 16), feature_dim=32, temporal_layers=1)
+    torch.manual_seed(0)
+    trained = build_model(config).eval()
+    assert isinstance(trained.video_encoder.convs[-1], pool)
+    convs = [m for m in trained.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6 and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    contiguous = {k: v.contiguous() for k, v in trained.state_dict().items()}  # as saved before the layout change
+    assert not contiguous["video_encoder.convs.1.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    loaded = build_model(config).eval()
+    loaded.load_state_dict(contiguous)
+    assert loaded.video_encoder.convs[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    audio, video = torch.randn(2, 1, 40, 4 * 9), torch.randn(2, 9, 1, lip_size, lip_size)
+    assert torch.equal(loaded(audio, video), trained(audio, video))
