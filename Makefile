@@ -8,16 +8,16 @@ STAMP := $(VENV)/.installed
 
 setup: system-deps $(STAMP)
 
-# pip (not uv/poetry): it takes the local torch wheel instead of downloading gigabytes. pip byte-compiles on one
-# core (218 s for the whole install on a 2-core machine); installing without it and compiling on every core takes
-# 91 + 69 s. Compiling is not optional where PYTHONDONTWRITEBYTECODE is set: every process would then compile torch
-# again (25 s instead of 12 s to import the sweep). compile_dir's result is ignored as pip ignores it: a few test
-# files of torch use newer syntax than this Python.
+# pip (not uv/poetry): it takes the local torch wheel instead of downloading gigabytes. pip byte-compiles every
+# module it installs, on one core: 218 s for the install on a 2-core machine, against 91 s with --no-compile. Then
+# a module is compiled when it is first imported and its bytecode cached, so only what runs is compiled, once
+# (importing the sweep: 23 s the first time, 10 s after). That needs bytecode writing on: where the environment
+# sets PYTHONDONTWRITEBYTECODE, every process would compile torch again, so make does not pass it on.
+unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -qq --upgrade pip
 	@$(BIN)/python -m pip install -qq --no-compile -e '.[dev]'
-	@$(BIN)/python -c "import compileall, sysconfig; compileall.compile_dir(sysconfig.get_path('purelib'), quiet=2, workers=0)"
 	@touch $(STAMP)
 
 system-deps:
