@@ -4,7 +4,8 @@ modality dropout, each switched on by its Config field (all off by default).
 Per utterance, in this order:
 1. noise (probability `noise_prob`): a kind drawn from `noise_kinds`, an SNR drawn uniformly from `noise_snr_db`,
    mixed into the clean speech as evaluation mixes it (avasr.data.noisy_speech); the log-mel is then recomputed.
-   Babble comes from other training speakers. This needs the training set loaded with keep_speech;
+   Babble comes from other training speakers (a streamed training set: a sample of BABBLE_VOICES of them). This
+   needs the training set loaded (or streamed) with keep_speech;
 2. `freq_masks` frequency masks and `audio_time_masks` time masks on the log-mel, `video_time_masks` on the lips;
 3. modality dropout (probability `modality_dropout`): audio or video, equally likely, blanked whole. Only an
    utterance with both streams loses one: an audio-only one (no face) keeps its audio.
@@ -16,15 +17,21 @@ augmentation is the same however the run got there (a resumed run continues it e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, Config
 from avasr.data.dataset import AVDataset, Batch
 from avasr.data.mixing import DEFAULT_BABBLE_TALKERS
-from avasr.data.noisy_speech import checked_babble_pools, mixed_speech, speech_features
+from avasr.data.noisy_speech import checked_pools, mixed_speech, speech_features
+from avasr.data.streaming import StreamingDataset
 from avasr.errors import AvasrError
 
+# Babble voices a streamed training set holds in memory (about 50 MB of 3 s utterances); an in-memory one uses all
+# of its speech, which it holds anyway.
+BABBLE_VOICES = 256
 BLANK_AUDIO_FIRST = 0.5  # modality dropout: the chance that the audio (not the video) is the stream blanked
 
 
@@ -35,18 +42,18 @@ class AugmentError(AvasrError, ValueError):
 class Augmenter:
     """`augmenter(batch, rng)` -> an augmented copy of the batch (see the module docstring)."""
 
-    def __init__(self, config: Config, train_set: AVDataset):
+    def __init__(self, config: Config, train_set: AVDataset | StreamingDataset):
         self.config = config
-        self.babble: dict[str, list[np.ndarray]] = {}  # utterance id -> the voices its babble is drawn from
+        self.babble: dict[str, Sequence[np.ndarray]] = {}  # utterance id -> the voices its babble is drawn from
         if config.noise_prob == 0:
             return
-        missing = [u.id for u in train_set.utterances if u.speech is None]
-        if missing:
-            raise AugmentError(f"noise_prob > 0 mixes noise into the speech: load the training set with "
-                               f"keep_speech=True ({len(missing)} utterances without, e.g. {missing[0]})")
+        if not train_set.keeps_speech:
+            raise AugmentError("noise_prob > 0 mixes noise into the speech: load (or stream) the training set with "
+                               "keep_speech=True")
         if "babble" in config.noise_kinds:
-            pools = checked_babble_pools(train_set.utterances, DEFAULT_BABBLE_TALKERS)
-            self.babble = {u.id: pool for u, pool in zip(train_set.utterances, pools)}
+            voices = train_set.speech_sample(BABBLE_VOICES, config.seed)
+            pools = checked_pools(train_set.members, voices, DEFAULT_BABBLE_TALKERS)
+            self.babble = dict(zip((i for i, _ in train_set.members), pools))
 
     @property
     def active(self) -> bool:

@@ -86,7 +86,8 @@ class Config:
     seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
     # --- augmentation: training only, all off by default (the original trains on clean, whole inputs) ---------
     # chance that a training utterance gets noise, each epoch anew. It is mixed into the waveform before the log-mel,
-    # as at evaluation (avasr.augment), so the training set keeps its clean speech in memory (64 kB per second)
+    # as at evaluation (avasr.augment), so the training set keeps its clean speech in memory (64 kB per second), or
+    # a streamed one reads it with each item and holds a sample of voices for babble
     noise_prob: float = 0.0
     noise_kinds: tuple[str, ...] = NOISE_KINDS  # drawn uniformly; babble is other training speakers' speech
     noise_snr_db: tuple[float, ...] = (-10.0, 20.0)  # (low, high): each noisy utterance's SNR, drawn uniformly
@@ -133,9 +134,6 @@ class Config:
             problems.append(f"max_batch_frames must be >= 0, got {self.max_batch_frames}")
         if self.streaming and not self.cache_dir:
             problems.append("streaming reads the feature cache: set cache_dir")
-        if self.streaming and self.noise_prob > 0:
-            problems.append("noise augmentation draws babble from the speech of the whole training set, which "
-                            "streaming does not hold: set streaming=False with noise_prob > 0")
         if self.num_workers < 0 or self.data_workers < 0:
             problems.append(f"num_workers and data_workers must be >= 0, got {self.num_workers}, {self.data_workers}")
         if self.lr <= 0 or self.fps <= 0:

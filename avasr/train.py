@@ -226,7 +226,7 @@ def load_datasets(config: Config) -> tuple[Dataset, Dataset]:
     if not config.train_manifest or not config.val_manifest:
         raise TrainingError("train_manifest and val_manifest must both be set (--train-manifest, --val-manifest)")
     if config.streaming:
-        return (StreamingDataset.from_manifest(config.train_manifest, config),
+        return (StreamingDataset.from_manifest(config.train_manifest, config, keep_speech=config.noise_prob > 0),
                 StreamingDataset.from_manifest(config.val_manifest, config))
     train_set = AVDataset.from_manifest(config.train_manifest, config, keep_speech=config.noise_prob > 0)
     return train_set, AVDataset.from_manifest(config.val_manifest, config)

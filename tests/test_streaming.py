@@ -4,8 +4,10 @@ import pickle
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from avasr.augment import AugmentError, Augmenter
 from avasr.config import Config, ConfigError
 from avasr.data.batching import LengthBucketSampler, padding_fraction
 from avasr.data.dataset import AVDataset
@@ -59,13 +61,66 @@ def test_a_streamed_dataset_holds_no_features(corpus, tmp_path):
     assert not any(torch.is_tensor(v) for entry_row in streamed.kept for v in vars(entry_row[1]).values())
 
 
-def test_streaming_refuses_noise_and_needs_a_cache(corpus):
-    with pytest.raises(ConfigError, match="streaming=False with noise_prob"):
-        Config(streaming=True, noise_prob=0.5)
+def test_streaming_needs_a_cache(corpus):
     with pytest.raises(ConfigError, match="set cache_dir"):
         Config(streaming=True, cache_dir="")
     with pytest.raises(ValueError, match="set cache_dir"):
         StreamingDataset.from_manifest(corpus / "m.txt", Config(cache_dir="", **TINY))
+
+
+@pytest.fixture(scope="module")
+def speakers_corpus(tmp_path_factory):
+    """Three speakers (folders) of two clips each; speaker k speaks (k + 1) times as loud, so a voice tells whose
+    it is by its peak."""
+    root = tmp_path_factory.mktemp("speakers")
+    lines = []
+    for k in range(3):
+        for i in range(2):
+            wav, _ = write_clip(root / f"spk{k}", f"u{i}", 0.8 + 0.2 * i)
+            tone, rate = sf.read(wav, dtype="float32")
+            sf.write(wav, (k + 1) * tone, rate)
+            lines.append(f"spk{k}/u{i}.wav|spk{k}/u{i}.mp4|bin blue")
+    (root / "m.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_a_streamed_babble_sample_is_bounded_spread_over_speakers_and_seeded(speakers_corpus, tmp_path):
+    config = Config(cache_dir=str(tmp_path), **TINY)
+    streamed = StreamingDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False, keep_speech=True)
+    in_memory = AVDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False, keep_speech=True)
+    assert streamed.members == in_memory.members == [(f"spk{k}/u{i}", f"spk{k}") for k in range(3) for i in range(2)]
+    sample = streamed.speech_sample(4, seed=1)
+    assert len(sample) == 4 and {speaker for _, speaker, _ in sample} == {"spk0", "spk1", "spk2"}
+    speech = {u.id: u.speech.numpy() for u in in_memory.utterances}
+    assert all(np.array_equal(voice, speech[i]) for i, _, voice in sample)
+    assert [i for i, _, _ in streamed.speech_sample(4, seed=1)] == [i for i, _, _ in sample]
+    assert len(streamed.speech_sample(100, seed=1)) == 6
+    assert [i for i, _, _ in in_memory.speech_sample(4, seed=1)] == list(speech)  # in memory: all of it
+
+
+def test_noise_augmentation_streams_with_the_speech_and_babble_of_other_speakers(speakers_corpus, tmp_path):
+    config = Config(cache_dir=str(tmp_path), noise_prob=1.0, noise_kinds=("babble",), **TINY)
+    with pytest.raises(AugmentError, match="keep_speech=True"):
+        Augmenter(config, StreamingDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False))
+    streamed = StreamingDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False, keep_speech=True)
+    in_memory = AVDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False, keep_speech=True)
+    augmenter = Augmenter(config, streamed)
+    own = {u.id: u.speech.numpy() for u in in_memory.utterances}
+    loudness = {f"spk{k}": np.abs(own[f"spk{k}/u0"]).max() for k in range(3)}
+    for utterance_id, speaker in streamed.members:
+        pool_speakers = sorted(min(loudness, key=lambda s: abs(loudness[s] - np.abs(v).max()))
+                               for v in augmenter.babble[utterance_id])
+        assert pool_speakers == sorted(2 * [s for s in loudness if s != speaker])  # both clips of the others
+    batch = next(iter(make_loader(streamed, config.replace(num_workers=2), shuffle=True)))
+    assert [len(s) for s in batch.speech] == [len(own[i]) for i in batch.ids]
+    noisy = augmenter(batch, np.random.default_rng(0))
+    assert not torch.equal(noisy.audio, batch.audio) and torch.equal(noisy.video, batch.video)
+    again = Augmenter(config, StreamingDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False,
+                                                             keep_speech=True))  # the same seeded voices
+    assert torch.equal(again(batch, np.random.default_rng(0)).audio, noisy.audio)
+    best = fit(config.replace(streaming=True, epochs=1, train_manifest=str(speakers_corpus / "m.txt"),
+                              val_manifest=str(speakers_corpus / "m.txt"), output_dir=str(tmp_path / "run")))
+    assert best["epoch"] == 1
 
 
 def test_buckets_hold_every_utterance_once_within_the_frame_budget():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -287,6 +288,20 @@ class AVDataset(Dataset):
     def lengths(self) -> list[int]:
         """Video frames of each utterance (for length-bucketed batches)."""
         return [u.video.shape[0] for u in self.utterances]
+
+    @property
+    def members(self) -> list[tuple[str, str]]:
+        """(utterance id, speaker) of every utterance, in order."""
+        return [(u.id, u.speaker) for u in self.utterances]
+
+    @property
+    def keeps_speech(self) -> bool:
+        return all(u.speech is not None for u in self.utterances)
+
+    def speech_sample(self, size: int, seed: int) -> list[tuple[str, str, np.ndarray]]:
+        """(id, speaker, clean speech shape = (N,)) of every utterance, loaded with keep_speech: held in memory
+        already, so none is left out (`size` and `seed` bound what a StreamingDataset reads)."""
+        return [(u.id, u.speaker, u.speech.numpy()) for u in self.utterances]
 
     def __len__(self) -> int:
         return len(self.utterances)

@@ -51,15 +51,27 @@ class NoiseSpec:
         return f"{self.kind} noise at {self.snr_db:g} dB SNR (seed {self.seed})"
 
 
+Voice = tuple[str, str, np.ndarray]  # (utterance id, speaker, speech shape = (N,)): what babble is made of
+
+
 def babble_pools(speakers: Sequence[str], speech: Sequence[np.ndarray]) -> list[Sequence[np.ndarray]]:
     """For each utterance, the voices its babble may be drawn from (see the module docstring): `speech`
     (shape = (N_j,) each) of the other speakers' utterances. Utterances of one speaker share one list."""
+    ids = [str(i) for i in range(len(speech))]
+    return pools_from_voices(list(zip(ids, speakers)), list(zip(ids, speakers, speech)))
+
+
+def pools_from_voices(members: Sequence[tuple[str, str]], voices: Sequence[Voice]) -> list[Sequence[np.ndarray]]:
+    """For each member (utterance id, speaker), the `voices` its babble may be drawn from: those of other speakers,
+    or, when every member and voice comes from one folder, every voice but the member's own utterance. The voices
+    may be the members' own (a dataset in memory) or a sample of them (a streamed one)."""
     # Digital silence around a voice would make babble sparser than the voices it is built from.
-    voices = [np.trim_zeros(np.asarray(s)) for s in speech]
-    if len(set(speakers)) == 1:  # one folder: speakers unknown, so only the utterance itself is left out
-        return [[v for j, v in enumerate(voices) if j != i and v.size] for i in range(len(voices))]
-    others = {speaker: [v for v, s in zip(voices, speakers) if s != speaker and v.size] for speaker in set(speakers)}
-    return [others[speaker] for speaker in speakers]
+    trimmed = [(i, s, np.trim_zeros(np.asarray(v))) for i, s, v in voices]
+    trimmed = [(i, s, v) for i, s, v in trimmed if v.size]
+    if len({s for _, s in members} | {s for _, s, _ in voices}) == 1:  # one folder: speakers unknown
+        return [[v for j, _, v in trimmed if j != i] for i, _ in members]
+    others = {speaker: [v for _, s, v in trimmed if s != speaker] for speaker in {s for _, s in members}}
+    return [others[speaker] for _, speaker in members]
 
 
 def noisy_dataset(dataset: AVDataset, spec: NoiseSpec, config: Config) -> AVDataset:
@@ -101,15 +113,22 @@ def speech_features(speech: np.ndarray, video_frames: int, config: Config) -> to
 
 
 def checked_babble_pools(utterances: Sequence[Utterance], talkers: int) -> list[Sequence[np.ndarray]]:
-    """`babble_pools` of utterances holding their speech; NoiseError when one has nobody to draw from, a warning
-    when some have fewer voices than `talkers`."""
-    pools = babble_pools([u.speaker for u in utterances], [u.speech.numpy() for u in utterances])
-    alone = [u.id for u, pool in zip(utterances, pools) if not pool]
+    """`babble_pools` of utterances holding their speech, checked as `checked_pools` checks."""
+    return checked_pools([(u.id, u.speaker) for u in utterances],
+                         [(u.id, u.speaker, u.speech.numpy()) for u in utterances], talkers)
+
+
+def checked_pools(members: Sequence[tuple[str, str]], voices: Sequence[Voice],
+                  talkers: int) -> list[Sequence[np.ndarray]]:
+    """`pools_from_voices`; NoiseError when a member has nobody to draw from, a warning when some have fewer voices
+    than `talkers`."""
+    pools = pools_from_voices(members, voices)
+    alone = [i for (i, _), pool in zip(members, pools) if not pool]
     if alone:
         raise NoiseError(f"babble: no utterance of another speaker to draw from for {len(alone)} "
                          f"utterance(s): {', '.join(alone[:5])}{' ...' if len(alone) > 5 else ''}")
-    thin = [u.id for u, pool in zip(utterances, pools) if len(pool) < talkers]
+    thin = [i for (i, _), pool in zip(members, pools) if len(pool) < talkers]
     if thin:
-        warnings.warn(f"babble: {len(thin)} of {len(utterances)} utterances ({thin[0]}, ...) have fewer than "
+        warnings.warn(f"babble: {len(thin)} of {len(members)} utterances ({thin[0]}, ...) have fewer than "
                       f"{talkers} utterances of other speakers to draw from and get fewer talkers", stacklevel=3)
     return pools
