@@ -51,9 +51,9 @@ class Augmenter:
             raise AugmentError("noise_prob > 0 mixes noise into the speech: load (or stream) the training set with "
                                "keep_speech=True")
         if "babble" in config.noise_kinds:
-            voices = train_set.speech_sample(BABBLE_VOICES, config.seed)
-            pools = checked_pools(train_set.members, voices, DEFAULT_BABBLE_TALKERS)
-            self.babble = dict(zip((i for i, _ in train_set.members), pools))
+            members = train_set.members
+            pools = checked_pools(members, train_set.speech_sample(BABBLE_VOICES, config.seed), DEFAULT_BABBLE_TALKERS)
+            self.babble = {utterance_id: pool for (utterance_id, _), pool in zip(members, pools)}
 
     @property
     def active(self) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from avasr.config import Config
 from avasr.data.audio import load_speech
