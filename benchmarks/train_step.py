@@ -1,4 +1,5 @@
-"""Training throughput and peak memory per fusion on one fixed batch (the seed's batch 16 of 3 s clips); with
+"""Training throughput and peak memory per fusion on one fixed batch (the seed's batch 16 of 3 s clips), with the
+conv weights channels-last (the model's layout) and NCHW (the layout before); with
 --corpus, where an epoch's time goes and how fast each recipe learns, before and after issue 12's changes.
 
 Fixed batch: each fusion runs in its own fresh process so peak memory is its own: CPU = peak resident set size of
@@ -11,7 +12,7 @@ first epoch with val WER <= 0.5, the best val WER and the best checkpoint's test
 "before" is the smoke space as it was (constant LR 2e-3, the middle of its old range, halved on plateaus);
 "after" is tune_spaces/smoke.py now. Ray's own per-trial cost is benchmarks/sweep_overhead.py's.
 
-    python benchmarks/train_step.py [--steps 10] [--batch-size 16] [--seconds 3] [--device cpu]
+    python benchmarks/train_step.py [--model original|smoke] [--steps 10] [--batch-size 16] [--seconds 3] [--device cpu]
     python benchmarks/train_step.py --corpus data/corpus/small [--fusions simple attention] [--epochs 25]
 """
 
@@ -56,10 +57,26 @@ def fixed_batch(config: Config, batch_size: int, seconds: float) -> Batch:
     )
 
 
-def measure(fusion: str, steps: int, batch_size: int, seconds: float, device: str) -> dict:
+MODEL_FIELDS = ("lip_size", "encoder_channels", "feature_dim", "temporal_layers")  # what --model smoke takes
+# conv weight layouts compared: the model's own (channels-last) first, then NCHW, as before session 9
+LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def model_config(fusion: str, model: str) -> Config:
+    """The original-size model, or the smoke sweep's small one."""
+    if model == "original":
+        return Config(fusion=fusion)
+    smoke = fixed_values(load_space("smoke").space)
+    return Config.from_dict({k: smoke[k] for k in MODEL_FIELDS} | {"fusion": fusion})
+
+
+def measure(fusion: str, steps: int, batch_size: int, seconds: float, device: str, model_name: str = "original",
+            layout: str = "channels_last") -> dict:
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    config = Config(fusion=fusion)
+    config = model_config(fusion, model_name)
     model = build_model(config).to(device).train()
+    for encoder in (model.audio_encoder, model.video_encoder):  # the model keeps channels-last; "before" is NCHW
+        encoder.convs.to(memory_format=LAYOUTS[layout])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     batch = fixed_batch(config, batch_size, seconds).to(device)
 
@@ -153,29 +170,38 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0, help="clip length of every utterance")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", choices=("original", "smoke"), default="original",
+                        help="the original-size model or the smoke sweep's small one")
     parser.add_argument("--one", choices=FUSIONS, help=argparse.SUPPRESS)  # internal: measure one fusion, print JSON
+    parser.add_argument("--layout", choices=LAYOUTS, default="channels_last", help=argparse.SUPPRESS)  # with --one
     args = parser.parse_args()
     if args.corpus:
         epochs = args.epochs or fixed_values(load_space("smoke").space)["epochs"]
         compare_recipes(args.corpus, args.fusions, epochs, args.out / time.strftime("%Y%m%d-%H%M%S"))
         return
     if args.one:
-        print(json.dumps(measure(args.one, args.steps, args.batch_size, args.seconds, args.device)))
+        print(json.dumps(measure(args.one, args.steps, args.batch_size, args.seconds, args.device, args.model,
+                                 args.layout)))
         return
-    print(f"device {args.device}, batch {args.batch_size} x {args.seconds:g} s, {args.steps} steps, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'fusion':<10} {'params':>10} {'utt/s':>8} {'step ms':>9} {'peak MiB':>9}")
+    print(f"{args.model} model, device {args.device}, batch {args.batch_size} x {args.seconds:g} s, {args.steps} "
+          f"steps, torch threads {torch.get_num_threads()}; conv weights channels-last (the model's) and NCHW")
+    print(f"{'fusion':<10} {'layout':<14} {'params':>10} {'utt/s':>8} {'step ms':>9} {'peak MiB':>9}")
     rows = []
     for fusion in FUSIONS:
-        out = subprocess.run([sys.executable, __file__, "--one", fusion, "--steps", str(args.steps),
-                              "--batch-size", str(args.batch_size), "--seconds", str(args.seconds),
-                              "--device", args.device], check=True, capture_output=True, text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        rows.append(r)
-        print(f"{r['fusion']:<10} {r['params']:>10,} {r['utt_per_s']:>8.1f} {r['step_ms']:>9.1f} {r['peak_mib']:>9.1f}")
-    fastest = max(rows, key=lambda r: r["utt_per_s"])
-    for r in rows:
-        print(f"  {r['fusion']}: {fastest['utt_per_s'] / r['utt_per_s']:.2f}x the time of {fastest['fusion']}")
+        for layout in LAYOUTS:
+            out = subprocess.run([sys.executable, __file__, "--one", fusion, "--steps", str(args.steps),
+                                  "--batch-size", str(args.batch_size), "--seconds", str(args.seconds),
+                                  "--device", args.device, "--model", args.model, "--layout", layout],
+                                 check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1]) | {"layout": layout}
+            rows.append(r)
+            print(f"{r['fusion']:<10} {layout:<14} {r['params']:>10,} {r['utt_per_s']:>8.1f} {r['step_ms']:>9.1f} "
+                  f"{r['peak_mib']:>9.1f}", flush=True)
+    ours = [r for r in rows if r["layout"] == "channels_last"]
+    fastest = max(ours, key=lambda r: r["utt_per_s"])
+    for r, nchw in zip(ours, (r for r in rows if r["layout"] == "contiguous")):
+        print(f"  {r['fusion']}: {fastest['utt_per_s'] / r['utt_per_s']:.2f}x the time of {fastest['fusion']}; "
+              f"channels-last {nchw['step_ms'] / r['step_ms']:.2f}x as fast as NCHW")
 
 
 if __name__ == "__main__":
