@@ -58,7 +58,7 @@ def fixed_batch(config: Config, batch_size: int, seconds: float) -> Batch:
 
 
 MODEL_FIELDS = ("lip_size", "encoder_channels", "feature_dim", "temporal_layers")  # what --model smoke takes
-# conv weight layouts compared: the model's own (channels-last) first, then NCHW, as before session 9
+# conv weight layouts compared: the model's own (channels-last) first, then NCHW (the layout before 2026-12-02)
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
