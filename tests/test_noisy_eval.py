@@ -20,7 +20,7 @@ from avasr.data.cache import FeatureCache, entry_key
 from avasr.data.dataset import AVDataset, Utterance, align_audio_to_video
 from avasr.data.manifest import read_manifest, write_manifest
 from avasr.data.mixing import NoiseError
-from avasr.data.noisy_speech import NoiseSpec, babble_pools, noisy_dataset, noisy_waveforms
+from avasr.data.noisy_speech import NoiseSpec, noisy_dataset, noisy_waveforms, pools_from_voices
 from avasr.evaluation import evaluate_at_snrs, evaluate_checkpoint
 from avasr.train import fit
 from tests.media import write_clip
@@ -134,7 +134,11 @@ def test_mixed_waveform_has_the_requested_snr(speakers, kind, snr_db):
         assert abs(_snr_db(speech, mixed) - snr_db) < SNR_TOLERANCE_DB
 
 
-def test_babble_pools_exclude_the_speaker_and_a_flat_folder_excludes_the_utterance():
+def test_pools_exclude_the_speaker_and_a_flat_folder_excludes_the_utterance():
+    def babble_pools(speakers, speech):  # every utterance is a member and a voice, as in a dataset in memory
+        ids = [str(i) for i in range(len(speech))]
+        return pools_from_voices(list(zip(ids, speakers)), list(zip(ids, speakers, speech)))
+
     voices = [np.full(3, float(i + 1)) for i in range(6)]
     speakers = ["spkA", "spkA", "spkB", "spkB", "spkC", "spkC"]
     pools = babble_pools(speakers, voices)

@@ -84,7 +84,7 @@ def babble(
     """Sum of `talkers` utterances drawn without replacement from `waveforms`, each equalised to unit RMS, each
     looped to `n` samples from a random offset; the sum is scaled to unit RMS. shape = (n,) float32
 
-    Pass utterances of speakers other than the one being corrupted (`avasr.data.noisy_speech.babble_pools`).
+    Pass utterances of speakers other than the one being corrupted (`avasr.data.noisy_speech.pools_from_voices`).
     """
     if talkers < 1:
         raise NoiseError(f"babble needs at least one talker, got talkers={talkers}")

@@ -54,13 +54,6 @@ class NoiseSpec:
 Voice = tuple[str, str, np.ndarray]  # (utterance id, speaker, speech shape = (N,)): what babble is made of
 
 
-def babble_pools(speakers: Sequence[str], speech: Sequence[np.ndarray]) -> list[Sequence[np.ndarray]]:
-    """For each utterance, the voices its babble may be drawn from (see the module docstring): `speech`
-    (shape = (N_j,) each) of the other speakers' utterances. Utterances of one speaker share one list."""
-    ids = [str(i) for i in range(len(speech))]
-    return pools_from_voices(list(zip(ids, speakers)), list(zip(ids, speakers, speech)))
-
-
 def pools_from_voices(members: Sequence[tuple[str, str]], voices: Sequence[Voice]) -> list[Sequence[np.ndarray]]:
     """For each member (utterance id, speaker), the `voices` its babble may be drawn from: those of other speakers,
     or, when every member and voice comes from one folder, every voice but the member's own utterance. The voices
@@ -113,7 +106,8 @@ def speech_features(speech: np.ndarray, video_frames: int, config: Config) -> to
 
 
 def checked_babble_pools(utterances: Sequence[Utterance], talkers: int) -> list[Sequence[np.ndarray]]:
-    """`babble_pools` of utterances holding their speech, checked as `checked_pools` checks."""
+    """`pools_from_voices` of utterances holding their speech, each its own member and voice, checked as
+    `checked_pools` checks."""
     return checked_pools([(u.id, u.speaker) for u in utterances],
                          [(u.id, u.speaker, u.speech.numpy()) for u in utterances], talkers)
 
