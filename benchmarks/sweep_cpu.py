@@ -1,0 +1,175 @@
+"""Where a sweep's CPU time goes, process by process: the trials' training, the helper processes Ray Tune and Ray
+Train start for every trial, Ray's own daemons, the driver. On a 2-core machine the smoke sweep keeps both cores
+busy, so only less CPU work makes it faster; this shows which work there is.
+
+Runs `experiments/sweep_fusion.py` as a user does (its flags after `--`) and reads every process's CPU time from
+/proc (Linux) once a second while it runs. Prints, per role, the processes, CPU seconds, their share, and for the
+per-trial roles the CPU per trial and per second of the process's life (what an idle helper costs while its
+trial trains). A process's last second before it exits is not seen (at most a second of CPU each).
+
+    python benchmarks/sweep_cpu.py [--epochs N] [--out outputs/sweep_cpu] [-- --seed 123 ...]
+
+--epochs N: the smoke space with N epochs (its other values unchanged): a short run shows what starting a trial
+costs, a full one (default: the space's 25) what the helpers cost while trials train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+SAMPLE_S = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TRAINING = "RayTrainWorker"  # the role that trains; every other per-trial role is overhead
+# Ray Tune's and Ray Train's processes, one set per trial (Ray Train v2): the Tune function, Train's controller,
+# its worker, and their helper actors
+PER_TRIAL = ("ImplicitFunc", "TrainController", TRAINING, "_QueueActor", "PlacementGroupCleaner",
+             "SynchronizationActor", "DatasetManager", "PreemptionWatcher")
+DAEMONS = {"raylet": "raylet", "gcs_server": "gcs_server", "dashboard": "dashboard (head, agents)",
+           "log_monitor": "log_monitor", "monitor.py": "monitor", "runtime_env": "dashboard (head, agents)"}
+SPACE_TEMPLATE = """from avasr.spaces import load_space
+
+_SMOKE = load_space("smoke")
+SPACE = {{**_SMOKE.space, "epochs": {epochs}, "patience": {epochs}}}
+NUM_SAMPLES, SCHEDULER = _SMOKE.num_samples, _SMOKE.scheduler
+"""
+
+
+@dataclass
+class Seen:
+    role: str
+    first_s: float  # since the sampler started
+    last_s: float
+    cpu_at_first: float  # CPU seconds when first seen (0 for a process started after the sampler)
+    cpu: float  # the latest
+
+
+def cpu_seconds(pid: str) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def role_of(command: str, driver_pid: int, pid: int) -> str:
+    if pid == driver_pid:
+        return "driver (sweep_fusion.py)"
+    named = re.match(r"ray::(\w+)", command)
+    if named:
+        return named.group(1)
+    for needle, role in DAEMONS.items():
+        if needle in command:
+            return role
+    return "other"
+
+
+class Sampler(threading.Thread):
+    """Every process's CPU time once a second, until stop() (this benchmark's own process excluded)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen: dict[int, Seen] = {}
+        self.driver_pid = -1
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.existing = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+    def run(self) -> None:
+        while not self.done.wait(SAMPLE_S):
+            self.sample()
+
+    def sample(self) -> None:
+        now = time.monotonic() - self.started
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                command = Path(f"/proc/{name}/cmdline").read_text().replace("\0", " ")
+                cpu = cpu_seconds(name)
+            except OSError:  # exited meanwhile
+                continue
+            pid = int(name)
+            entry = self.seen.get(pid)
+            if entry is None:
+                entry = self.seen[pid] = Seen("other", now, now, cpu if pid in self.existing else 0.0, cpu)
+            role = role_of(command, self.driver_pid, pid)
+            if role != "other":  # a Ray worker is named after what it runs only once it runs it
+                entry.role = role
+            entry.last_s, entry.cpu = now, cpu
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+def space_file(epochs: int, folder: Path) -> Path:
+    path = folder / f"smoke_{epochs}_epochs.py"
+    path.write_text(SPACE_TEMPLATE.format(epochs=epochs))
+    return path
+
+
+def report(seen: dict[int, Seen], wall_s: float, trials: int) -> str:
+    cpu, count, life = defaultdict(float), defaultdict(int), defaultdict(float)
+    for entry in seen.values():
+        cpu[entry.role] += entry.cpu - entry.cpu_at_first
+        count[entry.role] += 1
+        life[entry.role] += entry.last_s - entry.first_s
+    total = sum(cpu.values())
+    cores = os.cpu_count() or 1
+    lines = [f"wall {wall_s:.0f} s on {cores} cores: {total:.0f} CPU s used of {wall_s * cores:.0f} "
+             f"({total / (wall_s * cores):.0%}); {trials} trials", "",
+             f"{'role':<28}{'procs':>6}{'CPU s':>9}{'share':>7}{'per trial':>11}{'% of a core':>13}"]
+    for role in sorted(cpu, key=cpu.get, reverse=True):
+        per_trial = f"{cpu[role] / trials:.1f}" if role in PER_TRIAL and trials else ""
+        busy = f"{100 * cpu[role] / life[role]:.1f}" if life[role] > 0 else ""
+        lines.append(f"{role:<28}{count[role]:>6}{cpu[role]:>9.1f}{cpu[role] / total:>7.0%}{per_trial:>11}{busy:>13}")
+    helpers = sum(cpu[r] for r in PER_TRIAL if r != TRAINING)
+    lines += ["", f"Ray Tune's and Train's helper processes (every per-trial role but {TRAINING}): {helpers:.0f} CPU s, "
+              f"{helpers / max(trials, 1):.1f} per trial, {helpers / total:.0%} of all"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=None, help="the smoke space with this many epochs")
+    parser.add_argument("--out", type=Path, default=PROJECT / "outputs" / "sweep_cpu")
+    parser.add_argument("sweep_args", nargs="*", help="after --: flags for experiments/sweep_fusion.py")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    space = ["--space", str(space_file(args.epochs, args.out))] if args.epochs else []
+    command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), *space,
+               "--name", f"sweep-cpu-{time.strftime('%Y%m%d-%H%M%S')}", *args.sweep_args]
+    sampler = Sampler()
+    sampler.start()
+    began = time.monotonic()
+    with open(args.out / "sweep.log", "w") as log:
+        sweep = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
+        sampler.driver_pid = sweep.pid
+        code = sweep.wait()
+    wall_s = time.monotonic() - began
+    sampler.stop()
+    with open(args.out / "processes.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["pid", "role", "first_s", "last_s", "cpu_s"])
+        for pid, e in sorted(sampler.seen.items(), key=lambda item: item[1].first_s):
+            writer.writerow([pid, e.role, f"{e.first_s:.1f}", f"{e.last_s:.1f}", f"{e.cpu - e.cpu_at_first:.2f}"])
+    if code != 0:
+        print(f"the sweep failed (exit {code}): see {args.out / 'sweep.log'}")
+        return code
+    trials = sum(e.role == TRAINING for e in sampler.seen.values())
+    text = report(sampler.seen, wall_s, trials)
+    (args.out / "report.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
