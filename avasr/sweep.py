@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,7 +324,8 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
             warm_feature_cache(base, resolved_test_manifest(options))
         context = TrialContext(tracking_uri, experiment_id, parent_run_id, corpus,
                                str(experiment_path / "train_runs"), resources.cpus, resources.gpus,
-                               options.max_failures, options.resource_wait_s, options.mlflow_wait_s)
+                               options.max_failures, options.resource_wait_s, options.mlflow_wait_s,
+                               watch_preemption=not on_one_machine(started_ray, options.address))
         trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": DRIVER_CPU})
         if inspectable():
             release_and_say()  # a cluster shrunk by an earlier sweep's orphans is whole again before trials start
@@ -340,6 +342,12 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def on_one_machine(started_ray: bool, address: str | None) -> bool:
+    """This sweep brought Ray up itself, was given no cluster (neither --address nor RAY_ADDRESS, which `ray job
+    submit` sets) and Ray has one node: a local sweep, where no node can be drained from under a trial."""
+    return started_ray and not (address or os.environ.get("RAY_ADDRESS")) and len(ray.nodes()) == 1
 
 
 def resolved_test_manifest(options: SweepOptions) -> str:

@@ -56,6 +56,10 @@ TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 0.2
 # resources, so one Tune attempt waits at most (1 + CONTROLLER_RETRIES) x resource_wait_s (Tune reruns it once).
 WORKER_START_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 CONTROLLER_RETRIES = 1
+# Train starts a PreemptionWatcher actor beside every worker group to restart training when a node is drained. A
+# sweep on one machine has no other node to move to; there the actor only costs CPU: 5.7 CPU s per smoke trial, its
+# process's start and its idle wake-ups (benchmarks/sweep_cpu.py). Ray passes it to the controller.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 # A worker's MLflow calls must not hold training up while a tracking server is down or hangs (MLflow's defaults
 # retry for minutes): one try of at most a few seconds, then the epochs wait in EpochLog.pending, and the store
 # is tried again only after MLFLOW_RETRY_AFTER_S.
@@ -82,6 +86,7 @@ class TrialContext:
     max_failures: int
     resource_wait_s: float  # a Train run that gets no worker resources within this fails with who holds them
     mlflow_wait_s: float  # how long a trial waits for a tracking server that is down before it fails
+    watch_preemption: bool = True  # False on one machine (see PREEMPTION_WATCHER_ENV)
 
 
 # --- the Train worker --------------------------------------------------------------------------------------------
@@ -206,7 +211,9 @@ def run_trial(config: dict, context: TrialContext) -> None:
                      THREADS_KEY: max(1, math.floor(context.cpus))}
     worker_resources = {"CPU": context.cpus - DRIVER_CPU, **({"GPU": context.gpus} if context.gpus else {})}
     os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))  # a value set by the user wins
-    os.environ[WORKER_START_ENV] = str(context.resource_wait_s)  # Ray passes both to the controller
+    os.environ[WORKER_START_ENV] = str(context.resource_wait_s)  # Ray passes these to the controller
+    if not context.watch_preemption:
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     trainer = TorchTrainer(  # Ray Train: one worker runs the one training loop
         train_func,
         train_loop_config=worker_config,

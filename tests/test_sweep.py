@@ -19,8 +19,8 @@ from avasr.config import Config
 from avasr.model import build_model, count_parameters
 from avasr.champion import NOISY_VAL_METRIC, ShipError, TrialSummary, choose_best, export_best, pareto_front
 from avasr.spaces import SpaceError, available_spaces, load_space
-from avasr.sweep import (DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, make_scheduler, plan_resources,
-                         run_sweep)
+from avasr.sweep import (DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, make_scheduler, on_one_machine,
+                         plan_resources, run_sweep)
 from avasr.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_TAG, URI_ENV_VARS, TrackingError,
                             check_tracking_uri, global_uris, resolve_tracking_uri)
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
@@ -112,6 +112,16 @@ def test_trials_that_could_never_start_are_refused():
         plan_resources({"CPU": 2.0}, cpus_per_trial=3, gpus_per_trial=None)
     with pytest.raises(SweepError, match=r"a trial needs 1 GPUs but the Ray cluster has 0"):
         plan_resources({"CPU": 2.0}, cpus_per_trial=1, gpus_per_trial=1)
+
+
+def test_only_a_sweep_that_brought_ray_up_on_one_machine_goes_without_train_s_preemption_watcher(local_ray,
+                                                                                                monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert on_one_machine(started_ray=True, address=None)  # the tests' local Ray: one node
+    assert not on_one_machine(started_ray=False, address=None)  # a Ray this process found already up
+    assert not on_one_machine(started_ray=True, address="auto")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # how `ray job submit` runs its entry point
+    assert not on_one_machine(started_ray=True, address=None)
 
 
 # --- choosing the best run ---------------------------------------------------------------------------------------
