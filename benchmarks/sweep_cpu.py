@@ -8,6 +8,7 @@ per-trial roles the CPU per trial and per second of the process's life (what an 
 trial trains). A process's last second before it exits is not seen (at most a second of CPU each).
 
     python benchmarks/sweep_cpu.py [--epochs N] [--out outputs/sweep_cpu] [-- --seed 123 ...]
+    python benchmarks/sweep_cpu.py --out outputs/sweep_cpu --again     # report and plot again from processes.csv
 
 --epochs N: the smoke space with N epochs (its other values unchanged): a short run shows what starting a trial
 costs, a full one (default: the space's 25) what the helpers cost while trials train.
@@ -137,12 +138,50 @@ def report(seen: dict[int, Seen], wall_s: float, trials: int) -> str:
     return "\n".join(lines)
 
 
+def read_processes(path: Path) -> tuple[dict[int, Seen], float]:
+    """A run's processes.csv back into Seen entries, and the run's wall time (written in its report)."""
+    with open(path) as f:
+        seen = {int(r["pid"]): Seen(r["role"], float(r["first_s"]), float(r["last_s"]), 0.0, float(r["cpu_s"]))
+                for r in csv.DictReader(f)}
+    wall = re.match(r"wall (\d+) s", (path.parent / "report.txt").read_text())
+    return seen, float(wall.group(1))
+
+
+def plot(seen: dict[int, Seen], path: Path, title: str) -> Path:
+    """CPU seconds per role, largest first, the training role apart from the overhead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cpu = defaultdict(float)
+    for entry in seen.values():
+        cpu[entry.role] += entry.cpu - entry.cpu_at_first
+    roles = [r for r in sorted(cpu, key=cpu.get) if cpu[r] >= 1.0]
+    colours = ["tab:green" if r == TRAINING else "tab:orange" if r in PER_TRIAL else "tab:gray" for r in roles]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(roles) + 1.2))
+    ax.barh(roles, [cpu[r] for r in roles], color=colours)
+    ax.set_xlabel("CPU seconds")
+    ax.set_title(title, fontsize=10)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:green", "tab:orange", "tab:gray")],
+              labels=["training (Train worker)", "per-trial Ray Tune/Train helpers", "driver, Ray daemons, other"],
+              loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=None, help="the smoke space with this many epochs")
     parser.add_argument("--out", type=Path, default=PROJECT / "outputs" / "sweep_cpu")
+    parser.add_argument("--again", action="store_true", help="no sweep: report and plot --out's saved run again")
     parser.add_argument("sweep_args", nargs="*", help="after --: flags for experiments/sweep_fusion.py")
     args = parser.parse_args()
+    if args.again:
+        seen, wall_s = read_processes(args.out / "processes.csv")
+        return finish(seen, wall_s, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     space = ["--space", str(space_file(args.epochs, args.out))] if args.epochs else []
     command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), *space,
@@ -164,10 +203,15 @@ def main() -> int:
     if code != 0:
         print(f"the sweep failed (exit {code}): see {args.out / 'sweep.log'}")
         return code
-    trials = sum(e.role == TRAINING for e in sampler.seen.values())
-    text = report(sampler.seen, wall_s, trials)
-    (args.out / "report.txt").write_text(text + "\n")
-    print(text)
+    return finish(sampler.seen, wall_s, args.out)
+
+
+def finish(seen: dict[int, Seen], wall_s: float, out: Path) -> int:
+    trials = sum(e.role == TRAINING for e in seen.values())
+    text = report(seen, wall_s, trials)
+    (out / "report.txt").write_text(text + "\n")
+    title = f"CPU of a sweep of {trials} trials by process role ({wall_s:.0f} s on {os.cpu_count()} cores)"
+    print(text + f"\nplot: {plot(seen, out / 'cpu_by_role.png', title)}")
     return 0
 
 
