@@ -117,10 +117,17 @@ def space_file(epochs: int, folder: Path) -> Path:
     return path
 
 
-def report(seen: dict[int, Seen], wall_s: float, trials: int) -> str:
-    cpu, count, life = defaultdict(float), defaultdict(int), defaultdict(float)
+def cpu_by_role(seen: dict[int, Seen]) -> dict[str, float]:
+    """CPU seconds each role used while the sampler ran."""
+    cpu = defaultdict(float)
     for entry in seen.values():
         cpu[entry.role] += entry.cpu - entry.cpu_at_first
+    return cpu
+
+
+def report(seen: dict[int, Seen], wall_s: float, trials: int) -> str:
+    cpu, count, life = cpu_by_role(seen), defaultdict(int), defaultdict(float)
+    for entry in seen.values():
         count[entry.role] += 1
         life[entry.role] += entry.last_s - entry.first_s
     total = sum(cpu.values())
@@ -154,9 +161,7 @@ def plot(seen: dict[int, Seen], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cpu = defaultdict(float)
-    for entry in seen.values():
-        cpu[entry.role] += entry.cpu - entry.cpu_at_first
+    cpu = cpu_by_role(seen)
     roles = [r for r in sorted(cpu, key=cpu.get) if cpu[r] >= 1.0]
     colours = ["tab:green" if r == TRAINING else "tab:orange" if r in PER_TRIAL else "tab:gray" for r in roles]
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(roles) + 1.2))
