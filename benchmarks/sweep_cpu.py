@@ -7,6 +7,11 @@ Runs `experiments/sweep_fusion.py` as a user does (its flags after `--`) and rea
 per-trial roles the CPU per trial and per second of the process's life (what an idle helper costs while its
 trial trains). A process's last second before it exits is not seen (at most a second of CPU each).
 
+It also keeps every second's CPU per role (timeline.csv) and plots the cores each group of roles used over time
+(cpu_over_time.png): start-up, the waves of trials, the gaps between trials, finalising. Over the seconds in which
+the Train workers trained it prints what else used the cores: on a busy machine training waits for each of those
+core-seconds.
+
     python benchmarks/sweep_cpu.py [--epochs N] [--out outputs/sweep_cpu] [-- --seed 123 ...]
     python benchmarks/sweep_cpu.py --out outputs/sweep_cpu --again     # report and plot again from processes.csv
 
@@ -30,6 +35,8 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_S = 1.0
+TIMELINE = "timeline.csv"  # CPU seconds per role in each sampled second
+TRAINING_BUSY = 0.5  # a sampled second counts as "training" when the Train workers used at least this much CPU
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TRAINING = "RayTrainWorker"  # the role that trains; every other per-trial role is overhead
 # Ray Tune's and Ray Train's processes, one set per trial (Ray Train v2): the Tune function, Train's controller,
@@ -82,6 +89,7 @@ class Sampler(threading.Thread):
         self.started = time.monotonic()
         self.done = threading.Event()
         self.existing = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+        self.timeline: list[tuple[float, dict[str, float]]] = []  # (time, CPU seconds per role since the last)
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_S):
@@ -89,6 +97,7 @@ class Sampler(threading.Thread):
 
     def sample(self) -> None:
         now = time.monotonic() - self.started
+        used = defaultdict(float)
         for name in os.listdir("/proc"):
             if not name.isdigit() or int(name) == os.getpid():
                 continue
@@ -100,11 +109,14 @@ class Sampler(threading.Thread):
             pid = int(name)
             entry = self.seen.get(pid)
             if entry is None:
-                entry = self.seen[pid] = Seen("other", now, now, cpu if pid in self.existing else 0.0, cpu)
+                before = cpu if pid in self.existing else 0.0  # a process started since counts from its start
+                entry = self.seen[pid] = Seen("other", now, now, before, before)
             role = role_of(command, self.driver_pid, pid)
             if role != "other":  # a Ray worker is named after what it runs only once it runs it
                 entry.role = role
+            used[entry.role] += cpu - entry.cpu
             entry.last_s, entry.cpu = now, cpu
+        self.timeline.append((now, dict(used)))
 
     def stop(self) -> None:
         self.done.set()
@@ -125,7 +137,8 @@ def cpu_by_role(seen: dict[int, Seen]) -> dict[str, float]:
     return cpu
 
 
-def report(seen: dict[int, Seen], wall_s: float, trials: int) -> str:
+def report(seen: dict[int, Seen], wall_s: float, trials: int,
+           timeline: list[tuple[float, dict[str, float]]]) -> str:
     cpu, count, life = cpu_by_role(seen), defaultdict(int), defaultdict(float)
     for entry in seen.values():
         count[entry.role] += 1
@@ -142,7 +155,46 @@ def report(seen: dict[int, Seen], wall_s: float, trials: int) -> str:
     helpers = sum(cpu[r] for r in PER_TRIAL if r != TRAINING)
     lines += ["", f"Ray Tune's and Train's helper processes (every per-trial role but {TRAINING}): {helpers:.0f} CPU s, "
               f"{helpers / max(trials, 1):.1f} per trial, {helpers / total:.0%} of all"]
-    return "\n".join(lines)
+    return "\n".join(lines + while_training(timeline))
+
+
+def while_training(timeline: list[tuple[float, dict[str, float]]]) -> list[str]:
+    """What shared the cores with training: CPU per role over the seconds in which a Train worker trained. On a
+    busy machine every core-second another process takes there is one that training waits for."""
+    seconds = [used for _, used in timeline if used.get(TRAINING, 0.0) >= TRAINING_BUSY * SAMPLE_S]
+    if not seconds:
+        return []
+    cpu = defaultdict(float)
+    for used in seconds:
+        for role, value in used.items():
+            cpu[role] += value
+    window = len(seconds) * SAMPLE_S
+    others = sum(v for r, v in cpu.items() if r != TRAINING)
+    lines = ["", f"while Train workers trained ({window:.0f} s): training used {cpu[TRAINING] / window:.2f} cores, "
+                 f"everything else {others / window:.2f} (cores used by each, over those seconds):"]
+    for role in sorted(cpu, key=cpu.get, reverse=True):
+        if role != TRAINING and cpu[role] / window >= 0.005:
+            lines.append(f"  {role:<28}{cpu[role] / window:>6.3f}")
+    return lines
+
+
+def write_timeline(timeline: list[tuple[float, dict[str, float]]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["t_s", "role", "cpu_s"])
+        for t, used in timeline:
+            writer.writerows([f"{t:.1f}", role, f"{cpu:.3f}"] for role, cpu in sorted(used.items()) if cpu > 0)
+
+
+def read_timeline(path: Path) -> list[tuple[float, dict[str, float]]]:
+    """timeline.csv back into samples; [] for a run saved before it was written."""
+    if not path.is_file():
+        return []
+    samples: dict[float, dict[str, float]] = defaultdict(dict)
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            samples[float(row["t_s"])][row["role"]] = float(row["cpu_s"])
+    return sorted(samples.items())
 
 
 def read_processes(path: Path) -> tuple[dict[int, Seen], float]:
@@ -177,6 +229,43 @@ def plot(seen: dict[int, Seen], path: Path, title: str) -> Path:
     return path
 
 
+GROUPS = {"training (Train worker)": "tab:green", "per-trial Ray Tune/Train helpers": "tab:orange",
+          "driver": "tab:blue", "Ray daemons, starting workers, other": "tab:gray"}
+
+
+def group_of(role: str) -> str:
+    if role == TRAINING:
+        return "training (Train worker)"
+    if role in PER_TRIAL:
+        return "per-trial Ray Tune/Train helpers"
+    return "driver" if role.startswith("driver") else "Ray daemons, starting workers, other"
+
+
+def plot_timeline(timeline: list[tuple[float, dict[str, float]]], path: Path, title: str) -> Path:
+    """Cores used by each group of roles, second by second, stacked: what shared the machine with training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [t for t, _ in timeline]
+    stacks = {g: [0.0] * len(timeline) for g in GROUPS}
+    for i, (_, used) in enumerate(timeline):
+        for role, cpu in used.items():
+            stacks[group_of(role)][i] += cpu / SAMPLE_S
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    ax.stackplot(times, *stacks.values(), labels=list(GROUPS), colors=list(GROUPS.values()), linewidth=0)
+    ax.axhline(os.cpu_count() or 1, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("seconds since the sweep started")
+    ax.set_ylabel("cores")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncols=len(GROUPS), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=None, help="the smoke space with this many epochs")
@@ -186,7 +275,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.again:
         seen, wall_s = read_processes(args.out / "processes.csv")
-        return finish(seen, wall_s, args.out)
+        return finish(seen, wall_s, read_timeline(args.out / TIMELINE), args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     space = ["--space", str(space_file(args.epochs, args.out))] if args.epochs else []
     command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), *space,
@@ -205,18 +294,21 @@ def main() -> int:
         writer.writerow(["pid", "role", "first_s", "last_s", "cpu_s"])
         for pid, e in sorted(sampler.seen.items(), key=lambda item: item[1].first_s):
             writer.writerow([pid, e.role, f"{e.first_s:.1f}", f"{e.last_s:.1f}", f"{e.cpu - e.cpu_at_first:.2f}"])
+    write_timeline(sampler.timeline, args.out / TIMELINE)
     if code != 0:
         print(f"the sweep failed (exit {code}): see {args.out / 'sweep.log'}")
         return code
-    return finish(sampler.seen, wall_s, args.out)
+    return finish(sampler.seen, wall_s, sampler.timeline, args.out)
 
 
-def finish(seen: dict[int, Seen], wall_s: float, out: Path) -> int:
+def finish(seen: dict[int, Seen], wall_s: float, timeline: list[tuple[float, dict[str, float]]], out: Path) -> int:
     trials = sum(e.role == TRAINING for e in seen.values())
-    text = report(seen, wall_s, trials)
+    text = report(seen, wall_s, trials, timeline)
     (out / "report.txt").write_text(text + "\n")
     title = f"CPU of a sweep of {trials} trials by process role ({wall_s:.0f} s on {os.cpu_count()} cores)"
     print(text + f"\nplot: {plot(seen, out / 'cpu_by_role.png', title)}")
+    if timeline:
+        print(f"plot: {plot_timeline(timeline, out / 'cpu_over_time.png', f'Cores used by a sweep of {trials} trials')}")
     return 0
 
 
