@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
+from avasr.config import Config
 
 VIDEO_POOLED_SIZE = 4  # the seed's video encoder flattens 128 x 4 x 4 before its first FC layer
 # Conv weights are kept channels-last: with oneDNN's NHWC kernels, one CPU thread trains an epoch of the smoke model
