@@ -53,6 +53,9 @@ NUM_SAMPLES, SCHEDULER = _SMOKE.num_samples, _SMOKE.scheduler
 """
 
 
+Timeline = list[tuple[float, dict[str, float]]]  # (seconds since the start, CPU seconds per role since the last)
+
+
 @dataclass
 class Seen:
     role: str
@@ -89,7 +92,7 @@ class Sampler(threading.Thread):
         self.started = time.monotonic()
         self.done = threading.Event()
         self.existing = {int(p) for p in os.listdir("/proc") if p.isdigit()}
-        self.timeline: list[tuple[float, dict[str, float]]] = []  # (time, CPU seconds per role since the last)
+        self.timeline: Timeline = []
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_S):
@@ -137,8 +140,7 @@ def cpu_by_role(seen: dict[int, Seen]) -> dict[str, float]:
     return cpu
 
 
-def report(seen: dict[int, Seen], wall_s: float, trials: int,
-           timeline: list[tuple[float, dict[str, float]]]) -> str:
+def report(seen: dict[int, Seen], wall_s: float, trials: int, timeline: Timeline) -> str:
     cpu, count, life = cpu_by_role(seen), defaultdict(int), defaultdict(float)
     for entry in seen.values():
         count[entry.role] += 1
@@ -158,7 +160,7 @@ def report(seen: dict[int, Seen], wall_s: float, trials: int,
     return "\n".join(lines + while_training(timeline))
 
 
-def while_training(timeline: list[tuple[float, dict[str, float]]]) -> list[str]:
+def while_training(timeline: Timeline) -> list[str]:
     """What shared the cores with training: CPU per role over the seconds in which a Train worker trained. On a
     busy machine every core-second another process takes there is one that training waits for."""
     seconds = [used for _, used in timeline if used.get(TRAINING, 0.0) >= TRAINING_BUSY * SAMPLE_S]
@@ -178,7 +180,7 @@ def while_training(timeline: list[tuple[float, dict[str, float]]]) -> list[str]:
     return lines
 
 
-def write_timeline(timeline: list[tuple[float, dict[str, float]]], path: Path) -> None:
+def write_timeline(timeline: Timeline, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["t_s", "role", "cpu_s"])
@@ -186,7 +188,7 @@ def write_timeline(timeline: list[tuple[float, dict[str, float]]], path: Path) -
             writer.writerows([f"{t:.1f}", role, f"{cpu:.3f}"] for role, cpu in sorted(used.items()) if cpu > 0)
 
 
-def read_timeline(path: Path) -> list[tuple[float, dict[str, float]]]:
+def read_timeline(path: Path) -> Timeline:
     """timeline.csv back into samples; [] for a run saved before it was written."""
     if not path.is_file():
         return []
@@ -241,7 +243,7 @@ def group_of(role: str) -> str:
     return "driver" if role.startswith("driver") else "Ray daemons, starting workers, other"
 
 
-def plot_timeline(timeline: list[tuple[float, dict[str, float]]], path: Path, title: str) -> Path:
+def plot_timeline(timeline: Timeline, path: Path, title: str) -> Path:
     """Cores used by each group of roles, second by second, stacked: what shared the machine with training."""
     import matplotlib
 
@@ -301,7 +303,7 @@ def main() -> int:
     return finish(sampler.seen, wall_s, sampler.timeline, args.out)
 
 
-def finish(seen: dict[int, Seen], wall_s: float, timeline: list[tuple[float, dict[str, float]]], out: Path) -> int:
+def finish(seen: dict[int, Seen], wall_s: float, timeline: Timeline, out: Path) -> int:
     trials = sum(e.role == TRAINING for e in seen.values())
     text = report(seen, wall_s, trials, timeline)
     (out / "report.txt").write_text(text + "\n")
