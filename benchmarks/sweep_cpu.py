@@ -208,29 +208,6 @@ def read_processes(path: Path) -> tuple[dict[int, Seen], float]:
     return seen, float(wall.group(1))
 
 
-def plot(seen: dict[int, Seen], path: Path, title: str) -> Path:
-    """CPU seconds per role, largest first, the training role apart from the overhead."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cpu = cpu_by_role(seen)
-    roles = [r for r in sorted(cpu, key=cpu.get) if cpu[r] >= 1.0]
-    colours = ["tab:green" if r == TRAINING else "tab:orange" if r in PER_TRIAL else "tab:gray" for r in roles]
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(roles) + 1.2))
-    ax.barh(roles, [cpu[r] for r in roles], color=colours)
-    ax.set_xlabel("CPU seconds")
-    ax.set_title(title, fontsize=10)
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:green", "tab:orange", "tab:gray")],
-              labels=["training (Train worker)", "per-trial Ray Tune/Train helpers", "driver, Ray daemons, other"],
-              loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 GROUPS = {"training (Train worker)": "tab:green", "per-trial Ray Tune/Train helpers": "tab:orange",
           "driver": "tab:blue", "Ray daemons, starting workers, other": "tab:gray"}
 
@@ -241,6 +218,27 @@ def group_of(role: str) -> str:
     if role in PER_TRIAL:
         return "per-trial Ray Tune/Train helpers"
     return "driver" if role.startswith("driver") else "Ray daemons, starting workers, other"
+
+
+def plot(seen: dict[int, Seen], path: Path, title: str) -> Path:
+    """CPU seconds per role, largest first, the training role apart from the overhead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cpu = cpu_by_role(seen)
+    roles = [r for r in sorted(cpu, key=cpu.get) if cpu[r] >= 1.0]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(roles) + 1.2))
+    ax.barh(roles, [cpu[r] for r in roles], color=[GROUPS[group_of(r)] for r in roles])
+    ax.set_xlabel("CPU seconds")
+    ax.set_title(title, fontsize=10)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUPS.values()], labels=list(GROUPS),
+              loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_timeline(timeline: Timeline, path: Path, title: str) -> Path:
