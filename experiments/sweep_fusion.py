@@ -1,7 +1,7 @@
 """Sweep fusion x dropout x learning rate with Ray Tune; every trial is a Ray Train run tracked in MLflow; the best
 run within the parameter and latency budgets is exported to ONNX and registered as avasr@champion.
 
-    python experiments/sweep_fusion.py --space smoke                    # the built-in small corpus, minutes
+    python experiments/sweep_fusion.py --space smoke                    # the built-in medium corpus, minutes
     python experiments/sweep_fusion.py --space fusion --train-manifest M1 --val-manifest M2 --gpus-per-trial 1
     python experiments/sweep_fusion.py --space smoke --resume           # continue an interrupted sweep
     python experiments/sweep_fusion.py --space path/to/my_space.py --address auto --storage-path /shared/sweeps
@@ -19,7 +19,7 @@ from avasr.spaces import SCHEDULERS
 from avasr.sweep import SweepOptions, run_sweep
 from avasr.tracking import sqlite_path
 
-SWEEP_CORPUS, SWEEP_CORPUS_SIZE = "data/corpus/small", "small"  # the default data, built when missing
+SWEEP_CORPUS, SWEEP_CORPUS_SIZE = "data/corpus/medium", "medium"  # the default data, built when missing
 FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C
 
 
