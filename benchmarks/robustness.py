@@ -2,11 +2,11 @@
 audio-only, video-only and audio-visual WER at each SNR on the unseen test speakers, greedy and with the lexicon,
 and what the augmentation costs per epoch.
 
-    python benchmarks/robustness.py --corpus data/corpus/medium --feature-dim 256 --encoder-channels 16 32 64 \\
-        --lip-size 32 --temporal-layers 3 --batch-size 16 --lr 0.002 --dropout 0.1 --epochs 70 --patience 70 \\
-        --lr-schedule cosine --warmup-epochs 1 --noise-prob 0.7 --noise-snr-db -15 15 --modality-dropout 0.3 \\
-        --freq-masks 2 --audio-time-masks 2 --video-time-masks 1 --data-workers 1
-    python benchmarks/robustness.py --corpus data/corpus/medium --checkpoint outputs/robust-medium/best_model.pth
+    python benchmarks/robustness.py --corpus data/corpus/medium --fusion attention --feature-dim 256 \\
+        --encoder-channels 16 32 64 --lip-size 32 --temporal-layers 3 --batch-size 16 --lr 0.002 --dropout 0.1 \\
+        --epochs 70 --patience 70 --lr-schedule cosine --warmup-epochs 1 --noise-prob 0.7 --noise-snr-db -15 15 \\
+        --modality-dropout 0.3 --freq-masks 2 --audio-time-masks 2 --video-time-masks 1 --data-workers 1
+    python benchmarks/robustness.py --corpus data/corpus/medium --checkpoint outputs/bench-robustness/best_model.pth
 
 Goals (issue 11): AV WER <= 0.4 x audio WER at 0 and -5 dB babble; AV never worse than the better single stream;
 with the lexicon AV <= 15 % at 0 dB, clean AV <= 1 % (<= 5 % greedy), video alone <= 30 %.
