@@ -23,7 +23,7 @@ epochs of `small` (1,125 steps): the same CPU within 25 %, three times the sente
     weighted     0.324               0.252                0.207
 
 Medium, 12 epochs, val WER / test WER by seed: 42 attention 0.116 / 0.124, adaptive 0.155, weighted 0.167, simple
-0.198; 7 attention 0.127 / 0.148, adaptive 0.153, simple 0.233, weighted 0.274; 123 weighted 0.160 / 0.190,
+0.198; 7 attention 0.127 / 0.148, adaptive 0.153, simple 0.233, weighted 0.274; 123 weighted 0.160 / 0.189,
 adaptive 0.174, simple 0.227, attention 0.342. Still learning at epoch 10 (attention, seed 42: val 0.155 at 10, 0.116
 at 12), so the two epochs pay. More regularisation does not: at 25 epochs of `small`, dropout 0.2, modality dropout
 0.2 and SpecAugment all raised the test WER, and so did lip shifts of 2 pixels, flips and a +-10 % mel-frequency
