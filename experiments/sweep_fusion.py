@@ -19,7 +19,8 @@ from avasr.spaces import SCHEDULERS
 from avasr.sweep import SweepOptions, run_sweep
 from avasr.tracking import sqlite_path
 
-SWEEP_CORPUS, SWEEP_CORPUS_SIZE = "data/corpus/medium", "medium"  # the default data, built when missing
+SWEEP_CORPUS_SIZE = "medium"  # the default data, built when missing
+SWEEP_CORPUS = f"data/corpus/{SWEEP_CORPUS_SIZE}"
 FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C
 
 
