@@ -109,6 +109,16 @@ def test_modality_dropout_blanks_one_whole_stream_and_spares_audio_only_utteranc
     assert 70 <= int(audio_gone.sum()) <= 105  # about half of the 175 utterances with both streams
 
 
+def test_modality_dropout_blanks_a_stream_at_its_rate_and_the_same_seed_blanks_the_same_ones():
+    data = AVDataset(list(dataset(seed=2)) * 50)  # 400 utterances, all with both streams
+    config = TINY.replace(modality_dropout=0.3)
+    _, out = augmented(config, data, seed=5)
+    blanked = (out.audio == 0).flatten(1).all(1) | (out.video == 0).flatten(1).all(1)
+    assert 0.21 * len(data) <= int(blanked.sum()) <= 0.39 * len(data)  # 0.3 +- 4 binomial standard deviations
+    _, again = augmented(config, data, seed=5)
+    assert torch.equal(again.audio, out.audio) and torch.equal(again.video, out.video)
+
+
 def test_augmentation_fields_are_checked():
     for bad in (dict(noise_prob=1.5), dict(modality_dropout=-0.1), dict(noise_kinds=("brown",)),
                 dict(noise_snr_db=(10.0, 0.0)), dict(noise_snr_db=(1.0,)), dict(freq_masks=-1)):
