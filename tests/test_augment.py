@@ -32,6 +32,11 @@ def with_speech(data: AVDataset, speakers: int = 4) -> AVDataset:
         for i, u in enumerate(data)])
 
 
+def blank(stream: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,) bool: which utterances have this stream blanked whole."""
+    return (stream == 0).flatten(1).all(1)
+
+
 def augmented(config, data, seed=0):
     batch = collate(list(data))
     return batch, Augmenter(config, data)(batch, np.random.default_rng(seed))
@@ -100,8 +105,7 @@ def test_modality_dropout_blanks_one_whole_stream_and_spares_audio_only_utteranc
     data = dataset(seed=2)
     data = AVDataset([dataclasses.replace(data[0], streams=AUDIO_ONLY), *list(data)[1:]] * 25)  # 200 utterances
     batch, out = augmented(TINY.replace(modality_dropout=1.0), data, seed=4)
-    audio_gone = (out.audio == 0).flatten(1).all(1)
-    video_gone = (out.video == 0).flatten(1).all(1)
+    audio_gone, video_gone = blank(out.audio), blank(out.video)
     both = [s != AUDIO_ONLY for s in batch.streams]
     assert not (audio_gone & video_gone).any()
     assert all(a or v for a, v, b in zip(audio_gone, video_gone, both) if b)  # exactly one stream each
@@ -113,7 +117,7 @@ def test_modality_dropout_blanks_a_stream_at_its_rate_and_the_same_seed_blanks_t
     data = AVDataset(list(dataset(seed=2)) * 50)  # 400 utterances, all with both streams
     config = TINY.replace(modality_dropout=0.3)
     _, out = augmented(config, data, seed=5)
-    blanked = (out.audio == 0).flatten(1).all(1) | (out.video == 0).flatten(1).all(1)
+    blanked = blank(out.audio) | blank(out.video)
     assert 0.21 * len(data) <= int(blanked.sum()) <= 0.39 * len(data)  # 0.3 +- 4 binomial standard deviations
     _, again = augmented(config, data, seed=5)
     assert torch.equal(again.audio, out.audio) and torch.equal(again.video, out.video)
