@@ -12,7 +12,6 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avasr.data.mixing import NOISE_KINDS
 from avasr.errors import AvasrError
 from avasr.text import VOCAB_SIZE
 
@@ -27,6 +26,7 @@ LR_SCHEDULES = ("plateau", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 AUDIO_ONLY, VIDEO_ONLY, AUDIO_VISUAL = "audio", "video", "audio+video"  # the streams a model is fed
 MODALITIES = (AUDIO_ONLY, VIDEO_ONLY, AUDIO_VISUAL)
+NOISE_KINDS = ("white", "pink", "babble")  # babble: other speakers' speech
 
 
 class ConfigError(AvasrError, ValueError):
@@ -181,7 +181,7 @@ class Config:
 
     # --- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict) -> "Config":
+    def from_dict(cls, values: dict) -> Config:
         """Build from a plain dict (JSON, a Tune trial config). Unknown keys and wrong types are refused."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
@@ -199,7 +199,7 @@ class Config:
         return cls(**coerced)
 
     @classmethod
-    def from_file(cls, path: str | Path, base: "Config | None" = None) -> "Config":
+    def from_file(cls, path: str | Path, base: Config | None = None) -> Config:
         """The fields in a JSON file over `base` (the defaults when None)."""
         try:
             values = json.loads(Path(path).read_text())
@@ -213,7 +213,7 @@ class Config:
         """Plain types only (tuples as lists): safe for JSON, MLflow params and torch.load(weights_only=True)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         return self.from_dict({**self.to_dict(), **changes})
 
 

@@ -26,7 +26,8 @@ import torch
 
 from avasr.config import DECODERS
 from avasr.errors import AvasrError
-from avasr.text import BLANK_ID, SYMBOLS, VOCAB_SIZE, VocabularyError, decode as ids_to_text, encode, normalize
+from avasr.text import BLANK_ID, SYMBOLS, VOCAB_SIZE, VocabularyError, encode, normalize
+from avasr.text import decode as ids_to_text
 
 SPACE_ID = SYMBOLS.index(" ")
 TOKENS_PER_FRAME = 8  # labels (besides the blank) that may extend a prefix at one frame: the most probable ones ...
@@ -43,7 +44,7 @@ class LexiconError(AvasrError, ValueError):
 # --- lexicon -------------------------------------------------------------------------------------------------------
 @dataclass
 class _TrieNode:
-    children: dict[int, "_TrieNode"] = field(default_factory=dict)
+    children: dict[int, _TrieNode] = field(default_factory=dict)
     is_word: bool = False  # the path from the root to here spells a complete lexicon word
 
 
@@ -73,7 +74,7 @@ class Lexicon:
             raise LexiconError("a lexicon needs at least one word")
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Lexicon":
+    def from_file(cls, path: str | Path) -> Lexicon:
         """One word per line, blank lines skipped; errors name `file:line`."""
         path = Path(path)
         try:

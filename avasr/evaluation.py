@@ -16,11 +16,14 @@ from tqdm.auto import tqdm
 from avasr.checkpoint import load_model
 from avasr.config import Config
 from avasr.data.dataset import AVDataset
+from avasr.data.loader import make_loader
 from avasr.data.noisy_speech import NoiseSpec, noisy_dataset
-from avasr.decode import Lexicon
+from avasr.decode import Lexicon, decode
+from avasr.device import pick_device
 from avasr.errors import OutputError
+from avasr.metrics import character_error_rate, word_error_rate
+from avasr.objective import ctc_objective
 from avasr.text import compute_cer, compute_wer
-from avasr.train import evaluate, make_loader, pick_device
 
 PREDICTIONS_FILE = "predictions.tsv"
 DEFAULT_NOISE = "babble"
@@ -70,7 +73,7 @@ class Decoding:
         return evaluate(self.model.to(device), loader, self.config, device, self.lexicon)
 
 
-    def with_modalities(self, modalities: str | None) -> "Decoding":
+    def with_modalities(self, modalities: str | None) -> Decoding:
         """The same model fed only `modalities` (the other stream blanked, as avasr.train does); None: unchanged."""
         return self if not modalities else dataclasses.replace(self, config=self.config.replace(modalities=modalities))
 
@@ -181,3 +184,25 @@ def write_predictions(path: Path, result: dict) -> None:
                 writer.writerow([uid, ref, hyp, f"{compute_wer(ref, hyp):.4f}", f"{compute_cer(ref, hyp):.4f}"])
     except OSError as e:
         raise OutputError(f"{path}: cannot write predictions: {e}") from None
+
+
+@torch.no_grad()
+def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = None) -> dict:
+    """Loss, corpus WER/CER and the decoded hypotheses of a whole loader."""
+    model.eval()
+    total, refs, hyps, ids = 0.0, [], [], []
+    for batch in tqdm(loader, desc="eval", unit="batch", leave=False):
+        batch = batch.keep_modalities(config.modalities).to(device)
+        log_probs = model(batch.audio, batch.video, batch.video_lengths)
+        total += ctc_objective(log_probs, batch, config.label_smoothing).item() * len(batch.ids)
+        hyps += decode(log_probs.cpu(), batch.video_lengths.cpu(), config.decoder, config.beam_size, lexicon)
+        refs += batch.transcripts
+        ids += batch.ids
+    return {
+        "loss": total / len(refs),
+        "wer": word_error_rate(refs, hyps),
+        "cer": character_error_rate(refs, hyps),
+        "references": refs,
+        "hypotheses": hyps,
+        "ids": ids,
+    }

@@ -1,13 +1,7 @@
 """The one training loop. `fit(config)` trains from manifests in a plain process; a Ray Train worker calls the very
-same `fit` with a `report` callback (see avasr.trial).
+same `fit` with a `report` callback (see avasr.sweep.trial).
 
-Objective: CTC (blank 0) with label smoothing done the way CTC allows it. CTC has no per-frame targets to smooth,
-so smoothing is a mixture with a uniform-posterior term (Chorowski & Jaitly, 2017):
-
-    loss = (1 - eps) * CTC + eps * mean over valid frames of ( -1/C * sum_c log p_t(c) )
-
-i.e. the cross-entropy of each frame's posterior against the uniform distribution. It penalises over-confident
-frames exactly as smoothed cross-entropy does, and with eps = 0 it is plain CTC.
+The objective is avasr.objective's: CTC with label smoothing.
 
 Early stopping: an epoch "improves" when val WER is lower than the best so far, or equal with a lower val loss.
 The tie-break keeps the first epochs alive, when the model still emits only blanks and WER sits at 1.0 while
@@ -32,22 +26,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from avasr.augment import Augmenter
-from avasr.checkpoint import (BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, restore_rng_state, rng_state,
-                              save_checkpoint)
-from avasr.config import NUM_CLASSES, Config
-from avasr.data.batching import LengthBucketSampler
-from avasr.data.dataset import AVDataset, Batch, collate
+from avasr.checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from avasr.config import Config
+from avasr.data.dataset import AVDataset, Batch
+from avasr.data.loader import make_loader
 from avasr.data.streaming import StreamingDataset
-from avasr.decode import Lexicon, decode
+from avasr.decode import Lexicon
+from avasr.device import pick_device
 from avasr.errors import AvasrError, OutputError
-from avasr.metrics import character_error_rate, word_error_rate
-from avasr.model import build_model, count_parameters, lengths_to_mask
-from avasr.text import BLANK_ID
+from avasr.evaluation import evaluate
+from avasr.model import build_model, count_parameters
+from avasr.objective import ctc_objective
 
 LOG_FILE = "training.log"
 METRICS_FILE = "metrics.csv"
@@ -108,40 +108,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(config: Config) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device='cuda' was asked for but torch sees no CUDA device")
-    return torch.device(config.device)
-
-
-def make_loader(dataset: Dataset, config: Config, shuffle: bool, epoch: int = 0) -> DataLoader:
-    """Batches of `dataset` (AVDataset or StreamingDataset); the training order and, with `max_batch_frames`, the
-    length buckets are a function of (seed, epoch): a resumed run sees the same batches."""
-    if shuffle and config.max_batch_frames:
-        sampler = LengthBucketSampler(dataset.lengths, config.max_batch_frames, config.seed, epoch)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
-    generator = torch.Generator().manual_seed(config.seed + epoch)
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate,
-                      num_workers=config.num_workers, generator=generator)
-
-
-# --- objective -------------------------------------------------------------------------------------------------
-def ctc_objective(log_probs: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:
-    """log_probs shape = (B, T, C) -> scalar loss (see the module docstring)."""
-    ctc = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, batch.video_lengths, batch.target_lengths,
-                     blank=BLANK_ID, reduction="mean", zero_infinity=False)  # expects (T, B, C)
-    if not torch.isfinite(ctc):
-        raise TrainingError(f"non-finite CTC loss in batch {batch.ids}: an utterance too short for its transcript?")
-    if label_smoothing == 0:
-        return ctc
-    mask = lengths_to_mask(batch.video_lengths, log_probs.shape[1])  # (B, T)
-    uniform_ce = -log_probs.sum(dim=-1) / NUM_CLASSES  # (B, T)
-    smooth = uniform_ce[mask].mean()
-    return (1 - label_smoothing) * ctc + label_smoothing * smooth
-
-
 # --- one epoch -------------------------------------------------------------------------------------------------
 def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str = "train",
                     lr_at: Callable[[int], float] | None = None,
@@ -173,28 +139,6 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str 
         count += len(batch.ids)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return total / count, waited
-
-
-@torch.no_grad()
-def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = None) -> dict:
-    """Loss, corpus WER/CER and the decoded hypotheses of a whole loader."""
-    model.eval()
-    total, refs, hyps, ids = 0.0, [], [], []
-    for batch in tqdm(loader, desc="eval", unit="batch", leave=False):
-        batch = batch.keep_modalities(config.modalities).to(device)
-        log_probs = model(batch.audio, batch.video, batch.video_lengths)
-        total += ctc_objective(log_probs, batch, config.label_smoothing).item() * len(batch.ids)
-        hyps += decode(log_probs.cpu(), batch.video_lengths.cpu(), config.decoder, config.beam_size, lexicon)
-        refs += batch.transcripts
-        ids += batch.ids
-    return {
-        "loss": total / len(refs),
-        "wer": word_error_rate(refs, hyps),
-        "cer": character_error_rate(refs, hyps),
-        "references": refs,
-        "hypotheses": hyps,
-        "ids": ids,
-    }
 
 
 # --- the loop --------------------------------------------------------------------------------------------------
@@ -285,8 +229,8 @@ def fit(
         rng = np.random.default_rng([config.seed, epoch])  # augmentation draws: a function of (seed, epoch)
         train_loss, data_s = train_one_epoch(
             model, train_loader, optimizer, config, device, desc=f"epoch {epoch + 1}",
-            lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays),
-            augment=(lambda batch: augmenter(batch, rng)) if augmenter.active else None)
+            lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays),  # noqa: B023 (this epoch only)
+            augment=(lambda batch: augmenter(batch, rng)) if augmenter.active else None)  # noqa: B023
         trained = time.perf_counter()
         val = evaluate(model, val_loader, config, device, lexicon)
         evaluated = time.perf_counter()

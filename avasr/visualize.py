@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from avasr.config import Config  # noqa: E402
-from avasr.data.manifest import read_manifest  # noqa: E402
 from avasr.data.lips import load_lips  # noqa: E402
+from avasr.data.manifest import read_manifest  # noqa: E402
 from avasr.errors import OutputError  # noqa: E402
 
 CELL_INCHES = 0.9

@@ -26,12 +26,20 @@ from avasr.data.audio import read_waveform
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames
 from avasr.evaluation import decoding_for, evaluate_decoding
-from avasr.export import example_inputs, export_onnx, session_feeds
-from avasr.inference import STAGES, AVASRInference, corpus_scores
-from avasr.latency import (GIGA, MS_PER_S, SEED_SECONDS, input_frames, matmul_gflops, model_flops,
-                           onnx_cpu_latency, torch_cpu_latency)
 from avasr.model import build_model, count_parameters
-from avasr.quantize import QUANTIZATIONS, calibration_feeds, quantize
+from avasr.ship.export import example_inputs, export_onnx, session_feeds
+from avasr.ship.inference import STAGES, AVASRInference, corpus_scores
+from avasr.ship.latency import (
+    GIGA,
+    MS_PER_S,
+    SEED_SECONDS,
+    input_frames,
+    matmul_gflops,
+    model_flops,
+    onnx_cpu_latency,
+    torch_cpu_latency,
+)
+from avasr.ship.quantize import QUANTIZATIONS, calibration_feeds, quantize
 
 ORIGINAL_CPU = {1: (45.0, 55.0), 4: (120.0, 150.0)}  # the seed's table: batch -> (mean ms, p95 ms)
 BATCHES = (1, 4)

@@ -15,8 +15,11 @@ from pathlib import Path
 from avasr.checkpoint import BEST_CHECKPOINT, load_model
 from avasr.config import MODALITIES, Config, add_config_arguments, config_from_args
 from avasr.data.dataset import AVDataset
+from avasr.data.loader import make_loader
+from avasr.device import pick_device
+from avasr.evaluation import evaluate
 from avasr.metrics import character_error_rate, word_error_rate
-from avasr.train import evaluate, fit, make_loader, pick_device
+from avasr.train import fit
 
 CHANCE_DRAWS = 20
 

@@ -4,7 +4,7 @@ Each round starts an actor that stands for a Tune trial (a Tune function is an a
 `TorchTrainer.fit()`), waits for its Train worker's first report, kills the actor as Tune does when ASHA stops a
 trial or its node dies, then waits up to --wait-s for Ray alone to free the worker's CPUs. When Ray has not, it
 prints what GCS holds (the group, its creator, Ray Train's PlacementGroupCleaner actors) and lets
-`avasr.resources.release_orphaned_placement_groups` free it, so the next round starts on a whole cluster.
+`avasr.sweep.resources.release_orphaned_placement_groups` free it, so the next round starts on a whole cluster.
 
     python benchmarks/placement_groups.py --rounds 12
 """
@@ -19,7 +19,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 from ray.util.state import list_actors
 
-from avasr.resources import placement_groups, release_orphaned_placement_groups
+from avasr.sweep.resources import placement_groups, release_orphaned_placement_groups
 
 CLUSTER_CPUS = 2
 WORKER_CPUS = 1.98  # all but the trial actor's sliver, as a sweep's one-at-a-time trial

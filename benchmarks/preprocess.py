@@ -13,8 +13,8 @@ import time
 
 from avasr.config import Config
 from avasr.data.dataset import AVDataset
-from avasr.data.manifest import read_manifest
 from avasr.data.lips import load_lips
+from avasr.data.manifest import read_manifest
 
 DEFAULT_MANIFEST = "data/corpus/smoke/train_manifest.txt"
 WARM_RATIO_GOAL = 20.0

@@ -27,11 +27,12 @@ from avasr.augment import Augmenter
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config, add_config_arguments, config_from_args
 from avasr.data.dataset import AVDataset
+from avasr.data.loader import make_loader
 from avasr.evaluation import decoding_for, load_decoding
 from avasr.model import count_parameters
 from avasr.robustness import RobustnessReport, parse_snrs, robustness_report
-from avasr.tracking import read_metrics_csv
-from avasr.train import METRICS_FILE, fit, make_loader
+from avasr.sweep.tracking import read_metrics_csv
+from avasr.train import METRICS_FILE, fit
 
 GOAL_AV_OVER_AUDIO = 0.4  # at 0 and -5 dB
 GOAL_AV_LEXICON_0DB, GOAL_AV_LEXICON_CLEAN, GOAL_AV_GREEDY_CLEAN, GOAL_VIDEO_LEXICON = 0.15, 0.01, 0.05, 0.30

@@ -40,12 +40,13 @@ from avasr.data.cache import FeatureCache, Features, entry_key
 from avasr.data.dataset import AVDataset
 from avasr.data.index import index_manifests
 from avasr.data.lips import load_lips
+from avasr.data.loader import make_loader
 from avasr.data.manifest import read_manifest
 from avasr.data.prepare import prepare_on_ray
 from avasr.data.streaming import StreamingDataset
 from avasr.model import build_model
-from avasr.spaces import fixed_values, load_space
-from avasr.train import make_loader, train_one_epoch
+from avasr.sweep.spaces import fixed_values, load_space
+from avasr.train import train_one_epoch
 
 # Mixed lengths, mostly short (LRS3's are 1-20 s, 10 s on average; shorter here so 20,000 fit this disk)
 SECONDS_RANGE = (1.0, 8.0)

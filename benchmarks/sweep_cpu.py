@@ -45,7 +45,7 @@ PER_TRIAL = ("ImplicitFunc", "TrainController", TRAINING, "_QueueActor", "Placem
              "SynchronizationActor", "DatasetManager", "PreemptionWatcher")
 DAEMONS = {"raylet": "raylet", "gcs_server": "gcs_server", "dashboard": "dashboard (head, agents)",
            "log_monitor": "log_monitor", "monitor.py": "monitor", "runtime_env": "dashboard (head, agents)"}
-SPACE_TEMPLATE = """from avasr.spaces import load_space
+SPACE_TEMPLATE = """from avasr.sweep.spaces import load_space
 
 _SMOKE = load_space("smoke")
 SPACE = {{**_SMOKE.space, "epochs": {epochs}, "patience": {epochs}}}

@@ -1,12 +1,12 @@
 """What does Ray cost? The same trials (the four fusions of the smoke model, fixed dropout and lr, E epochs each, no
 early stopping) run by the plain loop (`avasr.train.fit`, one after another in this process, --cpus torch threads)
-and through the sweep (`avasr.sweep.run_sweep`, FIFO, MLflow tracking, no shipping) in two layouts:
+and through the sweep (`avasr.sweep.driver.run_sweep`, FIFO, MLflow tracking, no shipping) in two layouts:
 
 - one trial at a time holding every CPU (--cpus torch threads): what Ray and MLflow add to a trial;
 - the sweep's own layout, one CPU (one torch thread) per trial and --cpus trials side by side: what a user of
   `sweep_fusion.py` gets on this machine.
 
-Both the plain loop and the sweep finalise every trial the same way (`avasr.champion.final_metrics`: ONNX export,
+Both the plain loop and the sweep finalise every trial the same way (`avasr.sweep.champion.final_metrics`: ONNX export,
 CPU latency, noisy WER), on the built-in smoke corpus with a warm feature cache. Prints the wall times, where the
 time goes, and the ratios (goal: at most 1.25).
 
@@ -42,13 +42,13 @@ import ray
 import torch
 from mlflow import MlflowClient
 
-import avasr.sweep
+import avasr.sweep.driver
 from avasr.config import FUSIONS, Config
 from avasr.corpus.synth import build_corpus
-from avasr.champion import final_metrics
-from avasr.spaces import fixed_values, load_space
-from avasr.sweep import SweepOptions, run_sweep
-from avasr.tracking import EPOCH_PREFIX, PARENT_TAG, read_metrics_csv
+from avasr.sweep.champion import final_metrics
+from avasr.sweep.driver import SweepOptions, run_sweep
+from avasr.sweep.spaces import fixed_values, load_space
+from avasr.sweep.tracking import EPOCH_PREFIX, PARENT_TAG, read_metrics_csv
 from avasr.train import METRICS_FILE, fit, load_datasets
 
 SMOKE_CORPUS = "data/corpus/smoke"
@@ -71,7 +71,7 @@ def write_space(path: Path, fields: dict, fusions: list[str]) -> Path:
 
 
 def plain_config(options: SweepOptions, fields: dict, fusion: str, output_dir: Path) -> Config:
-    """What a sweep trial of `fusion` trains (avasr.sweep.base_trial_config), in a folder of its own."""
+    """What a sweep trial of `fusion` trains (avasr.sweep.driver.base_trial_config), in a folder of its own."""
     return Config.from_dict({**fields, "fusion": fusion, "train_manifest": options.train_manifest,
                              "val_manifest": options.val_manifest, "cache_dir": options.cache_dir,
                              "data_workers": 1, "seed": options.seed, "output_dir": str(output_dir)})
@@ -161,7 +161,7 @@ def run_ray(layout: str, options: SweepOptions, cpus: int) -> SweepRun:
     ray.init(num_cpus=cpus)  # what run_sweep does with no address, timed apart from the sweep
     stages = {"ray.init": time.perf_counter() - started}
     try:
-        with stage_timer(avasr.sweep, SWEEP_STAGES) as timed:
+        with stage_timer(avasr.sweep.driver, SWEEP_STAGES) as timed:
             result = run_sweep(options)
         stages |= timed
     finally:

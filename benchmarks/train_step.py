@@ -22,21 +22,20 @@ import resource
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 import torch
 from mlflow import MlflowClient
 
-from avasr import tracking
 from avasr.checkpoint import BEST_CHECKPOINT
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, Config
-from avasr.config import AUDIO_VISUAL
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, FUSIONS, Config
 from avasr.data.dataset import Batch
 from avasr.evaluation import evaluate_checkpoint
 from avasr.model import build_model, count_parameters
-from avasr.spaces import fixed_values, load_space
-from avasr.train import METRICS_FILE, ctc_objective, fit, load_datasets
+from avasr.objective import ctc_objective
+from avasr.sweep import tracking
+from avasr.sweep.spaces import fixed_values, load_space
+from avasr.train import METRICS_FILE, fit, load_datasets
 
 TRANSCRIPT_CHARS = 30  # a GRID sentence ("bin blue at f two now") is about this long
 KIB = 1024

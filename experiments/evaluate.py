@@ -13,11 +13,10 @@ runs on audio alone, and the count is printed. The full report across inputs and
 import argparse
 from pathlib import Path
 
+from avasr.cli import run
 from avasr.config import DECODERS, MODALITIES
 from avasr.data.mixing import NOISE_KINDS
-from avasr.cli import run
-from avasr.evaluation import (DEFAULT_NOISE, DEFAULT_NOISE_DRAWS, PREDICTIONS_FILE, evaluate_at_snrs,
-                              evaluate_checkpoint)
+from avasr.evaluation import DEFAULT_NOISE, DEFAULT_NOISE_DRAWS, PREDICTIONS_FILE, evaluate_at_snrs, evaluate_checkpoint
 
 
 def main() -> None:

@@ -12,11 +12,11 @@ after a sweep run with --no-ship.
 import argparse
 from pathlib import Path
 
-from avasr.champion import SELECTION_METRICS, export_best, pareto_front, sweep_trials
 from avasr.cli import add_dataclass_arguments, run
-from avasr.leaderboard import leaderboard
-from avasr.sweep import PROJECT_DIR, SweepOptions
-from avasr.tracking import check_tracking_uri, resolve_tracking_uri
+from avasr.sweep.champion import SELECTION_METRICS, export_best, pareto_front, sweep_trials
+from avasr.sweep.driver import PROJECT_DIR, SweepOptions
+from avasr.sweep.leaderboard import leaderboard
+from avasr.sweep.tracking import check_tracking_uri, resolve_tracking_uri
 
 
 def parse_args() -> argparse.Namespace:

@@ -9,8 +9,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from avasr.corpus.synth import SIZES, build_corpus
 from avasr.cli import run
+from avasr.corpus.synth import SIZES, build_corpus
 
 DEFAULT_OUT = "data/corpus/{size}"
 

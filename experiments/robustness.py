@@ -18,9 +18,10 @@ from pathlib import Path
 from avasr.cli import add_dataclass_arguments, run
 from avasr.config import DECODERS
 from avasr.data.mixing import NOISE_KINDS
-from avasr.robustness import ReportOptions, report_checkpoint, report_run, report_sweep
-from avasr.sweep import PROJECT_DIR, SweepOptions
-from avasr.tracking import check_tracking_uri, resolve_tracking_uri
+from avasr.robustness import ReportOptions, report_checkpoint
+from avasr.sweep.driver import PROJECT_DIR, SweepOptions
+from avasr.sweep.robustness import report_run, report_sweep
+from avasr.sweep.tracking import check_tracking_uri, resolve_tracking_uri
 
 DEFAULT_SWEEP_OUT = Path("outputs/robustness")
 

@@ -5,9 +5,9 @@
 
 import argparse
 
+from avasr.cli import run
 from avasr.config import Config
 from avasr.visualize import show_crops
-from avasr.cli import run
 
 
 def main() -> None:

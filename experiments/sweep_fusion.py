@@ -10,14 +10,13 @@ run within the parameter and latency budgets is exported to ONNX and registered 
 import argparse
 from pathlib import Path
 
-from avasr.champion import SELECTION_METRICS
 from avasr.cli import add_dataclass_arguments, run
 from avasr.corpus.synth import build_corpus
-from avasr.spaces import available_spaces
-from avasr.leaderboard import leaderboard
-from avasr.spaces import SCHEDULERS
-from avasr.sweep import SweepOptions, run_sweep
-from avasr.tracking import sqlite_path
+from avasr.sweep.champion import SELECTION_METRICS
+from avasr.sweep.driver import SweepOptions, run_sweep
+from avasr.sweep.leaderboard import leaderboard
+from avasr.sweep.spaces import SCHEDULERS, available_spaces
+from avasr.sweep.tracking import sqlite_path
 
 SWEEP_CORPUS_SIZE = "medium"  # the default data, built when missing
 SWEEP_CORPUS = f"data/corpus/{SWEEP_CORPUS_SIZE}"

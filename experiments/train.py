@@ -8,9 +8,9 @@
 import argparse
 
 from avasr.checkpoint import load_checkpoint
+from avasr.cli import run
 from avasr.config import Config, add_config_arguments, config_from_args
 from avasr.train import fit
-from avasr.cli import run
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from avasr.cli import FAILED, add_dataclass_arguments, run
 from avasr.config import DECODERS
-from avasr.inference import DEVICES, AVASRInference, InferenceOptions, corpus_scores
+from avasr.ship.inference import DEVICES, AVASRInference, InferenceOptions, corpus_scores
 
 
 def main() -> int:

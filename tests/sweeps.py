@@ -8,9 +8,9 @@ import ray
 from mlflow import MlflowClient
 
 from avasr.data.manifest import write_manifest
-from avasr.resources import who_holds
-from avasr.sweep import SweepOptions
-from avasr.tracking import EPOCH_PREFIX, PARENT_TAG
+from avasr.sweep.driver import SweepOptions
+from avasr.sweep.resources import who_holds
+from avasr.sweep.tracking import EPOCH_PREFIX, PARENT_TAG
 from tests.media import write_clip
 
 TRANSCRIPTS = ["bin blue", "lay red", "set green", "place at", "bin now", "lay soon"]

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from avasr.augment import AugmentError, Augmenter, span
+from avasr.augment import Augmenter, AugmentError, span
 from avasr.checkpoint import LAST_CHECKPOINT
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, ConfigError
-from avasr.config import AUDIO_ONLY
+from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, ConfigError
 from avasr.data.dataset import AVDataset, collate
 from avasr.data.mixing import make_noise, mix_at_snr
 from avasr.data.noisy_speech import speech_features

@@ -14,8 +14,8 @@ import pytest
 import ray
 from mlflow import MlflowClient
 
-from avasr import tracking
-from avasr.mlflow_ui import column
+from avasr.sweep import tracking
+from avasr.sweep.mlflow_ui import column
 from tests.browser import chromium, screenshot, wait_for
 from tests.servers import MlflowServer
 from tests.sweeps import assert_all_cpus_come_back, options, write_space

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from avasr.cli import add_dataclass_arguments, field_comments
-from avasr.sweep import SweepOptions
+from avasr.sweep.driver import SweepOptions
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,16 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import pytest
 from mlflow import MlflowClient
+from onnx import numpy_helper
 
 from avasr.config import Config
 from avasr.data.manifest import write_manifest
 from avasr.model import build_model, count_parameters
-from avasr.champion import CHAMPION_ONNX
-from avasr.sweep import DEFAULT_EXPERIMENT
-from avasr.tracking import PARENT_TAG, global_uris
+from avasr.sweep.champion import CHAMPION_ONNX
+from avasr.sweep.driver import DEFAULT_EXPERIMENT
+from avasr.sweep.tracking import PARENT_TAG, global_uris
 from tests.media import write_clip
 from tests.servers import BIN, HOST, POLL_S, START_TIMEOUT_S, MlflowServer, free_ports, stop_group, wait_until_up
 

@@ -10,10 +10,18 @@ import torch
 from avasr.config import FUSIONS, Config
 from avasr.data.dataset import collate
 from avasr.decode import greedy_decode
-from avasr.export import INPUT_DOCS, PARITY_ATOL, ParityError, check_parity, example_inputs, export_onnx, read_config
-from avasr.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
 from avasr.model import build_model, count_parameters
-from avasr.train import ctc_objective
+from avasr.objective import ctc_objective
+from avasr.ship.export import (
+    INPUT_DOCS,
+    PARITY_ATOL,
+    ParityError,
+    check_parity,
+    example_inputs,
+    export_onnx,
+    read_config,
+)
+from avasr.ship.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
 from tests.synthetic import TINY, dataset
 
 # Default 64x64 lips and 40 mels with narrow layers: exports in seconds, exercises the real graph.

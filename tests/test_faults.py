@@ -18,10 +18,10 @@ import ray
 from mlflow import MlflowClient
 from ray.util.state import list_actors
 
-from avasr.sweep import SweepOptions, run_sweep
-from avasr.tracking import EPOCH_METRICS, EPOCH_PREFIX, TRIAL_TAG, TrackingError, wait_for_store
+from avasr.sweep.driver import SweepOptions, run_sweep
+from avasr.sweep.tracking import EPOCH_METRICS, EPOCH_PREFIX, TRIAL_TAG, TrackingError, wait_for_store
+from avasr.sweep.trial import WORK_DIR_PREFIX, EpochLog, make_work_dir
 from avasr.train import METRIC_FIELDS
-from avasr.trial import WORK_DIR_PREFIX, EpochLog, make_work_dir
 from tests.logs import tail
 from tests.servers import MlflowServer, free_ports
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space

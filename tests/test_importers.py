@@ -123,7 +123,7 @@ def test_grid_val_split_takes_other_speakers_clips_never_test_speakers(grid_root
 
 
 def test_grid_split_is_a_stable_hash_share():
-    ids = [f"{c}{k}{p}{l}{d}{a}" for c in "blps" for k in "bgrw" for p in "abiw" for l in "abcdefgh" for d in "z12"
+    ids = [f"{c}{k}{p}{letter}{d}{a}" for c in "blps" for k in "bgrw" for p in "abiw" for letter in "abcdefgh" for d in "z12"
            for a in "anps"]  # fmt: skip
     splits = [grid_split("s3", clip_id) for clip_id in ids]
     assert splits.count("test") == 0

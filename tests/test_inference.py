@@ -17,21 +17,21 @@ from avasr.data.audio import AudioError
 from avasr.data.dataset import collate, load_utterance
 from avasr.data.lips import NoFaceError
 from avasr.data.manifest import read_manifest, write_manifest
-from avasr.export import ExportError, export_onnx, read_config
-from avasr.inference import STAGES, AVASRInference, InferenceError, corpus_scores
 from avasr.metrics import character_error_rate, word_error_rate
 from avasr.model import build_model
-from avasr.quantize import QUANTIZATIONS, calibration_feeds, quantize
-from avasr.registry import RegistryError, register_onnx
+from avasr.ship.export import ExportError, export_onnx, read_config
+from avasr.ship.inference import STAGES, AVASRInference, InferenceError, corpus_scores
+from avasr.ship.quantize import QUANTIZATIONS, calibration_feeds, quantize
+from avasr.ship.registry import RegistryError, register_onnx
+from avasr.sweep.tracking import global_uris
 from avasr.text import BLANK_ID
-from avasr.tracking import global_uris
 from tests.media import write_clip
 from tests.synthetic import TINY
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "transcribe.py"
 CLIP_SECONDS = (1.2, 2.0)
 BLANK_PENALTY = 3.0  # an untrained model with its blank pushed down emits input-dependent letters on every clip
-# int8 against fp32 on the same features (reduce_range, see avasr.quantize); measured on these clips with TINY:
+# int8 against fp32 on the same features (reduce_range, see avasr.ship.quantize); measured on these clips with TINY:
 # max |diff| 0.02-0.05, every frame's argmax agreeing (on this AVX2 CPU; the margins leave room for others)
 INT8_MAX_LOG_PROB_DIFF = 0.25
 INT8_MIN_ARGMAX_AGREEMENT = 0.95

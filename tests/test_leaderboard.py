@@ -7,10 +7,10 @@ import math
 import pytest
 from mlflow import MlflowClient
 
-from avasr.champion import ShipError, TrialSummary, dominates, front_member, pareto_front
-from avasr.leaderboard import latency_staircase, leaderboard, leaderboard_table
-from avasr.sweep import LEADERBOARD_TABLE, LEADERBOARD_TEXT, PARETO_PLOT, close_parent_run
-from avasr.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, ensure_experiment
+from avasr.sweep.champion import ShipError, TrialSummary, dominates, front_member, pareto_front
+from avasr.sweep.driver import LEADERBOARD_TABLE, LEADERBOARD_TEXT, PARETO_PLOT, close_parent_run
+from avasr.sweep.leaderboard import latency_staircase, leaderboard, leaderboard_table
+from avasr.sweep.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, ensure_experiment
 
 
 def trial(name: str, wer: float, p50: float = 10.0, params: int = 1000, cer: float = 0.5,

@@ -5,7 +5,7 @@ import json
 
 from mlflow import MlflowClient
 
-from avasr.mlflow_ui import LOCAL_UI_URL, VIEW_TAG_PREFIX, save_sweep_view, sweep_links, ui_url
+from avasr.sweep.mlflow_ui import LOCAL_UI_URL, VIEW_TAG_PREFIX, save_sweep_view, sweep_links, ui_url
 
 
 def test_the_links_name_the_saved_view_and_the_model_training_workflow():

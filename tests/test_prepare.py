@@ -9,13 +9,12 @@ import pytest
 import ray
 
 import avasr.data.prepare
-
 from avasr.config import Config
+from avasr.data.cache import FeatureCache, entry_key
 from avasr.data.dataset import AVDataset, DataError
 from avasr.data.index import CacheIndex
-from avasr.data.cache import FeatureCache, entry_key
-from avasr.data.prepare import RAY_CHUNK, PrepareError, prepare, run_on_ray
 from avasr.data.manifest import read_manifest
+from avasr.data.prepare import RAY_CHUNK, PrepareError, prepare, run_on_ray
 from tests.media import write_clip
 from tests.sweeps import CLUSTER_CPUS
 
@@ -115,7 +114,7 @@ def test_unusable_utterances_are_listed_by_file_and_line_after_the_others_are_pr
 
 
 def test_the_sweep_warms_every_split_with_ray(local_ray, corpus, tmp_path, capsys):
-    from avasr.sweep import warm_feature_cache
+    from avasr.sweep.driver import warm_feature_cache
 
     config = Config(cache_dir=str(tmp_path / "cache"), train_manifest=str(corpus / "train.txt"),
                     val_manifest=str(corpus / "val.txt"))

@@ -8,7 +8,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from avasr.resources import PlacementGroupInfo, placement_groups, release_orphaned_placement_groups, who_holds
+from avasr.sweep.resources import PlacementGroupInfo, placement_groups, release_orphaned_placement_groups, who_holds
 from tests.sweeps import CLUSTER_CPUS
 
 CREATED_WITHIN_S = 60  # a placement group on an idle 2-CPU Ray is ready in milliseconds

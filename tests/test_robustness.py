@@ -12,16 +12,25 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from avasr import tracking
-from avasr.champion import CHECKPOINT_TAG, TEST_MANIFEST_TAG, TrialSummary
 from avasr.checkpoint import BEST_CHECKPOINT, save_checkpoint
 from avasr.data.dataset import AVDataset
 from avasr.data.manifest import write_manifest
 from avasr.evaluation import evaluate_checkpoint, load_decoding
-from avasr.robustness import (FUSIONS_PLOT, FUSIONS_TABLE, INPUTS, REPORT_FILES, ReportOptions, RobustnessError,
-                              best_per_fusion, parse_snrs, report_checkpoint, report_run, report_sweep,
-                              robustness_report)
 from avasr.model import build_model
+from avasr.robustness import (
+    FUSIONS_PLOT,
+    FUSIONS_TABLE,
+    INPUTS,
+    REPORT_FILES,
+    ReportOptions,
+    RobustnessError,
+    parse_snrs,
+    report_checkpoint,
+    robustness_report,
+)
+from avasr.sweep import tracking
+from avasr.sweep.champion import CHECKPOINT_TAG, TEST_MANIFEST_TAG, TrialSummary
+from avasr.sweep.robustness import best_per_fusion, report_run, report_sweep
 from avasr.text import BLANK_ID
 from tests.media import write_clip
 from tests.synthetic import TINY as SYNTHETIC_TINY

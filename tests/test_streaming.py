@@ -7,12 +7,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from avasr.augment import AugmentError, Augmenter
+from avasr.augment import Augmenter, AugmentError
 from avasr.config import Config, ConfigError
 from avasr.data.batching import LengthBucketSampler, padding_fraction
 from avasr.data.dataset import AVDataset
+from avasr.data.loader import make_loader
 from avasr.data.streaming import StreamingDataset
-from avasr.train import fit, make_loader
+from avasr.train import fit
 from tests.media import write_clip
 
 TINY = dict(lip_size=16, encoder_channels=(4, 8, 8), feature_dim=16, temporal_layers=1, device="cpu",

@@ -17,12 +17,28 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from avasr.config import Config
 from avasr.model import build_model, count_parameters
-from avasr.champion import NOISY_VAL_METRIC, ShipError, TrialSummary, choose_best, export_best, pareto_front
-from avasr.spaces import SpaceError, available_spaces, load_space
-from avasr.sweep import (DEFAULT_EXPERIMENT, SweepError, SweepOptions, corpus_id, make_scheduler, on_one_machine,
-                         plan_resources, run_sweep)
-from avasr.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_TAG, URI_ENV_VARS, TrackingError,
-                            check_tracking_uri, global_uris, resolve_tracking_uri)
+from avasr.sweep.champion import NOISY_VAL_METRIC, ShipError, TrialSummary, choose_best, export_best, pareto_front
+from avasr.sweep.driver import (
+    DEFAULT_EXPERIMENT,
+    SweepError,
+    SweepOptions,
+    corpus_id,
+    make_scheduler,
+    on_one_machine,
+    plan_resources,
+    run_sweep,
+)
+from avasr.sweep.spaces import SpaceError, available_spaces, load_space
+from avasr.sweep.tracking import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    PARENT_TAG,
+    URI_ENV_VARS,
+    TrackingError,
+    check_tracking_uri,
+    global_uris,
+    resolve_tracking_uri,
+)
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -3,13 +3,21 @@ import csv
 import pytest
 import torch
 
-from avasr.checkpoint import (BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointError, load_checkpoint, load_model,
-                              restore_rng_state)
+from avasr.checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    restore_rng_state,
+)
 from avasr.config import Config, ConfigError
 from avasr.data.dataset import Batch, collate, ctc_min_frames
+from avasr.data.loader import make_loader
+from avasr.evaluation import evaluate
 from avasr.model import build_model
-from avasr.train import (LOG_FILE, METRICS_FILE, ctc_objective, evaluate, fit, learning_rate, make_loader,
-                         seed_everything, train_one_epoch)
+from avasr.objective import ctc_objective
+from avasr.train import LOG_FILE, METRICS_FILE, fit, learning_rate, seed_everything, train_one_epoch
 from tests.synthetic import TINY, dataset
 
 

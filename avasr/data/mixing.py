@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from avasr.config import NOISE_KINDS
 from avasr.errors import AvasrError
 
-NOISE_KINDS = ("white", "pink", "babble")
 DEFAULT_BABBLE_TALKERS = 6  # enough overlapping voices that no single word is intelligible
 _EPSILON_POWER = 1e-20  # below this mean square a signal counts as silent
 

@@ -1,4 +1,4 @@
-"""A sweep's answer for people: its trials ranked, with the champion and the Pareto front (avasr.champion) marked,
+"""A sweep's answer for people: its trials ranked, with the champion and the Pareto front (avasr.sweep.champion) marked,
 as text, as a table and as a plot of val WER against latency."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from avasr.champion import TrialSummary, comparable, pareto_front
 from avasr.errors import OutputError
+from avasr.sweep.champion import TrialSummary, comparable, pareto_front
 
 FRONT_MARK = "P"  # marks a Pareto-front trial in the text leaderboard
 CHAMPION_MARK = "*"

@@ -3,7 +3,7 @@
 Three layers, three processes per trial:
 
     run_sweep (the driver)      MLflow parent run, feature cache warmed, Tuner, then every trial finalised
-      run_trial (Tune function) the trial's MLflow child run and params, then one TorchTrainer.fit()  (avasr.trial)
+      run_trial (Tune function) the trial's MLflow child run and params, then one TorchTrainer.fit()  (avasr.sweep.trial)
         train_func (Train worker) avasr.train.fit, reporting each epoch's metrics and checkpoint to Ray
 
 Who writes to MLflow, and when (SQLite takes one writer per run; runs never see two writers at a time):
@@ -13,10 +13,10 @@ Who writes to MLflow, and when (SQLite takes one writer per run; runs never see 
 - the rank-0 Train worker logs the per-epoch curves (`epoch/val_wer`, ... with step = epoch; the plain names
   `val_wer`, `val_cer` hold the best epoch's values, the checkpoint that ships, for MLflow's tables and compare
   views);
-- after all trials end, the driver finalises each child run one after another (avasr.champion): best-epoch
+- after all trials end, the driver finalises each child run one after another (avasr.sweep.champion): best-epoch
   metrics, the training-curve plot, ONNX export and CPU latency, noisy WER, test WER; then closes the parent run
-  with the leaderboard and the Pareto-front plot (avasr.leaderboard). The MLflow UI's saved view of the trials
-  (avasr.mlflow_ui) is written when the parent run opens.
+  with the leaderboard and the Pareto-front plot (avasr.sweep.leaderboard). The MLflow UI's saved view of the trials
+  (avasr.sweep.mlflow_ui) is written when the parent run opens.
 
 Resources: a trial holds `cpus_per_trial` CPUs in all: a sliver for its mostly idle Tune function and the rest
 for its one Train worker (Train's controller takes none). Concurrency = CPUs // cpus_per_trial (and GPUs //
@@ -39,22 +39,33 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from tqdm.auto import tqdm
 
-from avasr import tracking
-from avasr.champion import (CHAMPION_ONNX, DEFAULT_MAX_LATENCY_MS, DEFAULT_MAX_PARAMS, SELECTION_METRICS, STORAGE_TAG,
-                            TAG_MAX_CHARS, TEST_MANIFEST_TAG, TrialSummary, choose_best, finalise_trial, ship)
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
 from avasr.data.prepare import prepare, run_on_ray
 from avasr.errors import AvasrError
-from avasr.export import ParityError
-from avasr.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
-from avasr.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
-from avasr.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
-from avasr.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
+from avasr.ship.export import ParityError
+from avasr.sweep import tracking
+from avasr.sweep.champion import (
+    CHAMPION_ONNX,
+    DEFAULT_MAX_LATENCY_MS,
+    DEFAULT_MAX_PARAMS,
+    SELECTION_METRICS,
+    STORAGE_TAG,
+    TAG_MAX_CHARS,
+    TEST_MANIFEST_TAG,
+    TrialSummary,
+    choose_best,
+    finalise_trial,
+    ship,
+)
+from avasr.sweep.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
+from avasr.sweep.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
+from avasr.sweep.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
+from avasr.sweep.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
+from avasr.sweep.trial import DRIVER_CPU, TrialContext, run_trial
 from avasr.train import METRICS_FILE
-from avasr.trial import DRIVER_CPU, TrialContext, run_trial
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_EXPERIMENT = "avasr-fusion"
 # ASHA compares trials on the val loss: every trial's WER sits at 1.0 in the first epochs (blank-only output), so
 # a WER ranking would stop trials at random. The best run is still chosen by WER.
@@ -356,7 +367,7 @@ def resolved_test_manifest(options: SweepOptions) -> str:
 
 def finalise_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, grid, train_storage: str,
                     onnx_dir: Path, test_manifest: str = "") -> None:
-    """Every child run of the sweep finalised from its trial's Tune result (see avasr.champion.finalise_trial)."""
+    """Every child run of the sweep finalised from its trial's Tune result (see avasr.sweep.champion.finalise_trial)."""
     results = {r.metrics["trial_id"]: r for r in grid}
     for run in tqdm(tracking.child_runs(client, experiment_id, parent_run_id), desc="finalising trials", unit="trial"):
         trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from avasr.config import Config
-from avasr.export import cpu_session, example_inputs, read_config, run_session
+from avasr.ship.export import cpu_session, example_inputs, read_config, run_session
 
 SEED_SECONDS = 5.0  # the original design's input length
 DEFAULT_RUNS = 50
@@ -58,7 +58,7 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> dict[str, 
 def onnx_cpu_latency(onnx_path: str | Path, seconds: float = SEED_SECONDS, runs: int = DEFAULT_RUNS,
                      warmup: int = DEFAULT_WARMUP, threads: int = DEFAULT_THREADS, batch: int = BATCH
                      ) -> dict[str, float]:
-    """onnxruntime CPU latency of a file written by avasr.export (fp32 or int8), `batch` x `seconds` of input.
+    """onnxruntime CPU latency of a file written by avasr.ship.export (fp32 or int8), `batch` x `seconds` of input.
 
     intra_op_num_threads = inter_op_num_threads = `threads` (1 by default: see the module docstring).
     Returns {"p50_ms", "p95_ms", "mean_ms"}.

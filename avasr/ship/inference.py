@@ -12,7 +12,7 @@ The files go through the training pipeline itself (avasr.data: log-mel, frame-ra
 standardisation), so a deployed model sees exactly what it was trained on. `timings` breaks `latency_ms` (files on
 disk -> text) down by stage: audio (decode + resample + log-mel), video (decode + frame-rate conversion), lips (face
 detection + crops), model, decode (CTC). Threads: 1 by default for onnxruntime and PyTorch alike (see
-avasr.latency: one core's latency, stable on a shared machine).
+avasr.ship.latency: one core's latency, stable on a shared machine).
 
 A missing stream is an input, not an error: the model gets zeros for it, as training's modality dropout and
 `modalities` blanking feed it. A video in which no face is found runs on the audio alone, with a warning; the
@@ -39,18 +39,23 @@ import torch
 from avasr.checkpoint import load_model
 from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, VIDEO_ONLY, Config
 from avasr.data.audio import load_log_mel
-from avasr.data.dataset import (align_audio_to_video, check_durations, keep_modalities, lip_crops_to_tensor,
-                                video_frames_of_audio)
+from avasr.data.dataset import (
+    align_audio_to_video,
+    check_durations,
+    keep_modalities,
+    lip_crops_to_tensor,
+    video_frames_of_audio,
+)
 from avasr.data.lips import LipCropper, NoFaceError, default_cropper
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
 from avasr.decode import Lexicon, decode
 from avasr.errors import AvasrError
 from avasr.evaluation import decoding_config
-from avasr.export import as_numpy, check_parity, cpu_session, export_onnx, read_config, run_session
-from avasr.latency import DEFAULT_THREADS, MS_PER_S
 from avasr.metrics import character_error_rate, word_error_rate
-from avasr.registry import MODEL_URI_SCHEMES, is_model_uri, load_onnx_model
+from avasr.ship.export import as_numpy, check_parity, cpu_session, export_onnx, read_config, run_session
+from avasr.ship.latency import DEFAULT_THREADS, MS_PER_S
+from avasr.ship.registry import MODEL_URI_SCHEMES, is_model_uri, load_onnx_model
 from avasr.text import normalize
 
 DEVICES = ("cpu", "cuda", "onnx")
@@ -248,7 +253,7 @@ class AVASRInference:
         return decode(log_probs, lengths, self.config.decoder, self.config.beam_size, self.lexicon)
 
     def log_probs(self, audio, video, lengths=None) -> torch.Tensor:
-        """Model inputs (tensors or arrays; see avasr.export) -> log-probs (B, T, 29); lengths default to full."""
+        """Model inputs (tensors or arrays; see avasr.ship.export) -> log-probs (B, T, 29); lengths default to full."""
         audio = torch.as_tensor(as_numpy(audio), dtype=torch.float32)
         video = torch.as_tensor(as_numpy(video), dtype=torch.float32)
         if lengths is None:

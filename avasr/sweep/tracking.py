@@ -7,7 +7,7 @@ any trial starts, when the store cannot be reached or written.
 
 SQLite allows one writer at a time and races when several processes create a new database, so the sweep's
 driver creates the database, the experiment and the parent run before any trial starts, and every run has one
-writer at any moment (see avasr.sweep for who writes what, and when).
+writer at any moment (see avasr.sweep.driver for who writes what, and when).
 
 Every function takes an explicit tracking URI or client: nothing here touches MLflow's global state.
 """
@@ -41,7 +41,7 @@ TRIAL_TAG = "avasr.trial_id"  # finds a trial's child run again after a retry or
 KIND_TAG = "avasr.kind"  # "sweep" (parent) or "trial" (child)
 ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
 # The experiment's kind for MLflow's UI ("Machine learning", not GenAI). 3.17's UI picks its page from the link's
-# workflowType instead (avasr.mlflow_ui); the tag still labels the experiment, and earlier 3.x UIs open by it.
+# workflowType instead (avasr.sweep.mlflow_ui); the tag still labels the experiment, and earlier 3.x UIs open by it.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
 # The per-epoch curves: avasr.train.METRIC_FIELDS but the epoch (restated: importing train would load torch here)

@@ -1,5 +1,5 @@
 """Shipping a trained model: ONNX export with dynamic batch and length, and its parity with PyTorch in onnxruntime.
-Registration in MLflow is `avasr.registry`; transcribing files is `avasr.inference`.
+Registration in MLflow is `avasr.ship.registry`; transcribing files is `avasr.ship.inference`.
 
 The inputs keep the original design's names, `audio_features` and `video_features`, plus `lengths`. A batch-1
 deployment does not need lengths (it passes [T]), but a batched one does: without it padded frames would leak into
@@ -70,7 +70,7 @@ class ParityError(AvasrError, AssertionError):
     `report` holds the numbers (None when the output shapes already differ). An AvasrError: the verdict that this
     model cannot ship, numbers included, which a traceback would not add to; the sweep records it and goes on."""
 
-    def __init__(self, message: str, report: "ParityReport | None" = None):
+    def __init__(self, message: str, report: ParityReport | None = None):
         super().__init__(message)
         self.report = report
 
@@ -158,7 +158,7 @@ def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = No
     where = where or str(onnx_model if not isinstance(onnx_model, onnx.ModelProto) else "ONNX model")
     metadata = {p.key: p.value for p in proto.metadata_props}
     if CONFIG_METADATA_KEY not in metadata:
-        raise ExportError(f"{where}: no {CONFIG_METADATA_KEY!r} metadata (not written by avasr.export?)")
+        raise ExportError(f"{where}: no {CONFIG_METADATA_KEY!r} metadata (not written by avasr.ship.export?)")
     return Config.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
 
 
@@ -176,7 +176,7 @@ def cpu_session(model: str | Path | bytes, threads: int = 0, where: str | None =
     if names != INPUT_NAMES:
         where = where or (str(model) if not isinstance(model, bytes) else "ONNX model")
         raise ExportError(f"{where}: the graph's inputs are {', '.join(names)}; avasr models take "
-                          f"{', '.join(INPUT_NAMES)} (re-export it with avasr.export or export_best.py)")
+                          f"{', '.join(INPUT_NAMES)} (re-export it with avasr.ship.export or export_best.py)")
     return session
 
 

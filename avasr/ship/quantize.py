@@ -18,15 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_dynamic, quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from avasr.config import Config
 from avasr.data.dataset import collate, load_all
 from avasr.data.manifest import read_manifest
 from avasr.errors import AvasrError
-from avasr.export import CONFIG_METADATA_KEY, VOCABULARY_METADATA_KEY, add_metadata, session_feeds
+from avasr.ship.export import CONFIG_METADATA_KEY, VOCABULARY_METADATA_KEY, add_metadata, session_feeds
 
 QUANTIZATIONS = ("static", "dynamic")
 CALIBRATION_UTTERANCES = 32  # enough to pin every activation's range; more only slows quantization down

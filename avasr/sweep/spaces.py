@@ -17,7 +17,7 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer
 from avasr.config import Config, ConfigError
 from avasr.errors import AvasrError
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "tune_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
 
 # Keys a trial's config may carry besides Config fields. FAIL_AT_EPOCH may come from a space (fault injection);
 # the others are added by the Tune function for its worker.

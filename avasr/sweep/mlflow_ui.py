@@ -4,7 +4,7 @@ fusion, val WER and latency as columns and a chart section, in the "Model traini
 What the UI needs (read from its bundle, mlflow/server/js/build, and checked in Chromium by tests/test_browser.py):
 - `workflowType=machine_learning` in the link: 3.17 picks GenAI or "Model training" from that query parameter
   (then from the browser's local storage, default GenAI), not from the experiment's kind tag; without it the
-  experiment opens on the GenAI "Overview" page. The kind tag is set all the same (avasr.tracking).
+  experiment opens on the GenAI "Overview" page. The kind tag is set all the same (avasr.sweep.tracking).
 - Columns and charts cannot be put in a URL: they are UI state. The sweep saves them as a shared view, the
   experiment tag `mlflow.sharedViewState.<key>` (listed under "Views"), and the link names it. A link that also
   carries a search setting (searchFilter, orderByKey, ...) makes the UI ignore the view, so it carries none.
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from mlflow import MlflowClient
 
-from avasr.registry import REGISTERED_MODEL_NAME
-from avasr.tracking import PARENT_TAG, sqlite_path
+from avasr.ship.registry import REGISTERED_MODEL_NAME
+from avasr.sweep.tracking import PARENT_TAG, sqlite_path
 
 LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves a sqlite store by default
 WORKFLOW = "workflowType=machine_learning"

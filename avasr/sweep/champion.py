@@ -28,15 +28,15 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from avasr import tracking
 from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint, load_model, model_from_checkpoint
 from avasr.data.mixing import NoiseError
 from avasr.data.noisy_speech import NoiseSpec
 from avasr.errors import AvasrError, OutputError
 from avasr.evaluation import decoding_for, evaluate_decoding
-from avasr.export import ExportError, check_parity, export_onnx
-from avasr.latency import onnx_cpu_latency
-from avasr.registry import register_onnx
+from avasr.ship.export import ExportError, check_parity, export_onnx
+from avasr.ship.latency import onnx_cpu_latency
+from avasr.ship.registry import register_onnx
+from avasr.sweep import tracking
 from avasr.train import LOG_FILE, METRICS_FILE
 
 DEFAULT_MAX_PARAMS = 5_000_000  # the model's size budget
@@ -75,7 +75,7 @@ class TrialSummary:
     val_wer_snr0_babble: float = math.nan  # NOISY_VAL_METRIC: val WER in babble at 0 dB; nan when not measured
 
     @classmethod
-    def from_run(cls, run) -> "TrialSummary":
+    def from_run(cls, run) -> TrialSummary:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         return cls(
             run_id=run.info.run_id, trial_id=tags.get(tracking.TRIAL_TAG, ""), status=run.info.status,

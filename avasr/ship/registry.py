@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 
 from avasr.errors import AvasrError
-from avasr.export import PROVIDERS
+from avasr.ship.export import PROVIDERS
 
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 REGISTERED_MODEL_NAME = "avasr"

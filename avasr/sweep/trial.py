@@ -35,12 +35,12 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from avasr import tracking
 from avasr.checkpoint import LAST_CHECKPOINT
 from avasr.config import Config
 from avasr.errors import AvasrError
-from avasr.resources import ResourcesError, who_holds
-from avasr.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_KEY, split_trial_config
+from avasr.sweep import tracking
+from avasr.sweep.resources import ResourcesError, who_holds
+from avasr.sweep.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_KEY, split_trial_config
 from avasr.train import METRICS_FILE, fit, load_datasets
 
 DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
