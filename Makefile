@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast system-deps corpus corpus-full sweep clean
+.PHONY: setup test test-fast lint format system-deps corpus corpus-full sweep clean
 
 setup: system-deps $(STAMP)
 
@@ -23,7 +23,16 @@ $(STAMP): pyproject.toml
 system-deps:
 	@./scripts/install_system_deps.sh
 
-test: setup
+# Lint first: a style error fails the suite in seconds, before the slow tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

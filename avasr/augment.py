@@ -48,8 +48,9 @@ class Augmenter:
         if config.noise_prob == 0:
             return
         if not train_set.keeps_speech:
-            raise AugmentError("noise_prob > 0 mixes noise into the speech: load (or stream) the training set with "
-                               "keep_speech=True")
+            raise AugmentError(
+                "noise_prob > 0 mixes noise into the speech: load (or stream) the training set with keep_speech=True"
+            )
         if "babble" in config.noise_kinds:
             members = train_set.members
             pools = checked_pools(members, train_set.speech_sample(BABBLE_VOICES, config.seed), DEFAULT_BABBLE_TALKERS)
@@ -87,13 +88,13 @@ class Augmenter:
         c = self.config
         for _ in range(c.freq_masks):
             start, width = span(mel.shape[0], c.freq_mask_bands, rng)
-            mel[start:start + width] = 0.0
+            mel[start : start + width] = 0.0
         for _ in range(c.audio_time_masks):
             start, width = span(AUDIO_TIME_DOWNSAMPLING * frames, AUDIO_TIME_DOWNSAMPLING * c.time_mask_frames, rng)
-            mel[:, start:start + width] = 0.0
+            mel[:, start : start + width] = 0.0
         for _ in range(c.video_time_masks):
             start, width = span(frames, c.time_mask_frames, rng)
-            lips[start:start + width] = 0.0
+            lips[start : start + width] = 0.0
 
 
 def span(length: int, max_width: int, rng: np.random.Generator) -> tuple[int, int]:

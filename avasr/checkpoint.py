@@ -66,8 +66,9 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as e:  # torch.load raises many types on garbage (RuntimeError, UnpicklingError, IndexError...)
         raise CheckpointError(f"{path}: cannot load checkpoint (not a file written by torch.save?): {e}") from None
     if not (isinstance(checkpoint, dict) and REQUIRED_KEYS <= checkpoint.keys()):
-        raise CheckpointError(f"{path}: not a checkpoint written by avasr training (it holds no "
-                              f"{' and '.join(sorted(REQUIRED_KEYS))})")
+        raise CheckpointError(
+            f"{path}: not a checkpoint written by avasr training (it holds no {' and '.join(sorted(REQUIRED_KEYS))})"
+        )
     return checkpoint
 
 

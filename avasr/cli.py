@@ -52,9 +52,15 @@ def field_comments(cls: type) -> dict[str, str]:
 _FIELD_LINE = re.compile(r"^\s+(?P<name>\w+): [^#]*?(?:#\s*(?P<comment>.*))?$")
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
-                            fields: Iterable[str] | None = None, defaults: dict | None = None,
-                            choices: dict[str, Sequence] | None = None, keep_defaults: bool = True) -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    fields: Iterable[str] | None = None,
+    defaults: dict | None = None,
+    choices: dict[str, Sequence] | None = None,
+    keep_defaults: bool = True,
+) -> None:
     """`--<field-name>` (dashes) for each of `fields` (default: all) of dataclass `cls`, typed from its annotation,
     documented by its comment. A bool defaulting to True becomes `--no-<name>`, one defaulting to False a switch;
     a tuple takes several values. `defaults` overrides (or supplies, for fields without one) the dataclass's
@@ -72,13 +78,20 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser | argparse._Argument
         flag = "--" + f.name.replace("_", "-")
         if hint is bool:
             on = default is not True
-            parser.add_argument(flag if on else "--no-" + f.name.replace("_", "-"), dest=f.name,
-                                action="store_true" if on else "store_false",
-                                help=comments.get(f.name, "") if on else f"do not: {comments.get(f.name, '')}",
-                                default=default if keep_defaults else None)
+            parser.add_argument(
+                flag if on else "--no-" + f.name.replace("_", "-"),
+                dest=f.name,
+                action="store_true" if on else "store_false",
+                help=comments.get(f.name, "") if on else f"do not: {comments.get(f.name, '')}",
+                default=default if keep_defaults else None,
+            )
             continue
-        kwargs = {"type": hint, "choices": choices.get(f.name), "help": help_text,
-                  "default": (None if default is dataclasses.MISSING else default) if keep_defaults else None}
+        kwargs = {
+            "type": hint,
+            "choices": choices.get(f.name),
+            "help": help_text,
+            "default": (None if default is dataclasses.MISSING else default) if keep_defaults else None,
+        }
         if typing.get_origin(hint) is tuple:
             kwargs |= {"type": typing.get_args(hint)[0], "nargs": "+", "action": _StoreTuple}
         parser.add_argument(flag, **kwargs)

@@ -112,16 +112,31 @@ class Config:
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
         if not 0.0 <= self.lr_final_ratio <= 1.0 or self.warmup_epochs < 0:
-            problems.append(f"lr_final_ratio must be in [0, 1] and warmup_epochs >= 0, got {self.lr_final_ratio} "
-                            f"and {self.warmup_epochs}")
+            problems.append(
+                f"lr_final_ratio must be in [0, 1] and warmup_epochs >= 0, got {self.lr_final_ratio} "
+                f"and {self.warmup_epochs}"
+            )
         if self.decoder not in DECODERS:
             problems.append(f"decoder={self.decoder!r} is not one of {', '.join(DECODERS)}")
         if self.modalities not in MODALITIES:
             problems.append(f"modalities={self.modalities!r} is not one of {', '.join(MODALITIES)}")
         if self.device not in DEVICES:
             problems.append(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
-        for name in ("sample_rate", "n_mels", "lip_size", "feature_dim", "batch_size", "epochs", "beam_size",
-                     "window_ms", "hop_ms", "patience", "lr_decay_patience", "temporal_layers", "grad_clip"):
+        for name in (
+            "sample_rate",
+            "n_mels",
+            "lip_size",
+            "feature_dim",
+            "batch_size",
+            "epochs",
+            "beam_size",
+            "window_ms",
+            "hop_ms",
+            "patience",
+            "lr_decay_patience",
+            "temporal_layers",
+            "grad_clip",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -139,7 +154,9 @@ class Config:
         if self.lr <= 0 or self.fps <= 0:
             problems.append("lr and fps must be positive")
         if self.temporal_kernel <= 0 or self.temporal_kernel % 2 == 0:
-            problems.append(f"temporal_kernel must be odd and positive (frames stay centred), got {self.temporal_kernel}")
+            problems.append(
+                f"temporal_kernel must be odd and positive (frames stay centred), got {self.temporal_kernel}"
+            )
         if not 0.0 < self.lr_decay_factor <= 1.0 or self.weight_decay < 0:
             problems.append("lr_decay_factor must be in (0, 1] and weight_decay >= 0")
         if any(c <= 0 for c in self.encoder_channels):
@@ -251,11 +268,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     from avasr.cli import add_dataclass_arguments  # avasr.cli is about entry points: imported only by them
 
     group = parser.add_argument_group("configuration (defaults: the original design)")
-    add_dataclass_arguments(group, Config, fields=[f.name for f in dataclasses.fields(Config)
-                                                   if f.name not in _CLI_FIELDS],
-                            choices={"fusion": FUSIONS, "decoder": DECODERS, "device": DEVICES,
-                                     "modalities": MODALITIES, "lr_schedule": LR_SCHEDULES,
-                                     "noise_kinds": NOISE_KINDS}, keep_defaults=False)
+    add_dataclass_arguments(
+        group,
+        Config,
+        fields=[f.name for f in dataclasses.fields(Config) if f.name not in _CLI_FIELDS],
+        choices={
+            "fusion": FUSIONS,
+            "decoder": DECODERS,
+            "device": DEVICES,
+            "modalities": MODALITIES,
+            "lr_schedule": LR_SCHEDULES,
+            "noise_kinds": NOISE_KINDS,
+        },
+        keep_defaults=False,
+    )
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
@@ -271,4 +297,3 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
         if f.name not in _CLI_FIELDS and getattr(args, f.name, None) is not None
     }
     return config.replace(**overrides) if overrides else config
-

@@ -54,8 +54,9 @@ class NoisyTable:
     def format(self) -> str:
         """A header line, then one line per SNR: `SNR   +0.0 dB  WER 0.4321  CER 0.2100  (std 0.0123)`."""
         header = f"{self.noise} noise, {self.draws} draw(s) per SNR from seed {self.seed}; {self.loaded}"
-        rows = [f"SNR {s.snr_db:+6.1f} dB  WER {s.wer:.4f}  CER {s.cer:.4f}  (std {s.wer_std:.4f})"
-                for s in self.scores]
+        rows = [
+            f"SNR {s.snr_db:+6.1f} dB  WER {s.wer:.4f}  CER {s.cer:.4f}  (std {s.wer_std:.4f})" for s in self.scores
+        ]
         return "\n".join([header, *rows])
 
 
@@ -72,28 +73,34 @@ class Decoding:
         loader = make_loader(dataset, self.config, shuffle=False)
         return evaluate(self.model.to(device), loader, self.config, device, self.lexicon)
 
-
     def with_modalities(self, modalities: str | None) -> Decoding:
         """The same model fed only `modalities` (the other stream blanked, as avasr.train does); None: unchanged."""
         return self if not modalities else dataclasses.replace(self, config=self.config.replace(modalities=modalities))
 
 
-def load_decoding(checkpoint: str | Path, decoder: str | None = None, beam_size: int | None = None,
-                  lexicon: str | None = None) -> Decoding:
+def load_decoding(
+    checkpoint: str | Path, decoder: str | None = None, beam_size: int | None = None, lexicon: str | None = None
+) -> Decoding:
     """The checkpoint's model and config, with decoding overrides (a lexicon implies beam search)."""
     model, config = load_model(checkpoint)
     return decoding_for(model, config, decoder, beam_size, lexicon)
 
 
-def decoding_for(model: torch.nn.Module, config: Config, decoder: str | None = None, beam_size: int | None = None,
-                 lexicon: str | None = None) -> Decoding:
+def decoding_for(
+    model: torch.nn.Module,
+    config: Config,
+    decoder: str | None = None,
+    beam_size: int | None = None,
+    lexicon: str | None = None,
+) -> Decoding:
     """A loaded model with its config's decoding, overridden where given (a lexicon implies beam search)."""
     config = decoding_config(config, decoder, beam_size, lexicon)
     return Decoding(model, config, Lexicon.from_file(config.lexicon) if config.lexicon else None)
 
 
-def decoding_config(config: Config, decoder: str | None = None, beam_size: int | None = None,
-                    lexicon: str | None = None) -> Config:
+def decoding_config(
+    config: Config, decoder: str | None = None, beam_size: int | None = None, lexicon: str | None = None
+) -> Config:
     """`config` with its decoding overridden where given (falsy: keep); a lexicon implies beam search."""
     overrides = {k: v for k, v in (("decoder", decoder), ("beam_size", beam_size), ("lexicon", lexicon)) if v}
     if lexicon and not decoder:
@@ -120,17 +127,30 @@ def evaluate_checkpoint(
     return evaluate_decoding(decoding, manifest, predictions_path, snr_db, noise, noise_seed)
 
 
-def evaluate_decoding(decoding: Decoding, manifest: str | Path, predictions_path: str | Path | None = None,
-                      snr_db: float | None = None, noise: str = DEFAULT_NOISE, noise_seed: int = 0) -> dict:
+def evaluate_decoding(
+    decoding: Decoding,
+    manifest: str | Path,
+    predictions_path: str | Path | None = None,
+    snr_db: float | None = None,
+    noise: str = DEFAULT_NOISE,
+    noise_seed: int = 0,
+) -> dict:
     """`evaluate_checkpoint` for a model already loaded (one load serves several evaluations)."""
     spec = None if snr_db is None else NoiseSpec(noise, snr_db, noise_seed)
     dataset = AVDataset.from_manifest(manifest, decoding.config, keep_speech=spec is not None)
     result = decoding.run(noisy_dataset(dataset, spec, decoding.config) if spec else dataset)
     if predictions_path:
         write_predictions(Path(predictions_path), result)
-    return {"wer": result["wer"], "cer": result["cer"], "loss": result["loss"], "utterances": len(dataset),
-            "skipped": dataset.report.summary(), "decoder": decoding.config.decoder,
-            "noise": spec.describe() if spec else "clean", "modalities": decoding.config.modalities}
+    return {
+        "wer": result["wer"],
+        "cer": result["cer"],
+        "loss": result["loss"],
+        "utterances": len(dataset),
+        "skipped": dataset.report.summary(),
+        "decoder": decoding.config.decoder,
+        "noise": spec.describe() if spec else "clean",
+        "modalities": decoding.config.modalities,
+    }
 
 
 def evaluate_at_snrs(
@@ -153,8 +173,14 @@ def evaluate_at_snrs(
     return noisy_table(decoding, dataset, snrs, noise, draws, seed)
 
 
-def noisy_table(decoding: Decoding, dataset: AVDataset, snrs: Sequence[float], noise: str = DEFAULT_NOISE,
-                draws: int = DEFAULT_NOISE_DRAWS, seed: int = 0) -> NoisyTable:
+def noisy_table(
+    decoding: Decoding,
+    dataset: AVDataset,
+    snrs: Sequence[float],
+    noise: str = DEFAULT_NOISE,
+    draws: int = DEFAULT_NOISE_DRAWS,
+    seed: int = 0,
+) -> NoisyTable:
     """`evaluate_at_snrs` for a loaded model and a dataset loaded with keep_speech (one load, every condition)."""
     if draws < 1:
         raise ValueError(f"draws must be at least 1, got {draws}")
@@ -170,8 +196,13 @@ def noisy_table(decoding: Decoding, dataset: AVDataset, snrs: Sequence[float], n
 def average_draws(snr_db: float, results: Sequence[dict]) -> NoisyScore:
     """One SNR's score from the `evaluate` results of its draws."""
     wers = [r["wer"] for r in results]
-    return NoisyScore(snr_db, statistics.fmean(wers), statistics.fmean(r["cer"] for r in results),
-                      statistics.pstdev(wers), statistics.fmean(r["loss"] for r in results))
+    return NoisyScore(
+        snr_db,
+        statistics.fmean(wers),
+        statistics.fmean(r["cer"] for r in results),
+        statistics.pstdev(wers),
+        statistics.fmean(r["loss"] for r in results),
+    )
 
 
 def write_predictions(path: Path, result: dict) -> None:

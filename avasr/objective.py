@@ -25,8 +25,15 @@ class ObjectiveError(AvasrError, RuntimeError):
 
 def ctc_objective(log_probs: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:
     """log_probs shape = (B, T, C) -> scalar loss (see the module docstring)."""
-    ctc = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, batch.video_lengths, batch.target_lengths,
-                     blank=BLANK_ID, reduction="mean", zero_infinity=False)  # expects (T, B, C)
+    ctc = F.ctc_loss(
+        log_probs.transpose(0, 1),
+        batch.targets,
+        batch.video_lengths,
+        batch.target_lengths,
+        blank=BLANK_ID,
+        reduction="mean",
+        zero_infinity=False,
+    )  # expects (T, B, C)
     if not torch.isfinite(ctc):
         raise ObjectiveError(f"non-finite CTC loss in batch {batch.ids}: an utterance too short for its transcript?")
     if label_smoothing == 0:

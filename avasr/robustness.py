@@ -84,16 +84,22 @@ class RobustnessReport:
     def markdown(self) -> str:
         """One row per condition, WER (CER) per input, then the AV / audio WER ratio and whether AV is at least as
         good as the better single stream."""
-        head = [f"{self.noise} noise, {self.draws} draw(s) per SNR from seed {self.seed}; {self.loaded}", "",
-                "| condition | " + " | ".join(f"{i} WER (CER)" for i in INPUTS) + " | AV / audio | AV <= best single |",
-                "|---" * (len(INPUTS) + 3) + "|"]
+        head = [
+            f"{self.noise} noise, {self.draws} draw(s) per SNR from seed {self.seed}; {self.loaded}",
+            "",
+            "| condition | " + " | ".join(f"{i} WER (CER)" for i in INPUTS) + " | AV / audio | AV <= best single |",
+            "|---" * (len(INPUTS) + 3) + "|",
+        ]
         rows = []
         for snr in self.conditions():
             cells = [self.score(i, snr) for i in INPUTS]  # a, v, av
             a, v, av = (cell.wer for cell in cells)
             ratio = f"{av / a:.2f}" if a > 0 else "-"
-            rows.append(f"| {cells[0].condition} | " + " | ".join(f"{c.wer:.3f} ({c.cer:.3f})" for c in cells)
-                        + f" | {ratio} | {'yes' if av <= min(a, v) else 'no'} |")
+            rows.append(
+                f"| {cells[0].condition} | "
+                + " | ".join(f"{c.wer:.3f} ({c.cer:.3f})" for c in cells)
+                + f" | {ratio} | {'yes' if av <= min(a, v) else 'no'} |"
+            )
         return "\n".join(head + rows) + "\n"
 
     def csv(self) -> str:
@@ -101,14 +107,24 @@ class RobustnessReport:
         writer = csv.writer(out)
         writer.writerow(CSV_FIELDS)
         for s in self.scores:
-            writer.writerow([s.input, "clean" if s.snr_db is None else f"{s.snr_db:g}", f"{s.wer:.6f}",
-                             f"{s.cer:.6f}", f"{s.wer_std:.6f}", f"{s.loss:.6f}"])
+            writer.writerow(
+                [
+                    s.input,
+                    "clean" if s.snr_db is None else f"{s.snr_db:g}",
+                    f"{s.wer:.6f}",
+                    f"{s.cer:.6f}",
+                    f"{s.wer_std:.6f}",
+                    f"{s.loss:.6f}",
+                ]
+            )
         return out.getvalue()
 
     def metrics(self) -> dict[str, float]:
         """For MLflow: robust_wer_<a|v|av>_<clean|snr-5|...>."""
-        return {f"robust_wer_{INPUT_KEYS[s.input]}_{'clean' if s.snr_db is None else f'snr{s.snr_db:g}'}": s.wer
-                for s in self.scores}
+        return {
+            f"robust_wer_{INPUT_KEYS[s.input]}_{'clean' if s.snr_db is None else f'snr{s.snr_db:g}'}": s.wer
+            for s in self.scores
+        }
 
     def write(self, folder: str | Path, title: str) -> list[Path]:
         """robustness.md, .csv and .png into `folder`."""
@@ -120,20 +136,29 @@ class RobustnessReport:
             paths[1].write_text(self.csv())
         except OSError as e:
             raise OutputError(f"{folder}: cannot write the robustness report: {e}") from None
-        plot_wer_against_snr({i: [(s.snr_db, s.wer) for s in self.scores if s.input == i] for i in INPUTS},
-                             paths[2], title, self.noise)
+        plot_wer_against_snr(
+            {i: [(s.snr_db, s.wer) for s in self.scores if s.input == i] for i in INPUTS}, paths[2], title, self.noise
+        )
         return paths
 
 
-def robustness_report(decoding: Decoding, dataset: AVDataset, snrs: Sequence[float | None] = DEFAULT_SNRS,
-                      noise: str = DEFAULT_NOISE, draws: int = DEFAULT_NOISE_DRAWS, seed: int = 0) -> RobustnessReport:
+def robustness_report(
+    decoding: Decoding,
+    dataset: AVDataset,
+    snrs: Sequence[float | None] = DEFAULT_SNRS,
+    noise: str = DEFAULT_NOISE,
+    draws: int = DEFAULT_NOISE_DRAWS,
+    seed: int = 0,
+) -> RobustnessReport:
     """The model of `decoding` on `dataset` (loaded with keep_speech, both streams) for every input and SNR."""
     noisy_snrs = [snr for snr in snrs if snr is not CLEAN]
     scores = []
     for input in INPUTS:
         fed = decoding.with_modalities(input)
         clean = fed.run(dataset) if CLEAN in snrs or input == VIDEO_ONLY else None
-        noisy = noisy_table(fed, dataset, noisy_snrs, noise, draws, seed) if noisy_snrs and input != VIDEO_ONLY else None
+        noisy = (
+            noisy_table(fed, dataset, noisy_snrs, noise, draws, seed) if noisy_snrs and input != VIDEO_ONLY else None
+        )
         for snr in snrs:
             if snr is CLEAN or input == VIDEO_ONLY:  # the lips hear no noise
                 scores.append(Score(input, snr, clean["wer"], clean["cer"], 0.0, clean["loss"]))
@@ -144,7 +169,7 @@ def robustness_report(decoding: Decoding, dataset: AVDataset, snrs: Sequence[flo
 
 
 def parse_snrs(text: str) -> tuple[float | None, ...]:
-    """"clean,10,5,0,-5" -> (None, 10.0, 5.0, 0.0, -5.0); ValueError naming a bad item."""
+    """ "clean,10,5,0,-5" -> (None, 10.0, 5.0, 0.0, -5.0); ValueError naming a bad item."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise ValueError("no SNRs given")
@@ -160,8 +185,9 @@ def parse_snrs(text: str) -> tuple[float | None, ...]:
     return tuple(snrs)
 
 
-def plot_wer_against_snr(lines: dict[str, list[tuple[float | None, float]]], path: str | Path, title: str,
-                         noise: str) -> Path:
+def plot_wer_against_snr(
+    lines: dict[str, list[tuple[float | None, float]]], path: str | Path, title: str, noise: str
+) -> Path:
     """One line per label (input, or fusion) of (SNR, WER) points; clean sits at the right of the highest SNR."""
     import matplotlib
 
@@ -195,8 +221,9 @@ def plot_wer_against_snr(lines: dict[str, list[tuple[float | None, float]]], pat
 
 
 # --- from files and runs ---------------------------------------------------------------------------------------------
-def report_checkpoint(checkpoint: str | Path, options: ReportOptions, out: str | Path | None = None,
-                      test_manifest: str = "") -> tuple[RobustnessReport, list[Path]]:
+def report_checkpoint(
+    checkpoint: str | Path, options: ReportOptions, out: str | Path | None = None, test_manifest: str = ""
+) -> tuple[RobustnessReport, list[Path]]:
     """The report of a .pth checkpoint, written to `out` (default: robustness/ beside the checkpoint)."""
     checkpoint = Path(checkpoint)
     try:
@@ -215,6 +242,8 @@ def report_checkpoint(checkpoint: str | Path, options: ReportOptions, out: str |
 def default_test_manifest(train_manifest: str) -> str:
     candidate = Path(train_manifest).with_name(DEFAULT_TEST_MANIFEST) if train_manifest else None
     if candidate is None or not candidate.is_file():
-        raise RobustnessError(f"no test set: pass --manifest (the model's training manifest {train_manifest!r} has "
-                              f"no {DEFAULT_TEST_MANIFEST} beside it)")
+        raise RobustnessError(
+            f"no test set: pass --manifest (the model's training manifest {train_manifest!r} has "
+            f"no {DEFAULT_TEST_MANIFEST} beside it)"
+        )
     return str(candidate)

@@ -51,9 +51,21 @@ from avasr.objective import ctc_objective
 
 LOG_FILE = "training.log"
 METRICS_FILE = "metrics.csv"
-# seconds = data_s (waiting for batches, augmenting them) + step_s (forward, backward, optimizer) + eval_s + save_s (checkpoints)
-METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds", "data_s",
-                 "step_s", "eval_s", "save_s")
+# seconds = data_s (waiting for batches, augmenting them) + step_s (forward, backward, optimizer) + eval_s
+# + save_s (checkpoints)
+METRIC_FIELDS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_wer",
+    "val_cer",
+    "lr",
+    "seconds",
+    "data_s",
+    "step_s",
+    "eval_s",
+    "save_s",
+)
 
 ReportFn = Callable[[dict, Path], None]  # (this epoch's metrics, folder holding the checkpoints just written)
 
@@ -109,9 +121,16 @@ def seed_everything(seed: int) -> None:
 
 
 # --- one epoch -------------------------------------------------------------------------------------------------
-def train_one_epoch(model, loader, optimizer, config: Config, device, desc: str = "train",
-                    lr_at: Callable[[int], float] | None = None,
-                    augment: Callable[[Batch], Batch] | None = None) -> tuple[float, float]:
+def train_one_epoch(
+    model,
+    loader,
+    optimizer,
+    config: Config,
+    device,
+    desc: str = "train",
+    lr_at: Callable[[int], float] | None = None,
+    augment: Callable[[Batch], Batch] | None = None,
+) -> tuple[float, float]:
     """One pass over `loader` -> (mean loss, seconds spent waiting for batches, augmentation included). `lr_at(i)`
     sets the LR of the epoch's i-th step (None: leave the optimizer's); `augment` changes each batch (avasr.augment)."""
     model.train()
@@ -170,8 +189,10 @@ def load_datasets(config: Config) -> tuple[Dataset, Dataset]:
     if not config.train_manifest or not config.val_manifest:
         raise TrainingError("train_manifest and val_manifest must both be set (--train-manifest, --val-manifest)")
     if config.streaming:
-        return (StreamingDataset.from_manifest(config.train_manifest, config, keep_speech=config.noise_prob > 0),
-                StreamingDataset.from_manifest(config.val_manifest, config))
+        return (
+            StreamingDataset.from_manifest(config.train_manifest, config, keep_speech=config.noise_prob > 0),
+            StreamingDataset.from_manifest(config.val_manifest, config),
+        )
     train_set = AVDataset.from_manifest(config.train_manifest, config, keep_speech=config.noise_prob > 0)
     return train_set, AVDataset.from_manifest(config.val_manifest, config)
 
@@ -216,8 +237,13 @@ def fit(
     val_loader = make_loader(val_set, config, shuffle=False)
     # The LR schedule counts steps with one epoch length: length-bucketed epochs differ by a batch or so
     steps = len(make_loader(train_set, config, shuffle=True, epoch=0))
-    epochs = tqdm(range(state.epoch, config.epochs), desc=f"fit {config.fusion}", unit="epoch",
-                  initial=state.epoch, total=config.epochs)
+    epochs = tqdm(
+        range(state.epoch, config.epochs),
+        desc=f"fit {config.fusion}",
+        unit="epoch",
+        initial=state.epoch,
+        total=config.epochs,
+    )
     for epoch in epochs:
         if state.bad_epochs >= config.patience:
             log.info("early stop: val WER has not improved for %d epochs", state.bad_epochs)
@@ -228,9 +254,15 @@ def fit(
         lr = learning_rate(config, epoch * steps, steps, decays)
         rng = np.random.default_rng([config.seed, epoch])  # augmentation draws: a function of (seed, epoch)
         train_loss, data_s = train_one_epoch(
-            model, train_loader, optimizer, config, device, desc=f"epoch {epoch + 1}",
+            model,
+            train_loader,
+            optimizer,
+            config,
+            device,
+            desc=f"epoch {epoch + 1}",
             lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays),  # noqa: B023 (this epoch only)
-            augment=(lambda batch: augmenter(batch, rng)) if augmenter.active else None)  # noqa: B023
+            augment=(lambda batch: augmenter(batch, rng)) if augmenter.active else None,  # noqa: B023 (this epoch only)
+        )
         trained = time.perf_counter()
         val = evaluate(model, val_loader, config, device, lexicon)
         evaluated = time.perf_counter()
@@ -239,25 +271,46 @@ def fit(
             state.lr_decays += 1
         state.epoch = epoch + 1
         metrics = {
-            "epoch": state.epoch, "train_loss": train_loss, "val_loss": val["loss"], "val_wer": val["wer"],
-            "val_cer": val["cer"], "lr": lr, "param_count": params,
+            "epoch": state.epoch,
+            "train_loss": train_loss,
+            "val_loss": val["loss"],
+            "val_wer": val["wer"],
+            "val_cer": val["cer"],
+            "lr": lr,
+            "param_count": params,
         }
         if improved:
             best_metrics = dict(metrics)
         payload = {
-            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "state": asdict(state), "best_metrics": best_metrics,
+            "config": config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": asdict(state),
+            "best_metrics": best_metrics,
             "rng": rng_state(),
         }
         if improved:
             save_checkpoint(output_dir / BEST_CHECKPOINT, payload)
         save_checkpoint(output_dir / LAST_CHECKPOINT, payload)
         done = time.perf_counter()
-        metrics |= {"seconds": done - started, "data_s": data_s, "step_s": trained - started - data_s,
-                    "eval_s": evaluated - trained, "save_s": done - evaluated}
+        metrics |= {
+            "seconds": done - started,
+            "data_s": data_s,
+            "step_s": trained - started - data_s,
+            "eval_s": evaluated - trained,
+            "save_s": done - evaluated,
+        }
         append_metrics(output_dir, metrics)
-        log.info("epoch %d: train_loss %.4f val_loss %.4f val_wer %.4f val_cer %.4f lr %.2e%s", state.epoch,
-                 train_loss, val["loss"], val["wer"], val["cer"], metrics["lr"], " (best)" if improved else "")
+        log.info(
+            "epoch %d: train_loss %.4f val_loss %.4f val_wer %.4f val_cer %.4f lr %.2e%s",
+            state.epoch,
+            train_loss,
+            val["loss"],
+            val["wer"],
+            val["cer"],
+            metrics["lr"],
+            " (best)" if improved else "",
+        )
         epochs.set_postfix(wer=f"{val['wer']:.3f}", cer=f"{val['cer']:.3f}", loss=f"{val['loss']:.3f}")
         if report is not None:
             report(metrics, output_dir)

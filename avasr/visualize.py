@@ -18,13 +18,15 @@ from avasr.errors import OutputError  # noqa: E402
 CELL_INCHES = 0.9
 
 
-def show_crops(manifest: str | Path, out: str | Path, config: Config = Config(), utterances: int = 4,
-               frames: int = 10) -> Path:
+def show_crops(
+    manifest: str | Path, out: str | Path, config: Config = Config(), utterances: int = 4, frames: int = 10
+) -> Path:
     """A grid image: one row per utterance, `frames` crops evenly spread over its duration, with the detection
     report in the row title. Returns the image path."""
     entries = read_manifest(manifest)[:utterances]
-    fig, axes = plt.subplots(len(entries), frames, figsize=(frames * CELL_INCHES, len(entries) * (CELL_INCHES + 0.4)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(entries), frames, figsize=(frames * CELL_INCHES, len(entries) * (CELL_INCHES + 0.4)), squeeze=False
+    )
     for row, entry in zip(axes, entries):
         track = load_lips(entry.video_path, config)
         picks = np.linspace(0, len(track.crops) - 1, frames).round().astype(int)
@@ -34,8 +36,10 @@ def show_crops(manifest: str | Path, out: str | Path, config: Config = Config(),
             ax.set_yticks([])
             ax.set_xlabel(f"{t / config.fps:.2f}s", fontsize=6)
         r = track.report
-        title = (f"{entry.utterance_id}: \"{entry.transcript}\" - {r.frames} frames, {r.detected} with a detected "
-                 f"face, {r.interpolated} interpolated")
+        title = (
+            f'{entry.utterance_id}: "{entry.transcript}" - {r.frames} frames, {r.detected} with a detected '
+            f"face, {r.interpolated} interpolated"
+        )
         row[0].text(0, 1.08, title, transform=row[0].transAxes, fontsize=7)  # outside the layout: never squeezes
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.06, wspace=0.05, hspace=0.45)
     out = Path(out)

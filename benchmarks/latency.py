@@ -66,24 +66,38 @@ def model_rows(model, config, paths: dict[str, Path], runs: int, warmup: int, bo
     rows = []
     for batch in BATCHES:
         for threads in THREADS:
-            timings = {"pytorch eager": torch_cpu_latency(model, config, runs=runs, warmup=warmup, threads=threads,
-                                                          batch=batch)}
+            timings = {
+                "pytorch eager": torch_cpu_latency(
+                    model, config, runs=runs, warmup=warmup, threads=threads, batch=batch
+                )
+            }
             for name, path in paths.items():
                 timings[name] = onnx_cpu_latency(path, runs=runs, warmup=warmup, threads=threads, batch=batch)
             for name, timing in timings.items():
-                rows.append({"backend": name, "batch": batch, "threads": threads, **timing,
-                             "bound_ms": bound_ms[(batch, threads)]})
+                rows.append(
+                    {
+                        "backend": name,
+                        "batch": batch,
+                        "threads": threads,
+                        **timing,
+                        "bound_ms": bound_ms[(batch, threads)],
+                    }
+                )
     return rows
 
 
 def print_model_table(rows: list[dict]) -> None:
-    print(f"\n{'backend':<22}{'batch':>6}{'thr':>5}{'mean':>9}{'p50':>9}{'p95':>9}{'bound':>9}{'p50/bound':>11}"
-          f"{'original mean/p95':>20}")
+    print(
+        f"\n{'backend':<22}{'batch':>6}{'thr':>5}{'mean':>9}{'p50':>9}{'p95':>9}{'bound':>9}{'p50/bound':>11}"
+        f"{'original mean/p95':>20}"
+    )
     for r in rows:
         original = ORIGINAL_CPU.get(r["batch"])
         shown = f"{original[0]:.0f} / {original[1]:.0f}" if original else ""
-        print(f"{r['backend']:<22}{r['batch']:>6}{r['threads']:>5}{r['mean_ms']:>9.1f}{r['p50_ms']:>9.1f}"
-              f"{r['p95_ms']:>9.1f}{r['bound_ms']:>9.1f}{r['p50_ms'] / r['bound_ms']:>11.2f}{shown:>20}")
+        print(
+            f"{r['backend']:<22}{r['batch']:>6}{r['threads']:>5}{r['mean_ms']:>9.1f}{r['p50_ms']:>9.1f}"
+            f"{r['p95_ms']:>9.1f}{r['bound_ms']:>9.1f}{r['p50_ms'] / r['bound_ms']:>11.2f}{shown:>20}"
+        )
 
 
 def p50(rows, backend: str, batch: int = 1, threads: int = 1) -> float:
@@ -95,22 +109,31 @@ def end_to_end(model_path: Path, clip: tuple[Path, Path], runs: int) -> dict:
     for _ in range(2):
         engine.transcribe(*clip)  # warm-up: session buffers, the cascade, the mel filterbank
     results = [engine.transcribe(*clip) for _ in range(runs)]
-    return {"latency_ms": statistics.median(r["latency_ms"] for r in results),
-            **{stage: statistics.median(r["timings"][stage] for r in results) for stage in STAGES}}
+    return {
+        "latency_ms": statistics.median(r["latency_ms"] for r in results),
+        **{stage: statistics.median(r["timings"][stage] for r in results) for stage in STAGES},
+    }
 
 
 def split_scores(paths: dict[str, Path], manifest: Path) -> dict[str, dict]:
-    return {name: corpus_scores(list(AVASRInference(path, threads=1).transcribe_manifest(manifest)))
-            for name, path in paths.items()}
+    return {
+        name: corpus_scores(list(AVASRInference(path, threads=1).transcribe_manifest(manifest)))
+        for name, path in paths.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="a trained best_model.pth (default: the default-size model, random)")
-    parser.add_argument("--test-manifest", help="unseen-speaker split for WER/CER (default: the checkpoint's "
-                                                "corpus's test_manifest.txt)")
-    parser.add_argument("--clip-manifest", default=str(DEFAULT_CORPUS / "test_manifest.txt"),
-                        help="its first clip, looped to 5 s, is the end-to-end input")
+    parser.add_argument(
+        "--test-manifest",
+        help="unseen-speaker split for WER/CER (default: the checkpoint's corpus's test_manifest.txt)",
+    )
+    parser.add_argument(
+        "--clip-manifest",
+        default=str(DEFAULT_CORPUS / "test_manifest.txt"),
+        help="its first clip, looped to 5 s, is the end-to-end input",
+    )
     parser.add_argument("--runs", type=int, default=100, help="timed calls per setting (after --warmup)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--e2e-runs", type=int, default=20)
@@ -121,8 +144,10 @@ def main() -> None:
     flops = model_flops(model, config)
     gflops = {threads: matmul_gflops(threads) for threads in THREADS}
     bound_ms = {(b, t): b * flops / (gflops[t] * GIGA) * MS_PER_S for b in BATCHES for t in THREADS}
-    print(f"model: fusion={config.fusion}, {count_parameters(model) / 1e6:.2f}M parameters, "
-          f"{flops / GIGA:.2f} GFLOP per 5 s utterance")
+    print(
+        f"model: fusion={config.fusion}, {count_parameters(model) / 1e6:.2f}M parameters, "
+        f"{flops / GIGA:.2f} GFLOP per 5 s utterance"
+    )
     print("fp32 matmul: " + ", ".join(f"{g:.0f} GFLOP/s on {t} thread(s)" for t, g in gflops.items()))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,20 +157,28 @@ def main() -> None:
             feeds = calibration_feeds(config.train_manifest, config)
         else:
             g = torch.Generator().manual_seed(0)
-            feeds = [session_feeds(*example_inputs(config, 1, input_frames(SEED_SECONDS, config), generator=g))
-                     for _ in range(CALIBRATION_RANDOM)]
-        paths = {"onnx fp32": fp32, **{f"onnx int8 {m}": quantize(fp32, tmp / f"int8_{m}.onnx", m, feeds)
-                                       for m in QUANTIZATIONS}}
+            feeds = [
+                session_feeds(*example_inputs(config, 1, input_frames(SEED_SECONDS, config), generator=g))
+                for _ in range(CALIBRATION_RANDOM)
+            ]
+        paths = {
+            "onnx fp32": fp32,
+            **{f"onnx int8 {m}": quantize(fp32, tmp / f"int8_{m}.onnx", m, feeds) for m in QUANTIZATIONS},
+        }
         rows = model_rows(model, config, paths, args.runs, args.warmup, bound_ms)
         print_model_table(rows)
         fastest_int8 = min((f"onnx int8 {m}" for m in QUANTIZATIONS), key=lambda name: p50(rows, name))
         bound_ratio = p50(rows, "onnx fp32") / bound_ms[(1, 1)]
         print(f"\nONNX fp32 p50 / compute-bound, 1 thread: {bound_ratio:.2f} (goal <= 1.1)")
-        print(f"ONNX fp32 speed-up over eager, batch 1, 1 thread: "
-              f"{p50(rows, 'pytorch eager') / p50(rows, 'onnx fp32'):.2f}x (goal >= 2)")
+        print(
+            f"ONNX fp32 speed-up over eager, batch 1, 1 thread: "
+            f"{p50(rows, 'pytorch eager') / p50(rows, 'onnx fp32'):.2f}x (goal >= 2)"
+        )
         for m in QUANTIZATIONS:
-            print(f"int8 {m} speed-up over ONNX fp32, batch 1, 1 thread: "
-                  f"{p50(rows, 'onnx fp32') / p50(rows, f'onnx int8 {m}'):.2f}x (goal >= 2)")
+            print(
+                f"int8 {m} speed-up over ONNX fp32, batch 1, 1 thread: "
+                f"{p50(rows, 'onnx fp32') / p50(rows, f'onnx int8 {m}'):.2f}x (goal >= 2)"
+            )
 
         clip = five_second_clip(Path(args.clip_manifest), tmp)
         print(f"\nend to end, 5 s clip ({clip[1].name}), 1 thread, median of {args.e2e_runs}:")
@@ -156,12 +189,15 @@ def main() -> None:
         print("(goal: total <= 250 ms)")
 
         test_manifest = args.test_manifest or (
-            str(Path(config.train_manifest).parent / "test_manifest.txt") if args.checkpoint else None)
+            str(Path(config.train_manifest).parent / "test_manifest.txt") if args.checkpoint else None
+        )
         if test_manifest:
             print(f"\ntest split {test_manifest}, decoder {config.decoder}:")
             for name, scores in split_scores(paths, Path(test_manifest)).items():
-                print(f"{name:<22} WER {scores['wer']:.4f}  CER {scores['cer']:.4f}  "
-                      f"({scores['utterances']} utterances, {scores['failed']} failed)")
+                print(
+                    f"{name:<22} WER {scores['wer']:.4f}  CER {scores['cer']:.4f}  "
+                    f"({scores['utterances']} utterances, {scores['failed']} failed)"
+                )
             reference = evaluate_decoding(decoding_for(model, config), test_manifest)
             print(f"{'pytorch (evaluate)':<22} WER {reference['wer']:.4f}  CER {reference['cer']:.4f}")
 

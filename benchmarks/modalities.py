@@ -29,8 +29,10 @@ def chance_level(train: AVDataset, test: AVDataset, seed: int) -> tuple[float, f
     refs = [u.transcript for u in test]
     pool = [u.transcript for u in train]
     draws = [[rng.choice(pool) for _ in refs] for _ in range(CHANCE_DRAWS)]
-    return (sum(word_error_rate(refs, h) for h in draws) / CHANCE_DRAWS,
-            sum(character_error_rate(refs, h) for h in draws) / CHANCE_DRAWS)
+    return (
+        sum(word_error_rate(refs, h) for h in draws) / CHANCE_DRAWS,
+        sum(character_error_rate(refs, h) for h in draws) / CHANCE_DRAWS,
+    )
 
 
 def main() -> None:
@@ -41,7 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     corpus = Path(args.corpus)
     base = config_from_args(args, Config(epochs=30, patience=30))
-    base = base.replace(train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt"))
+    base = base.replace(
+        train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt")
+    )
     train, val = AVDataset.from_manifest(base.train_manifest, base), AVDataset.from_manifest(base.val_manifest, base)
     test = AVDataset.from_manifest(corpus / "test_manifest.txt", base)
     rows = []
@@ -54,8 +58,10 @@ def main() -> None:
         rows.append((modalities, best["epoch"], best["val_cer"], result["cer"], result["wer"]))
         params = best["param_count"]
     chance_wer, chance_cer = chance_level(train, test, base.seed)
-    print(f"\n{len(train)} train / {len(val)} val utterances; test: {len(test)} utterances of unseen speakers; "
-          f"{base.fusion} fusion, {base.epochs} epochs max, {base.decoder} decoding, {params:,} parameters")
+    print(
+        f"\n{len(train)} train / {len(val)} val utterances; test: {len(test)} utterances of unseen speakers; "
+        f"{base.fusion} fusion, {base.epochs} epochs max, {base.decoder} decoding, {params:,} parameters"
+    )
     print(f"{'input':<12} {'best epoch':>10} {'val CER':>8} {'test CER':>9} {'test WER':>9}")
     for modalities, epoch, val_cer, cer, wer in rows:
         print(f"{modalities:<12} {epoch:>10} {val_cer:>8.3f} {cer:>9.3f} {wer:>9.3f}")

@@ -42,9 +42,12 @@ def train_func(config: dict) -> None:
 @ray.remote(num_cpus=0.01)
 class Trial:
     def run(self, round_: int) -> None:
-        TorchTrainer(train_func, train_loop_config={"round": round_},
-                     scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": WORKER_CPUS}),
-                     run_config=ray.train.RunConfig(name=f"r{round_}", storage_path=FOLDER)).fit()
+        TorchTrainer(
+            train_func,
+            train_loop_config={"round": round_},
+            scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": WORKER_CPUS}),
+            run_config=ray.train.RunConfig(name=f"r{round_}", storage_path=FOLDER),
+        ).fit()
 
 
 def wait_for_cpus(timeout_s: float) -> float | None:
@@ -82,16 +85,24 @@ def main() -> None:
         if by_ray is None:
             leaks += 1
             held = "; ".join(g.describe() for g in placement_groups() if g.live and g.resources.get("CPU"))
-            cleaners = ", ".join(f"{a.actor_id[:8]} {a.state}" for a in list_actors(
-                filters=[("class_name", "=", "PlacementGroupCleaner")], limit=1000) if a.state == "ALIVE")
+            cleaners = ", ".join(
+                f"{a.actor_id[:8]} {a.state}"
+                for a in list_actors(filters=[("class_name", "=", "PlacementGroupCleaner")], limit=1000)
+                if a.state == "ALIVE"
+            )
             release_orphaned_placement_groups()
             freed = wait_for_cpus(args.wait_s)
             released += freed is not None
             by_avasr = "no" if freed is None else f"{freed:.1f} s"
-        print(f"| {round_} | {killed_after:.1f} | {'no' if by_ray is None else f'{by_ray:.1f} s'} | {held} | "
-              f"{cleaners} | {by_avasr} |", flush=True)
-    print(f"\nRay alone freed {args.rounds - leaks}/{args.rounds} killed trials' CPUs within {args.wait_s:g} s; "
-          f"avasr released {released}/{leaks} of the rest")
+        print(
+            f"| {round_} | {killed_after:.1f} | {'no' if by_ray is None else f'{by_ray:.1f} s'} | {held} | "
+            f"{cleaners} | {by_avasr} |",
+            flush=True,
+        )
+    print(
+        f"\nRay alone freed {args.rounds - leaks}/{args.rounds} killed trials' CPUs within {args.wait_s:g} s; "
+        f"avasr released {released}/{leaks} of the rest"
+    )
     ray.shutdown()
 
 

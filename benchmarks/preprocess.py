@@ -43,14 +43,18 @@ def main() -> None:
     parser.add_argument("--manifest", default=DEFAULT_MANIFEST)
     args = parser.parse_args()
     fps, detection, videos = lip_pipeline(args.manifest, Config())
-    print(f"lip pipeline: {videos} videos, {fps:.0f} frames/s ({fps / Config().fps:.1f}x real time), "
-          f"face detected in {100 * detection:.2f} % of searched frames (goal >= {100 * DETECTION_GOAL:.0f} %)")
+    print(
+        f"lip pipeline: {videos} videos, {fps:.0f} frames/s ({fps / Config().fps:.1f}x real time), "
+        f"face detected in {100 * detection:.2f} % of searched frames (goal >= {100 * DETECTION_GOAL:.0f} %)"
+    )
     with tempfile.TemporaryDirectory() as cache:
         config = Config(cache_dir=cache, data_workers=1)
         cold = prepare(args.manifest, config)
         warm = prepare(args.manifest, config)
-    print(f"data preparation: cold {cold:.2f} s, warm {warm:.2f} s, ratio {cold / warm:.1f}x "
-          f"(goal >= {WARM_RATIO_GOAL:.0f}x)")
+    print(
+        f"data preparation: cold {cold:.2f} s, warm {warm:.2f} s, ratio {cold / warm:.1f}x "
+        f"(goal >= {WARM_RATIO_GOAL:.0f}x)"
+    )
 
 
 if __name__ == "__main__":

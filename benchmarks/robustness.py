@@ -54,17 +54,26 @@ def goal_lines(greedy: RobustnessReport, lexicon: RobustnessReport | None) -> li
             continue
         for snr in (0.0, -5.0):
             a, av = report.wer("audio", snr), report.wer("audio+video", snr)
-            lines.append(f"AV / audio WER at {snr:g} dB ({name}): {av:.3f} / {a:.3f} = {av / a:.2f} "
-                         f"(goal <= {GOAL_AV_OVER_AUDIO}) {'met' if av <= GOAL_AV_OVER_AUDIO * a else 'NOT met'}")
-        worse = [f"{'clean' if snr is None else f'{snr:g} dB'}" for snr in report.conditions()
-                 if report.wer("audio+video", snr) > min(report.wer("audio", snr), report.wer("video", snr))]
-        lines.append(f"AV never worse than the better single stream ({name}): "
-                     + ("met" if not worse else f"NOT met at {', '.join(worse)}"))
+            lines.append(
+                f"AV / audio WER at {snr:g} dB ({name}): {av:.3f} / {a:.3f} = {av / a:.2f} "
+                f"(goal <= {GOAL_AV_OVER_AUDIO}) {'met' if av <= GOAL_AV_OVER_AUDIO * a else 'NOT met'}"
+            )
+        worse = [
+            f"{'clean' if snr is None else f'{snr:g} dB'}"
+            for snr in report.conditions()
+            if report.wer("audio+video", snr) > min(report.wer("audio", snr), report.wer("video", snr))
+        ]
+        lines.append(
+            f"AV never worse than the better single stream ({name}): "
+            + ("met" if not worse else f"NOT met at {', '.join(worse)}")
+        )
     checks = [("clean AV, greedy", greedy.wer("audio+video", None), GOAL_AV_GREEDY_CLEAN)]
     if lexicon is not None:
-        checks += [("clean AV, lexicon", lexicon.wer("audio+video", None), GOAL_AV_LEXICON_CLEAN),
-                   ("AV at 0 dB, lexicon", lexicon.wer("audio+video", 0.0), GOAL_AV_LEXICON_0DB),
-                   ("video alone, lexicon", lexicon.wer("video", None), GOAL_VIDEO_LEXICON)]
+        checks += [
+            ("clean AV, lexicon", lexicon.wer("audio+video", None), GOAL_AV_LEXICON_CLEAN),
+            ("AV at 0 dB, lexicon", lexicon.wer("audio+video", 0.0), GOAL_AV_LEXICON_0DB),
+            ("video alone, lexicon", lexicon.wer("video", None), GOAL_VIDEO_LEXICON),
+        ]
     for name, wer, goal in checks:
         lines.append(f"{name}: WER {wer:.3f} (goal <= {goal}) {'met' if wer <= goal else 'NOT met'}")
     return lines
@@ -72,8 +81,9 @@ def goal_lines(greedy: RobustnessReport, lexicon: RobustnessReport | None) -> li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default="data/corpus/medium", help="folder with train/val/test_manifest.txt "
-                        "and lexicon.txt")
+    parser.add_argument(
+        "--corpus", default="data/corpus/medium", help="folder with train/val/test_manifest.txt and lexicon.txt"
+    )
     parser.add_argument("--checkpoint", help="report on this .pth instead of training one")
     parser.add_argument("--out", default="outputs/bench-robustness", help="training output folder")
     parser.add_argument("--snrs", default="clean,10,5,0,-5,-10", help="comma-separated dB; clean for no noise")
@@ -86,24 +96,30 @@ def main() -> None:
     if args.checkpoint:
         checkpoint = Path(args.checkpoint)
     else:
-        config = config_from_args(args).replace(train_manifest=str(corpus / "train_manifest.txt"),
-                                               val_manifest=str(corpus / "val_manifest.txt"), output_dir=args.out)
+        config = config_from_args(args).replace(
+            train_manifest=str(corpus / "train_manifest.txt"),
+            val_manifest=str(corpus / "val_manifest.txt"),
+            output_dir=args.out,
+        )
         fit(config)
         checkpoint = Path(args.out) / BEST_CHECKPOINT
     trained_s = time.perf_counter() - started
     greedy = load_decoding(checkpoint, decoder="greedy")
     config = greedy.config
     params = count_parameters(greedy.model)
-    test = AVDataset.from_manifest(corpus / "test_manifest.txt", config.replace(modalities="audio+video"),
-                                   keep_speech=True)
+    test = AVDataset.from_manifest(
+        corpus / "test_manifest.txt", config.replace(modalities="audio+video"), keep_speech=True
+    )
     snrs = parse_snrs(args.snrs)
     reports = {"greedy": robustness_report(greedy, test, snrs, args.noise, args.draws)}
     lexicon = corpus / "lexicon.txt"
     if lexicon.is_file():
         with_lexicon = decoding_for(greedy.model, config, lexicon=str(lexicon))
         reports["lexicon"] = robustness_report(with_lexicon, test, snrs, args.noise, args.draws)
-    print(f"\n{checkpoint}: {config.fusion} fusion, {params:,} parameters"
-          + ("" if args.checkpoint else f", trained in {trained_s / 60:.1f} min"))
+    print(
+        f"\n{checkpoint}: {config.fusion} fusion, {params:,} parameters"
+        + ("" if args.checkpoint else f", trained in {trained_s / 60:.1f} min")
+    )
     for name, report in reports.items():
         print(f"\n## {name} decoding\n{report.markdown()}")
     print("\n## goals\n" + "\n".join(goal_lines(reports["greedy"], reports.get("lexicon"))))
@@ -112,8 +128,10 @@ def main() -> None:
         seconds = np.mean([row["seconds"] for row in read_metrics_csv(metrics)])
         train = AVDataset.from_manifest(config.train_manifest, config, progress=False, keep_speech=True)
         augment_s = augmentation_seconds(config, train)
-        print(f"\naugmentation: {augment_s:.1f} s per epoch of {len(train)} utterances, alone; epochs took "
-              f"{seconds:.1f} s on average with it ({augment_s / seconds:.0%})")
+        print(
+            f"\naugmentation: {augment_s:.1f} s per epoch of {len(train)} utterances, alone; epochs took "
+            f"{seconds:.1f} s on average with it ({augment_s / seconds:.0%})"
+        )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,15 @@ MEMORY_GOAL, WARM_START_GOAL_S, PADDING_GOAL, STREAMING_GOAL = 1.2, 10.0, 0.15, 
 
 def smoke_config(**changes) -> Config:
     """The smoke sweep's model and recipe (tune_spaces/smoke.py) with a fusion of it: what a sweep trial trains."""
-    return Config.from_dict({**fixed_values(load_space("smoke").space), "fusion": "attention", "data_workers": 0, "device": "cpu", **changes})
+    return Config.from_dict(
+        {
+            **fixed_values(load_space("smoke").space),
+            "fusion": "attention",
+            "data_workers": 0,
+            "device": "cpu",
+            **changes,
+        }
+    )
 
 
 def draw_seconds(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -118,9 +126,17 @@ def worker(config: Config, steps: int, queue, epochs: int = 1) -> None:
     started = time.perf_counter()
     _, data_s = train_one_epoch(model, batches, optimizer, config, torch.device("cpu"), desc="steps")
     seconds = time.perf_counter() - started
-    queue.put({"warm_start_s": warm_start_s, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "utt_per_s": seen["utterances"] / seconds, "frames_per_s": seen["frames"] / seconds,
-               "padding": 1 - seen["frames"] / seen["padded"], "data_s": data_s, "seconds": seconds})
+    queue.put(
+        {
+            "warm_start_s": warm_start_s,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "utt_per_s": seen["utterances"] / seconds,
+            "frames_per_s": seen["frames"] / seconds,
+            "padding": 1 - seen["frames"] / seen["padded"],
+            "data_s": data_s,
+            "seconds": seconds,
+        }
+    )
 
 
 def in_fresh_process(config: Config, steps: int, epochs: int = 1) -> dict:
@@ -153,13 +169,15 @@ def run_sizes(args, work: Path) -> list[dict]:
         row["padding_random"] = padding_fraction(random_batches, lengths)
         row["padding_buckets"] = padding_fraction(list(LengthBucketSampler(lengths, args.max_frames, 0)), lengths)
         row["streamed"] = in_fresh_process(config.replace(streaming=True), args.steps)
-        row["bucketed"] = in_fresh_process(config.replace(streaming=True, max_batch_frames=args.max_frames),
-                                           args.steps)
+        row["bucketed"] = in_fresh_process(config.replace(streaming=True, max_batch_frames=args.max_frames), args.steps)
         if size <= args.in_memory_max:
             row["in_memory"] = in_fresh_process(config, args.steps)
         rows.append(row)
-        print(f"  index {row['index_s']:.1f} s; streamed {row['streamed']}; bucketed {row['bucketed']}; "
-              f"in memory {row.get('in_memory')}", flush=True)
+        print(
+            f"  index {row['index_s']:.1f} s; streamed {row['streamed']}; bucketed {row['bucketed']}; "
+            f"in memory {row.get('in_memory')}",
+            flush=True,
+        )
         shutil.rmtree(root)
     return rows
 
@@ -170,8 +188,11 @@ def lip_rates(manifest: str, config: Config, work: Path, videos: int = 12) -> di
     entries = read_manifest(manifest)[:videos]
     rates = {}
     for name, size in (("built-in 160x160", None), ("LRS3 224x224", (224, 224)), ("GRID 360x288", (360, 288))):
-        paths = [e.video_path for e in entries] if size is None else [
-            resized_video(e.video_path, work / name.split()[0] / e.video_path.name, size) for e in entries]
+        paths = (
+            [e.video_path for e in entries]
+            if size is None
+            else [resized_video(e.video_path, work / name.split()[0] / e.video_path.name, size) for e in entries]
+        )
         started, frames = time.perf_counter(), 0
         for path in paths:
             frames += load_lips(path, config).report.frames
@@ -194,15 +215,25 @@ def run_real(args, work: Path) -> dict:
     corpus = Path(args.real_corpus)
     build_corpus(corpus, corpus.name if corpus.name in ("smoke", "small", "medium") else "smoke")
     manifests = [str(corpus / f"{split}_manifest.txt") for split in ("train", "val", "test")]
-    config = smoke_config(cache_dir=str(work / "real-cache"), train_manifest=manifests[0],
-                          val_manifest=manifests[1], batch_size=args.batch_size)
+    config = smoke_config(
+        cache_dir=str(work / "real-cache"),
+        train_manifest=manifests[0],
+        val_manifest=manifests[1],
+        batch_size=args.batch_size,
+    )
     report = prepare_on_ray(manifests, config)
     print(report.summary(), flush=True)
-    result = {"prepare": report, "cpus": multiprocessing.cpu_count(),
-              "lip_rates": lip_rates(manifests[0], config.replace(data_workers=1), work)}
+    result = {
+        "prepare": report,
+        "cpus": multiprocessing.cpu_count(),
+        "lip_rates": lip_rates(manifests[0], config.replace(data_workers=1), work),
+    }
     print(f"  lip pipeline, frames/s in one process: {result['lip_rates']}", flush=True)
-    for name, changes in (("in_memory", {}), ("streamed", {"streaming": True}),
-                          ("streamed_1_worker", {"streaming": True, "num_workers": 1})):
+    for name, changes in (
+        ("in_memory", {}),
+        ("streamed", {"streaming": True}),
+        ("streamed_1_worker", {"streaming": True, "num_workers": 1}),
+    ):
         result[name] = in_fresh_process(config.replace(**changes), 0, args.real_epochs)
         print(f"  {name}: {result[name]}", flush=True)
     return result
@@ -217,45 +248,57 @@ def print_tables(rows: list[dict], real: dict | None, args) -> None:
 
 def print_sizes(rows: list[dict]) -> None:
     print("\nsynthetic corpora (smoke model, one torch thread; streamed = from the cache, DataLoader in-process)")
-    print(f"{'utterances':>10} {'index s':>8} {'warm s':>7} {'peak MiB':>9} {'in-mem MiB':>10} {'utt/s':>6} "
-          f"{'frames/s':>8} {'bucketed utt/s':>14} {'frames/s':>8} {'MiB':>5} {'pad random':>10} {'pad buckets':>11}")
+    print(
+        f"{'utterances':>10} {'index s':>8} {'warm s':>7} {'peak MiB':>9} {'in-mem MiB':>10} {'utt/s':>6} "
+        f"{'frames/s':>8} {'bucketed utt/s':>14} {'frames/s':>8} {'MiB':>5} {'pad random':>10} {'pad buckets':>11}"
+    )
     for r in rows:
         s, b = r["streamed"], r["bucketed"]
         in_memory = f"{r['in_memory']['peak_mib']:.0f}" if "in_memory" in r else "-"
-        print(f"{r['size']:>10} {r['index_s']:>8.1f} {s['warm_start_s']:>7.2f} {s['peak_mib']:>9.0f} "
-              f"{in_memory:>10} {s['utt_per_s']:>6.1f} {s['frames_per_s']:>8.0f} "
-              f"{b['utt_per_s']:>14.1f} {b['frames_per_s']:>8.0f} {b['peak_mib']:>5.0f} {r['padding_random']:>10.1%} "
-              f"{r['padding_buckets']:>11.1%}")
+        print(
+            f"{r['size']:>10} {r['index_s']:>8.1f} {s['warm_start_s']:>7.2f} {s['peak_mib']:>9.0f} "
+            f"{in_memory:>10} {s['utt_per_s']:>6.1f} {s['frames_per_s']:>8.0f} "
+            f"{b['utt_per_s']:>14.1f} {b['frames_per_s']:>8.0f} {b['peak_mib']:>5.0f} {r['padding_random']:>10.1%} "
+            f"{r['padding_buckets']:>11.1%}"
+        )
     first, last = rows[0], rows[-1]
     memory = max(last[k]["peak_mib"] / first[k]["peak_mib"] for k in ("streamed", "bucketed"))
-    print(f"\ngoals: peak memory {first['size']} -> {last['size']}: x{memory:.2f} (<= {MEMORY_GOAL}) "
-          f"{'met' if memory <= MEMORY_GOAL else 'NOT met'}; warm start of {last['size']}: "
-          f"{last['streamed']['warm_start_s']:.2f} s (<= {WARM_START_GOAL_S} s at 20,000) "
-          f"{'met' if last['streamed']['warm_start_s'] <= WARM_START_GOAL_S else 'NOT met'}; padding with buckets "
-          f"{max(r['padding_buckets'] for r in rows):.1%} (<= {PADDING_GOAL:.0%}) "
-          f"{'met' if max(r['padding_buckets'] for r in rows) <= PADDING_GOAL else 'NOT met'}")
+    print(
+        f"\ngoals: peak memory {first['size']} -> {last['size']}: x{memory:.2f} (<= {MEMORY_GOAL}) "
+        f"{'met' if memory <= MEMORY_GOAL else 'NOT met'}; warm start of {last['size']}: "
+        f"{last['streamed']['warm_start_s']:.2f} s (<= {WARM_START_GOAL_S} s at 20,000) "
+        f"{'met' if last['streamed']['warm_start_s'] <= WARM_START_GOAL_S else 'NOT met'}; padding with buckets "
+        f"{max(r['padding_buckets'] for r in rows):.1%} (<= {PADDING_GOAL:.0%}) "
+        f"{'met' if max(r['padding_buckets'] for r in rows) <= PADDING_GOAL else 'NOT met'}"
+    )
 
 
 def print_real(real: dict, args) -> None:
     p = real["prepare"]
     c, seconds = p.counts, p.seconds - p.startup_s
-    print(f"\nreal corpus {args.real_corpus}: prepared {c.built} utterances ({c.frames_built} frames) in "
-          f"{seconds:.1f} s (+ {p.startup_s:.1f} s starting Ray) on {real['cpus']} CPUs: {c.built / seconds:.2f} "
-          f"utterances/s, {c.frames_built / seconds:.0f} frames/s ({c.frames_built / seconds / real['cpus']:.0f} "
-          f"per CPU); cache {p.cache_bytes / p.frames:.0f} bytes per frame")
-    print("  lip pipeline in one process: " + ", ".join(f"{name} {rate:.0f} frames/s"
-                                                        for name, rate in real["lip_rates"].items()))
+    print(
+        f"\nreal corpus {args.real_corpus}: prepared {c.built} utterances ({c.frames_built} frames) in "
+        f"{seconds:.1f} s (+ {p.startup_s:.1f} s starting Ray) on {real['cpus']} CPUs: {c.built / seconds:.2f} "
+        f"utterances/s, {c.frames_built / seconds:.0f} frames/s ({c.frames_built / seconds / real['cpus']:.0f} "
+        f"per CPU); cache {p.cache_bytes / p.frames:.0f} bytes per frame"
+    )
+    print(
+        "  lip pipeline in one process: "
+        + ", ".join(f"{name} {rate:.0f} frames/s" for name, rate in real["lip_rates"].items())
+    )
     base = real["in_memory"]["utt_per_s"]
     for name in ("in_memory", "streamed", "streamed_1_worker"):
         r = real[name]
-        print(f"  {args.real_epochs} epochs {name:<18} {r['utt_per_s']:6.1f} utt/s {r['frames_per_s']:6.0f} "
-              f"frames/s peak {r['peak_mib']:5.0f} MiB  ratio to in-memory {r['utt_per_s'] / base:.3f}")
+        print(
+            f"  {args.real_epochs} epochs {name:<18} {r['utt_per_s']:6.1f} utt/s {r['frames_per_s']:6.0f} "
+            f"frames/s peak {r['peak_mib']:5.0f} MiB  ratio to in-memory {r['utt_per_s'] / base:.3f}"
+        )
     worst = min(real["streamed"]["utt_per_s"], real["streamed_1_worker"]["utt_per_s"]) / base
     best = max(real["streamed"]["utt_per_s"], real["streamed_1_worker"]["utt_per_s"]) / base
-    print(f"goal: streaming within {STREAMING_GOAL:.0%} of in-memory: best x{best:.3f} "
-          f"{'met' if best >= 1 - STREAMING_GOAL else 'NOT met'} (worst x{worst:.3f})")
-
-
+    print(
+        f"goal: streaming within {STREAMING_GOAL:.0%} of in-memory: best x{best:.3f} "
+        f"{'met' if best >= 1 - STREAMING_GOAL else 'NOT met'} (worst x{worst:.3f})"
+    )
 
 
 def main() -> None:
@@ -263,8 +306,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 5000, 20000], help="none: skip")
     parser.add_argument("--steps", type=int, default=30, help="training batches per throughput measurement")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-frames", type=int,
-                        help="frame budget of a bucketed batch (default: --batch-size utterances of mean length)")
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        help="frame budget of a bucketed batch (default: --batch-size utterances of mean length)",
+    )
     parser.add_argument("--in-memory-max", type=int, default=5000, help="largest size also measured in memory")
     parser.add_argument("--real-corpus", default="data/corpus/smoke", help="'' to skip the real corpus")
     parser.add_argument("--real-epochs", type=int, default=3, help="epochs per throughput run on the real corpus")

@@ -41,10 +41,24 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TRAINING = "RayTrainWorker"  # the role that trains; every other per-trial role is overhead
 # Ray Tune's and Ray Train's processes, one set per trial (Ray Train v2): the Tune function, Train's controller,
 # its worker, and their helper actors
-PER_TRIAL = ("ImplicitFunc", "TrainController", TRAINING, "_QueueActor", "PlacementGroupCleaner",
-             "SynchronizationActor", "DatasetManager", "PreemptionWatcher")
-DAEMONS = {"raylet": "raylet", "gcs_server": "gcs_server", "dashboard": "dashboard (head, agents)",
-           "log_monitor": "log_monitor", "monitor.py": "monitor", "runtime_env": "dashboard (head, agents)"}
+PER_TRIAL = (
+    "ImplicitFunc",
+    "TrainController",
+    TRAINING,
+    "_QueueActor",
+    "PlacementGroupCleaner",
+    "SynchronizationActor",
+    "DatasetManager",
+    "PreemptionWatcher",
+)
+DAEMONS = {
+    "raylet": "raylet",
+    "gcs_server": "gcs_server",
+    "dashboard": "dashboard (head, agents)",
+    "log_monitor": "log_monitor",
+    "monitor.py": "monitor",
+    "runtime_env": "dashboard (head, agents)",
+}
 SPACE_TEMPLATE = """from avasr.sweep.spaces import load_space
 
 _SMOKE = load_space("smoke")
@@ -147,16 +161,22 @@ def report(seen: dict[int, Seen], wall_s: float, trials: int, timeline: Timeline
         life[entry.role] += entry.last_s - entry.first_s
     total = sum(cpu.values())
     cores = os.cpu_count() or 1
-    lines = [f"wall {wall_s:.0f} s on {cores} cores: {total:.0f} CPU s used of {wall_s * cores:.0f} "
-             f"({total / (wall_s * cores):.0%}); {trials} trials", "",
-             f"{'role':<28}{'procs':>6}{'CPU s':>9}{'share':>7}{'per trial':>11}{'% of a core':>13}"]
+    lines = [
+        f"wall {wall_s:.0f} s on {cores} cores: {total:.0f} CPU s used of {wall_s * cores:.0f} "
+        f"({total / (wall_s * cores):.0%}); {trials} trials",
+        "",
+        f"{'role':<28}{'procs':>6}{'CPU s':>9}{'share':>7}{'per trial':>11}{'% of a core':>13}",
+    ]
     for role in sorted(cpu, key=cpu.get, reverse=True):
         per_trial = f"{cpu[role] / trials:.1f}" if role in PER_TRIAL and trials else ""
         busy = f"{100 * cpu[role] / life[role]:.1f}" if life[role] > 0 else ""
         lines.append(f"{role:<28}{count[role]:>6}{cpu[role]:>9.1f}{cpu[role] / total:>7.0%}{per_trial:>11}{busy:>13}")
     helpers = sum(cpu[r] for r in PER_TRIAL if r != TRAINING)
-    lines += ["", f"Ray Tune's and Train's helper processes (every per-trial role but {TRAINING}): {helpers:.0f} CPU s, "
-              f"{helpers / max(trials, 1):.1f} per trial, {helpers / total:.0%} of all"]
+    lines += [
+        "",
+        f"Ray Tune's and Train's helper processes (every per-trial role but {TRAINING}): {helpers:.0f} CPU s, "
+        f"{helpers / max(trials, 1):.1f} per trial, {helpers / total:.0%} of all",
+    ]
     return "\n".join(lines + while_training(timeline))
 
 
@@ -172,8 +192,11 @@ def while_training(timeline: Timeline) -> list[str]:
             cpu[role] += value
     window = len(seconds) * SAMPLE_S
     others = sum(v for r, v in cpu.items() if r != TRAINING)
-    lines = ["", f"while Train workers trained ({window:.0f} s): training used {cpu[TRAINING] / window:.2f} cores, "
-                 f"everything else {others / window:.2f} (cores used by each, over those seconds):"]
+    lines = [
+        "",
+        f"while Train workers trained ({window:.0f} s): training used {cpu[TRAINING] / window:.2f} cores, "
+        f"everything else {others / window:.2f} (cores used by each, over those seconds):",
+    ]
     for role in sorted(cpu, key=cpu.get, reverse=True):
         if role != TRAINING and cpu[role] / window >= 0.005:
             lines.append(f"  {role:<28}{cpu[role] / window:>6.3f}")
@@ -202,14 +225,20 @@ def read_timeline(path: Path) -> Timeline:
 def read_processes(path: Path) -> tuple[dict[int, Seen], float]:
     """A run's processes.csv back into Seen entries, and the run's wall time (written in its report)."""
     with open(path) as f:
-        seen = {int(r["pid"]): Seen(r["role"], float(r["first_s"]), float(r["last_s"]), 0.0, float(r["cpu_s"]))
-                for r in csv.DictReader(f)}
+        seen = {
+            int(r["pid"]): Seen(r["role"], float(r["first_s"]), float(r["last_s"]), 0.0, float(r["cpu_s"]))
+            for r in csv.DictReader(f)
+        }
     wall = re.match(r"wall (\d+) s", (path.parent / "report.txt").read_text())
     return seen, float(wall.group(1))
 
 
-GROUPS = {"training (Train worker)": "tab:green", "per-trial Ray Tune/Train helpers": "tab:orange",
-          "driver": "tab:blue", "Ray daemons, starting workers, other": "tab:gray"}
+GROUPS = {
+    "training (Train worker)": "tab:green",
+    "per-trial Ray Tune/Train helpers": "tab:orange",
+    "driver": "tab:blue",
+    "Ray daemons, starting workers, other": "tab:gray",
+}
 
 
 def group_of(role: str) -> str:
@@ -233,8 +262,12 @@ def plot(seen: dict[int, Seen], path: Path, title: str) -> Path:
     ax.barh(roles, [cpu[r] for r in roles], color=[GROUPS[group_of(r)] for r in roles])
     ax.set_xlabel("CPU seconds")
     ax.set_title(title, fontsize=10)
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUPS.values()], labels=list(GROUPS),
-              loc="lower right", fontsize=8)
+    ax.legend(
+        handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUPS.values()],
+        labels=list(GROUPS),
+        loc="lower right",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -278,8 +311,14 @@ def main() -> int:
         return finish(seen, wall_s, read_timeline(args.out / TIMELINE), args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     space = ["--space", str(space_file(args.epochs, args.out))] if args.epochs else []
-    command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), *space,
-               "--name", f"sweep-cpu-{time.strftime('%Y%m%d-%H%M%S')}", *args.sweep_args]
+    command = [
+        sys.executable,
+        str(PROJECT / "experiments" / "sweep_fusion.py"),
+        *space,
+        "--name",
+        f"sweep-cpu-{time.strftime('%Y%m%d-%H%M%S')}",
+        *args.sweep_args,
+    ]
     sampler = Sampler()
     sampler.start()
     began = time.monotonic()
@@ -308,7 +347,9 @@ def finish(seen: dict[int, Seen], wall_s: float, timeline: Timeline, out: Path) 
     title = f"CPU of a sweep of {trials} trials by process role ({wall_s:.0f} s on {os.cpu_count()} cores)"
     print(text + f"\nplot: {plot(seen, out / 'cpu_by_role.png', title)}")
     if timeline:
-        print(f"plot: {plot_timeline(timeline, out / 'cpu_over_time.png', f'Cores used by a sweep of {trials} trials')}")
+        print(
+            f"plot: {plot_timeline(timeline, out / 'cpu_over_time.png', f'Cores used by a sweep of {trials} trials')}"
+        )
     return 0
 
 

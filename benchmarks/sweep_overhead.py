@@ -72,9 +72,18 @@ def write_space(path: Path, fields: dict, fusions: list[str]) -> Path:
 
 def plain_config(options: SweepOptions, fields: dict, fusion: str, output_dir: Path) -> Config:
     """What a sweep trial of `fusion` trains (avasr.sweep.driver.base_trial_config), in a folder of its own."""
-    return Config.from_dict({**fields, "fusion": fusion, "train_manifest": options.train_manifest,
-                             "val_manifest": options.val_manifest, "cache_dir": options.cache_dir,
-                             "data_workers": 1, "seed": options.seed, "output_dir": str(output_dir)})
+    return Config.from_dict(
+        {
+            **fields,
+            "fusion": fusion,
+            "train_manifest": options.train_manifest,
+            "val_manifest": options.val_manifest,
+            "cache_dir": options.cache_dir,
+            "data_workers": 1,
+            "seed": options.seed,
+            "output_dir": str(output_dir),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ def stage_timer(module, names: tuple[str, ...]) -> Iterator[dict[str, float]]:
                 return function(*args, **kwargs)
             finally:
                 totals[name] += time.perf_counter() - begin
+
         return call
 
     for name, function in originals.items():
@@ -144,8 +154,7 @@ def sweep_trial_times(client: MlflowClient, run) -> TrialTimes:
     first_epoch_start_s = history[0].timestamp / MS_PER_S - epochs[0]
     last_logged_s = history[-1].timestamp / MS_PER_S
     startup = first_epoch_start_s - run.info.start_time / MS_PER_S
-    return TrialTimes(run.data.params["fusion"], startup, epochs,
-                      last_logged_s - first_epoch_start_s - sum(epochs))
+    return TrialTimes(run.data.params["fusion"], startup, epochs, last_logged_s - first_epoch_start_s - sum(epochs))
 
 
 @dataclass(frozen=True)
@@ -196,37 +205,62 @@ def column(value: float | str, unit: str = "s", digits: int = 1) -> str:
     return f"{value:>13}" if isinstance(value, str) else f"{value:>{13 - len(unit) - 1}.{digits}f} {unit}"
 
 
-def report(epochs: int, cpus: int, plain_s: float, plain: list[TrialTimes], plain_finalise_s: float,
-           sweeps: list[SweepRun], load: tuple[float, float]) -> str:
+def report(
+    epochs: int,
+    cpus: int,
+    plain_s: float,
+    plain: list[TrialTimes],
+    plain_finalise_s: float,
+    sweeps: list[SweepRun],
+    load: tuple[float, float],
+) -> str:
     header = f"{'':<28}" + column("plain loop") + "".join(column(s.layout) for s in sweeps)
-    lines = [f"{len(plain)} trials x {epochs} epochs of the smoke model on {cpus} CPU(s), feature cache warm; "
-             f"load average {load[0]:.1f} before, {load[1]:.1f} after", "", header,
-             f"{'wall time':<28}" + column(plain_s) + "".join(column(s.wall_s) for s in sweeps),
-             f"  {'training (fit)':<26}" + column(plain_s - plain_finalise_s)]
+    lines = [
+        f"{len(plain)} trials x {epochs} epochs of the smoke model on {cpus} CPU(s), feature cache warm; "
+        f"load average {load[0]:.1f} before, {load[1]:.1f} after",
+        "",
+        header,
+        f"{'wall time':<28}" + column(plain_s) + "".join(column(s.wall_s) for s in sweeps),
+        f"  {'training (fit)':<26}" + column(plain_s - plain_finalise_s),
+    ]
     for name in ("ray.init", *SWEEP_STAGES, "ray.shutdown"):
         first = column(plain_finalise_s) if name == "finalise_trial" else column("")
         lines.append(f"  {name:<26}" + first + "".join(column(s.stages.get(name, 0.0)) for s in sweeps))
-    lines.append(f"  {'(rest of run_sweep)':<26}" + column("") +
-                 "".join(column(s.wall_s - sum(s.stages.values())) for s in sweeps))
+    lines.append(
+        f"  {'(rest of run_sweep)':<26}"
+        + column("")
+        + "".join(column(s.wall_s - sum(s.stages.values())) for s in sweeps)
+    )
     lines += ["", "per trial (mean)"]
     every = [plain] + [s.trials for s in sweeps]
     for label, value, note in (
-            ("start-up", lambda t: t.startup_s, "plain: dataset load; Ray: Tune function -> first epoch"),
-            ("epochs", lambda t: sum(t.epoch_s), "training + validation"),
-            ("other", lambda t: t.rest_s, "checkpoints, reports to Ray, MLflow")):
+        ("start-up", lambda t: t.startup_s, "plain: dataset load; Ray: Tune function -> first epoch"),
+        ("epochs", lambda t: sum(t.epoch_s), "training + validation"),
+        ("other", lambda t: t.rest_s, "checkpoints, reports to Ray, MLflow"),
+    ):
         lines.append(f"  {label:<26}" + "".join(column(mean(map(value, trials))) for trials in every) + f"   {note}")
-    lines.append(f"  {'one epoch':<26}" + "".join(column(mean(e for t in trials for e in t.epoch_s), digits=2)
-                                                  for trials in every))
+    lines.append(
+        f"  {'one epoch':<26}"
+        + "".join(column(mean(e for t in trials for e in t.epoch_s), digits=2) for trials in every)
+    )
     lines.append("")
     for sweep in sweeps:
         ratio, fits = sweep.wall_s / plain_s, sweep.stages["run_tuner"] / (plain_s - plain_finalise_s)
-        lines.append(f"ratio {sweep.layout} / plain loop: {ratio:.2f} (goal <= {GOAL}); training alone "
-                     f"(Tuner.fit / the plain fits): {fits:.2f}")
+        lines.append(
+            f"ratio {sweep.layout} / plain loop: {ratio:.2f} (goal <= {GOAL}); training alone "
+            f"(Tuner.fit / the plain fits): {fits:.2f}"
+        )
     break_even = break_even_epochs(plain_s, plain, sweeps[0], epochs)
-    lines.append("one at a time, at these costs: " + (
-        f"an epoch through Ray costs more than {GOAL} plain ones" if not math.isfinite(break_even) else
-        f"within {GOAL} at any number of epochs" if break_even < 1 else
-        f"within {GOAL} from about {break_even:.0f} epochs per trial"))
+    lines.append(
+        "one at a time, at these costs: "
+        + (
+            f"an epoch through Ray costs more than {GOAL} plain ones"
+            if not math.isfinite(break_even)
+            else f"within {GOAL} at any number of epochs"
+            if break_even < 1
+            else f"within {GOAL} from about {break_even:.0f} epochs per trial"
+        )
+    )
     return "\n".join(lines)
 
 
@@ -251,10 +285,16 @@ def main() -> None:
         options = SweepOptions(
             train_manifest=str((corpus / "train_manifest.txt").resolve()),
             val_manifest=str((corpus / "val_manifest.txt").resolve()),
-            space=str(write_space(work / "space.py", fields, args.fusions)), name="one-at-a-time",
-            storage_path=str(work / "sweeps"), mlflow_uri=f"sqlite:///{work / 'mlflow.db'}",
-            cache_dir=str(Path(args.cache_dir).resolve()), cpus_per_trial=float(args.cpus), scheduler="fifo",
-            seed=args.seed, ship=False, max_failures=0,
+            space=str(write_space(work / "space.py", fields, args.fusions)),
+            name="one-at-a-time",
+            storage_path=str(work / "sweeps"),
+            mlflow_uri=f"sqlite:///{work / 'mlflow.db'}",
+            cache_dir=str(Path(args.cache_dir).resolve()),
+            cpus_per_trial=float(args.cpus),
+            scheduler="fifo",
+            seed=args.seed,
+            ship=False,
+            max_failures=0,
         )
         configs = [plain_config(options, fields, f, work / "plain" / f) for f in args.fusions]
         load_datasets(configs[0].replace(data_workers=0))  # warm the cache (all cores) outside both timings

@@ -51,8 +51,11 @@ def fixed_batch(config: Config, batch_size: int, seconds: float) -> Batch:
         video_lengths=torch.full((batch_size,), T),
         targets=torch.randint(3, 29, (batch_size, TRANSCRIPT_CHARS), generator=g),
         target_lengths=torch.full((batch_size,), TRANSCRIPT_CHARS),
-        transcripts=[""] * batch_size, ids=[str(i) for i in range(batch_size)],
-        speakers=[""] * batch_size, streams=[AUDIO_VISUAL] * batch_size, speech=[],
+        transcripts=[""] * batch_size,
+        ids=[str(i) for i in range(batch_size)],
+        speakers=[""] * batch_size,
+        streams=[AUDIO_VISUAL] * batch_size,
+        speech=[],
     )
 
 
@@ -69,8 +72,15 @@ def model_config(fusion: str, model: str) -> Config:
     return Config.from_dict({k: smoke[k] for k in MODEL_FIELDS} | {"fusion": fusion})
 
 
-def measure(fusion: str, steps: int, batch_size: int, seconds: float, device: str, model_name: str = "original",
-            layout: str = "channels_last") -> dict:
+def measure(
+    fusion: str,
+    steps: int,
+    batch_size: int,
+    seconds: float,
+    device: str,
+    model_name: str = "original",
+    layout: str = "channels_last",
+) -> dict:
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     config = model_config(fusion, model_name)
     model = build_model(config).to(device).train()
@@ -95,29 +105,54 @@ def measure(fusion: str, steps: int, batch_size: int, seconds: float, device: st
     if device == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    peak_mib = (torch.cuda.max_memory_allocated() / KIB**2 if device == "cuda"
-                else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / KIB)
-    return {"fusion": fusion, "params": count_parameters(model), "utt_per_s": steps * batch_size / elapsed,
-            "step_ms": 1000 * elapsed / steps, "peak_mib": peak_mib}
+    peak_mib = (
+        torch.cuda.max_memory_allocated() / KIB**2
+        if device == "cuda"
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / KIB
+    )
+    return {
+        "fusion": fusion,
+        "params": count_parameters(model),
+        "utt_per_s": steps * batch_size / elapsed,
+        "step_ms": 1000 * elapsed / steps,
+        "peak_mib": peak_mib,
+    }
 
 
 # --- recipes on a corpus ----------------------------------------------------------------------------------------
-BEFORE = {"fusion": "simple", "dropout": 0.1, "lr": 2e-3, "batch_size": 8, "lip_size": 32,
-          "encoder_channels": [8, 16, 32], "feature_dim": 128, "temporal_layers": 2}  # smoke.py before issue 12
+BEFORE = {
+    "fusion": "simple",
+    "dropout": 0.1,
+    "lr": 2e-3,
+    "batch_size": 8,
+    "lip_size": 32,
+    "encoder_channels": [8, 16, 32],
+    "feature_dim": 128,
+    "temporal_layers": 2,
+}  # smoke.py before issue 12
 STAGES = ("data_s", "step_s", "eval_s", "save_s")
 WER_GOAL = 0.5
 
 
 def recipes(epochs: int) -> dict[str, dict]:
     after = fixed_values(load_space("smoke").space)
-    return {"before": {**BEFORE, "epochs": epochs, "patience": epochs},
-            "after": {**after, "epochs": epochs, "patience": epochs}}
+    return {
+        "before": {**BEFORE, "epochs": epochs, "patience": epochs},
+        "after": {**after, "epochs": epochs, "patience": epochs},
+    }
 
 
 def run_recipe(name: str, fields: dict, fusion: str, corpus: Path, out: Path) -> dict:
-    config = Config.from_dict({**fields, "fusion": fusion, "train_manifest": str(corpus / "train_manifest.txt"),
-                               "val_manifest": str(corpus / "val_manifest.txt"), "device": "cpu",
-                               "output_dir": str(out / f"{name}-{fusion}")})
+    config = Config.from_dict(
+        {
+            **fields,
+            "fusion": fusion,
+            "train_manifest": str(corpus / "train_manifest.txt"),
+            "val_manifest": str(corpus / "val_manifest.txt"),
+            "device": "cpu",
+            "output_dir": str(out / f"{name}-{fusion}"),
+        }
+    )
     started = time.perf_counter()
     fit(config, datasets=load_datasets(config))
     seconds = time.perf_counter() - started
@@ -129,34 +164,49 @@ def run_recipe(name: str, fields: dict, fusion: str, corpus: Path, out: Path) ->
         tracking.log_epoch(client, run_id, row)
     test = evaluate_checkpoint(Path(config.output_dir) / BEST_CHECKPOINT, corpus / "test_manifest.txt")
     reached = next((int(r["epoch"]) for r in rows if r["val_wer"] <= WER_GOAL), None)
-    return {"recipe": name, "fusion": fusion, "epochs": len(rows), "seconds": seconds,
-            "epoch_s": sum(r["seconds"] for r in rows) / len(rows),
-            **{k: sum(r[k] for r in rows) / len(rows) for k in STAGES},
-            "mlflow_s": (time.perf_counter() - logged) / len(rows), "reached": reached,
-            "best_val_wer": min(r["val_wer"] for r in rows), "test_wer": test["wer"]}
+    return {
+        "recipe": name,
+        "fusion": fusion,
+        "epochs": len(rows),
+        "seconds": seconds,
+        "epoch_s": sum(r["seconds"] for r in rows) / len(rows),
+        **{k: sum(r[k] for r in rows) / len(rows) for k in STAGES},
+        "mlflow_s": (time.perf_counter() - logged) / len(rows),
+        "reached": reached,
+        "best_val_wer": min(r["val_wer"] for r in rows),
+        "test_wer": test["wer"],
+    }
 
 
 def compare_recipes(corpus: Path, fusions: list[str], epochs: int, out: Path) -> None:
     torch.set_num_threads(1)
     out.mkdir(parents=True)
     print(f"corpus {corpus}, {epochs} epochs, 1 torch thread; WER goal {WER_GOAL}")
-    print(f"{'recipe':<7} {'fusion':<10} {'s/epoch':>7} {'data':>6} {'step':>6} {'eval':>6} {'ckpt':>6} {'mlflow':>6} "
-          f"{'WER<=.5 at':>10} {'best val WER':>12} {'test WER':>8} {'total s':>7}")
+    print(
+        f"{'recipe':<7} {'fusion':<10} {'s/epoch':>7} {'data':>6} {'step':>6} {'eval':>6} {'ckpt':>6} {'mlflow':>6} "
+        f"{'WER<=.5 at':>10} {'best val WER':>12} {'test WER':>8} {'total s':>7}"
+    )
     results = []
     for name, fields in recipes(epochs).items():
         for fusion in fusions:
             r = run_recipe(name, fields, fusion, corpus, out)
             results.append(r)
             share = {k: r[k] / r["epoch_s"] for k in STAGES}
-            print(f"{name:<7} {fusion:<10} {r['epoch_s']:>7.2f} {share['data_s']:>6.1%} {share['step_s']:>6.1%} "
-                  f"{share['eval_s']:>6.1%} {share['save_s']:>6.1%} {r['mlflow_s'] / r['epoch_s']:>6.1%} "
-                  f"{r['reached'] or 'never':>10} {r['best_val_wer']:>12.3f} {r['test_wer']:>8.3f} "
-                  f"{r['seconds']:>7.0f}", flush=True)
+            print(
+                f"{name:<7} {fusion:<10} {r['epoch_s']:>7.2f} {share['data_s']:>6.1%} {share['step_s']:>6.1%} "
+                f"{share['eval_s']:>6.1%} {share['save_s']:>6.1%} {r['mlflow_s'] / r['epoch_s']:>6.1%} "
+                f"{r['reached'] or 'never':>10} {r['best_val_wer']:>12.3f} {r['test_wer']:>8.3f} "
+                f"{r['seconds']:>7.0f}",
+                flush=True,
+            )
     for fusion in fusions:
-        before, after = (next(r for r in results if r["recipe"] == n and r["fusion"] == fusion)
-                         for n in ("before", "after"))
-        print(f"  {fusion}: best val WER {before['best_val_wer']:.3f} -> {after['best_val_wer']:.3f}, test WER "
-              f"{before['test_wer']:.3f} -> {after['test_wer']:.3f}, s/epoch x{after['epoch_s'] / before['epoch_s']:.2f}")
+        before, after = (
+            next(r for r in results if r["recipe"] == n and r["fusion"] == fusion) for n in ("before", "after")
+        )
+        print(
+            f"  {fusion}: best val WER {before['best_val_wer']:.3f} -> {after['best_val_wer']:.3f}, test WER "
+            f"{before['test_wer']:.3f} -> {after['test_wer']:.3f}, s/epoch x{after['epoch_s'] / before['epoch_s']:.2f}"
+        )
 
 
 def main() -> None:
@@ -169,8 +219,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0, help="clip length of every utterance")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", choices=("original", "smoke"), default="original",
-                        help="the original-size model or the smoke sweep's small one")
+    parser.add_argument(
+        "--model",
+        choices=("original", "smoke"),
+        default="original",
+        help="the original-size model or the smoke sweep's small one",
+    )
     parser.add_argument("--one", choices=FUSIONS, help=argparse.SUPPRESS)  # internal: measure one fusion, print JSON
     parser.add_argument("--layout", choices=LAYOUTS, default="channels_last", help=argparse.SUPPRESS)  # with --one
     args = parser.parse_args()
@@ -179,28 +233,57 @@ def main() -> None:
         compare_recipes(args.corpus, args.fusions, epochs, args.out / time.strftime("%Y%m%d-%H%M%S"))
         return
     if args.one:
-        print(json.dumps(measure(args.one, args.steps, args.batch_size, args.seconds, args.device, args.model,
-                                 args.layout)))
+        print(
+            json.dumps(
+                measure(args.one, args.steps, args.batch_size, args.seconds, args.device, args.model, args.layout)
+            )
+        )
         return
-    print(f"{args.model} model, device {args.device}, batch {args.batch_size} x {args.seconds:g} s, {args.steps} "
-          f"steps, torch threads {torch.get_num_threads()}; conv weights channels-last (the model's) and NCHW")
+    print(
+        f"{args.model} model, device {args.device}, batch {args.batch_size} x {args.seconds:g} s, {args.steps} "
+        f"steps, torch threads {torch.get_num_threads()}; conv weights channels-last (the model's) and NCHW"
+    )
     print(f"{'fusion':<10} {'layout':<14} {'params':>10} {'utt/s':>8} {'step ms':>9} {'peak MiB':>9}")
     rows = []
     for fusion in FUSIONS:
         for layout in LAYOUTS:
-            out = subprocess.run([sys.executable, __file__, "--one", fusion, "--steps", str(args.steps),
-                                  "--batch-size", str(args.batch_size), "--seconds", str(args.seconds),
-                                  "--device", args.device, "--model", args.model, "--layout", layout],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    fusion,
+                    "--steps",
+                    str(args.steps),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--seconds",
+                    str(args.seconds),
+                    "--device",
+                    args.device,
+                    "--model",
+                    args.model,
+                    "--layout",
+                    layout,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             r = json.loads(out.strip().splitlines()[-1]) | {"layout": layout}
             rows.append(r)
-            print(f"{r['fusion']:<10} {layout:<14} {r['params']:>10,} {r['utt_per_s']:>8.1f} {r['step_ms']:>9.1f} "
-                  f"{r['peak_mib']:>9.1f}", flush=True)
+            print(
+                f"{r['fusion']:<10} {layout:<14} {r['params']:>10,} {r['utt_per_s']:>8.1f} {r['step_ms']:>9.1f} "
+                f"{r['peak_mib']:>9.1f}",
+                flush=True,
+            )
     ours = [r for r in rows if r["layout"] == "channels_last"]
     fastest = max(ours, key=lambda r: r["utt_per_s"])
     for r, nchw in zip(ours, (r for r in rows if r["layout"] == "contiguous")):
-        print(f"  {r['fusion']}: {fastest['utt_per_s'] / r['utt_per_s']:.2f}x the time of {fastest['fusion']}; "
-              f"channels-last {nchw['step_ms'] / r['step_ms']:.2f}x as fast as NCHW")
+        print(
+            f"  {r['fusion']}: {fastest['utt_per_s'] / r['utt_per_s']:.2f}x the time of {fastest['fusion']}; "
+            f"channels-last {nchw['step_ms'] / r['step_ms']:.2f}x as fast as NCHW"
+        )
 
 
 if __name__ == "__main__":

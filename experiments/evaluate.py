@@ -26,14 +26,32 @@ def main() -> None:
     parser.add_argument("--decoder", choices=DECODERS, help="default: the checkpoint's")
     parser.add_argument("--beam-size", type=int, help="default: the checkpoint's")
     parser.add_argument("--lexicon", help="word list restricting beam search (implies --decoder beam)")
-    parser.add_argument("--modalities", choices=MODALITIES, help="the streams fed to the model (default: the "
-                        "checkpoint's); the other is blanked")
-    parser.add_argument("--save-predictions", nargs="?", const="", default=None, metavar="PATH",
-                        help=f"write id/reference/hypothesis TSV (default: {PREDICTIONS_FILE} beside the checkpoint)")
-    parser.add_argument("--snr", type=float, nargs="+", metavar="DB",
-                        help="evaluate with noise mixed in at each of these SNRs (dB) instead of clean")
-    parser.add_argument("--noise", choices=NOISE_KINDS, default=DEFAULT_NOISE,
-                        help="noise kind for --snr (babble: other speakers of the manifest)")
+    parser.add_argument(
+        "--modalities",
+        choices=MODALITIES,
+        help="the streams fed to the model (default: the checkpoint's); the other is blanked",
+    )
+    parser.add_argument(
+        "--save-predictions",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help=f"write id/reference/hypothesis TSV (default: {PREDICTIONS_FILE} beside the checkpoint)",
+    )
+    parser.add_argument(
+        "--snr",
+        type=float,
+        nargs="+",
+        metavar="DB",
+        help="evaluate with noise mixed in at each of these SNRs (dB) instead of clean",
+    )
+    parser.add_argument(
+        "--noise",
+        choices=NOISE_KINDS,
+        default=DEFAULT_NOISE,
+        help="noise kind for --snr (babble: other speakers of the manifest)",
+    )
     parser.add_argument("--draws", type=int, default=DEFAULT_NOISE_DRAWS, help="noise draws averaged per SNR")
     parser.add_argument("--noise-seed", type=int, default=0, help="seed of the first noise draw")
     args = parser.parse_args()
@@ -42,15 +60,32 @@ def main() -> None:
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, got {args.draws}")
     if args.snr:
-        table = evaluate_at_snrs(args.checkpoint, args.manifest, args.snr, args.noise, args.draws, args.noise_seed,
-                                 args.decoder, args.beam_size, args.lexicon, args.modalities)
+        table = evaluate_at_snrs(
+            args.checkpoint,
+            args.manifest,
+            args.snr,
+            args.noise,
+            args.draws,
+            args.noise_seed,
+            args.decoder,
+            args.beam_size,
+            args.lexicon,
+            args.modalities,
+        )
         print(table.format())
         return
     predictions = None
     if args.save_predictions is not None:
         predictions = Path(args.save_predictions or Path(args.checkpoint).parent / PREDICTIONS_FILE)
-    result = evaluate_checkpoint(args.checkpoint, args.manifest, args.decoder, args.beam_size, args.lexicon,
-                                 predictions, modalities=args.modalities)
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.manifest,
+        args.decoder,
+        args.beam_size,
+        args.lexicon,
+        predictions,
+        modalities=args.modalities,
+    )
     print(f"utterances: {result['utterances']} ({result['skipped']})")
     print(f"input: {result['modalities']}")
     print(f"decoder: {result['decoder']}")

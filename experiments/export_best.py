@@ -21,15 +21,24 @@ from avasr.sweep.tracking import check_tracking_uri, resolve_tracking_uri
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_arguments(parser, SweepOptions, fields=("experiment", "mlflow_uri", "max_params", "max_latency_ms",
-                                                          "select_on"), choices={"select_on": SELECTION_METRICS})
-    parser.add_argument("--sweep", help="the sweep's name (its parent run, --name of sweep_fusion.py); default: "
-                                        "the newest sweep of the experiment")
+    add_dataclass_arguments(
+        parser,
+        SweepOptions,
+        fields=("experiment", "mlflow_uri", "max_params", "max_latency_ms", "select_on"),
+        choices={"select_on": SELECTION_METRICS},
+    )
+    parser.add_argument(
+        "--sweep",
+        help="the sweep's name (its parent run, --name of sweep_fusion.py); default: "
+        "the newest sweep of the experiment",
+    )
     parser.add_argument("--list-front", action="store_true", help="print the sweep's Pareto front and stop")
-    parser.add_argument("--run", help="ship this Pareto-front run (its run id or a prefix of it) instead of the best "
-                                      "within the budgets")
-    parser.add_argument("--out", type=Path, help="where the ONNX file goes; default: champion.onnx in the sweep's "
-                                                 "folder")
+    parser.add_argument(
+        "--run", help="ship this Pareto-front run (its run id or a prefix of it) instead of the best within the budgets"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where the ONNX file goes; default: champion.onnx in the sweep's folder"
+    )
     return parser.parse_args()
 
 
@@ -41,11 +50,21 @@ def main() -> int:
         parent, trials = sweep_trials(tracking_uri, args.experiment, args.sweep)
         print(f"sweep {parent.info.run_name!r}: Pareto front of val WER, CPU latency p50 and parameters")
         for t in pareto_front(trials):
-            print(f"{t.run_id}  {t.fusion:<10} val WER {t.val_wer:.3f}  p50 {t.latency_p50_ms:6.1f} ms  "
-                  f"{t.param_count:>9,} params")
+            print(
+                f"{t.run_id}  {t.fusion:<10} val WER {t.val_wer:.3f}  p50 {t.latency_p50_ms:6.1f} ms  "
+                f"{t.param_count:>9,} params"
+            )
         return 0
-    shipped = export_best(tracking_uri, args.experiment, args.sweep, args.max_params, args.max_latency_ms, args.out,
-                          run_id=args.run, select_on=args.select_on)
+    shipped = export_best(
+        tracking_uri,
+        args.experiment,
+        args.sweep,
+        args.max_params,
+        args.max_latency_ms,
+        args.out,
+        run_id=args.run,
+        select_on=args.select_on,
+    )
     print(leaderboard(shipped.trials, shipped.champion))
     best = shipped.champion
     print(f"\nshipped: {best.fusion} (val WER {best.val_wer:.3f}, p50 {best.latency_p50_ms:.1f} ms), run {best.run_id}")

@@ -1,7 +1,7 @@
 """Import a downloaded GRID or LRS2/LRS3 corpus: write manifests (and, for LRS, extract 16 kHz WAVs) under --out.
 
-    python experiments/import_corpus.py --format grid --root data/grid --out data/grid_manifests --zenodo-remap
-    python experiments/import_corpus.py --format lrs3 --root data/lrs3 --out data/lrs3_manifests --jobs 8
+python experiments/import_corpus.py --format grid --root data/grid --out data/grid_manifests --zenodo-remap
+python experiments/import_corpus.py --format lrs3 --root data/lrs3 --out data/lrs3_manifests --jobs 8
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Build the built-in offline audio-visual GRID corpus (espeak-ng speech + a lip-synced face video).
 
-    python experiments/make_corpus.py --size smoke --out data/corpus/smoke
+python experiments/make_corpus.py --size smoke --out data/corpus/smoke
 """
 
 from __future__ import annotations

@@ -22,12 +22,18 @@ from avasr.data.prepare import prepare_on_ray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", action="append", required=True, help="a manifest to prepare (repeatable)")
-    parser.add_argument("--address", help="Ray cluster to use ('auto': the one this node belongs to); default: a "
-                        "local Ray on this machine's cores")
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to use ('auto': the one this node belongs to); default: a local Ray on this machine's cores",
+    )
     parser.add_argument("--rehash", action="store_true", help="ignore the index: hash every media file again")
     parser.add_argument("--config", help="JSON file with configuration fields (e.g. the training's)")
-    add_dataclass_arguments(parser.add_argument_group("preprocessing (defaults: the original design)"), Config,
-                            fields=("cache_dir", *PREPROCESSING_FIELDS), keep_defaults=False)
+    add_dataclass_arguments(
+        parser.add_argument_group("preprocessing (defaults: the original design)"),
+        Config,
+        fields=("cache_dir", *PREPROCESSING_FIELDS),
+        keep_defaults=False,
+    )
     args = parser.parse_args()
     config = config_from_args(args)
     report = prepare_on_ray(args.manifest, config, args.address, rehash=args.rehash)

@@ -30,10 +30,17 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a .pth checkpoint, or the MLflow run id of a finished sweep trial")
-    source.add_argument("--sweep", nargs="?", const="", help="a tracked sweep's name (default: the newest sweep): "
-                                                             "each fusion's best trial")
-    parser.add_argument("--out", type=Path, help="the report's folder (default: robustness/ beside the checkpoint; "
-                                                 f"{DEFAULT_SWEEP_OUT}/SWEEP for --sweep)")
+    source.add_argument(
+        "--sweep",
+        nargs="?",
+        const="",
+        help="a tracked sweep's name (default: the newest sweep): each fusion's best trial",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"the report's folder (default: robustness/ beside the checkpoint; {DEFAULT_SWEEP_OUT}/SWEEP for --sweep)",
+    )
     add_dataclass_arguments(parser, ReportOptions, choices={"noise": NOISE_KINDS, "decoder": DECODERS})
     add_dataclass_arguments(parser, SweepOptions, fields=("experiment", "mlflow_uri"))
     return parser.parse_args()

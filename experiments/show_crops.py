@@ -1,6 +1,6 @@
 """Save a grid image of lip crops over time for the first utterances of a manifest.
 
-    python experiments/show_crops.py --manifest data/corpus/smoke/test_manifest.txt --out outputs/crops.png
+python experiments/show_crops.py --manifest data/corpus/smoke/test_manifest.txt --out outputs/crops.png
 """
 
 import argparse

@@ -25,12 +25,20 @@ FAILED, INTERRUPTED = 1, 130  # exit codes; 130 is the shell's for Ctrl-C
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_arguments(parser, SweepOptions, choices={"scheduler": SCHEDULERS, "select_on": SELECTION_METRICS},
-                            defaults={
-        "train_manifest": f"{SWEEP_CORPUS}/train_manifest.txt", "val_manifest": f"{SWEEP_CORPUS}/val_manifest.txt",
-        "test_manifest": None})
-    parser.epilog = (f"spaces: {', '.join(available_spaces())}. --test-manifest defaults to the built-in corpus's "
-                     "unseen speakers when training on it, else to none.")
+    add_dataclass_arguments(
+        parser,
+        SweepOptions,
+        choices={"scheduler": SCHEDULERS, "select_on": SELECTION_METRICS},
+        defaults={
+            "train_manifest": f"{SWEEP_CORPUS}/train_manifest.txt",
+            "val_manifest": f"{SWEEP_CORPUS}/val_manifest.txt",
+            "test_manifest": None,
+        },
+    )
+    parser.epilog = (
+        f"spaces: {', '.join(available_spaces())}. --test-manifest defaults to the built-in corpus's "
+        "unseen speakers when training on it, else to none."
+    )
     return parser.parse_args()
 
 
@@ -48,8 +56,9 @@ def main() -> int:
         print(f"MLflow: start its UI with `mlflow ui --backend-store-uri {result.tracking_uri}`, then open")
     else:
         print(f"MLflow ({result.tracking_uri}): open")
-    print(f"  the trials:  {result.links.runs}\n  as charts:   {result.links.charts}\n"
-          f"  the model:   {result.links.model}")
+    print(
+        f"  the trials:  {result.links.runs}\n  as charts:   {result.links.charts}\n  the model:   {result.links.model}"
+    )
     if result.interrupted:
         print(f"\ninterrupted: continue with --resume --name {args.name}")
         return INTERRUPTED
@@ -57,8 +66,10 @@ def main() -> int:
         print(f"\nno trial within the budgets (params < {args.max_params:,}, p50 <= {args.max_latency_ms} ms)")
         return FAILED
     best = result.champion
-    print(f"\nbest: {best.fusion} (val WER {best.val_wer:.3f}, test WER {best.test_wer:.3f} on unseen speakers), "
-          f"run {best.run_id}")
+    print(
+        f"\nbest: {best.fusion} (val WER {best.val_wer:.3f}, test WER {best.test_wer:.3f} on unseen speakers), "
+        f"run {best.run_id}"
+    )
     if result.ship_error:
         print(f"not registered: {result.ship_error}")
         return FAILED

@@ -22,8 +22,10 @@ def main() -> None:
     base = Config.from_dict(load_checkpoint(args.resume)["config"]) if args.resume else None
     config = config_from_args(args, base)
     best = fit(config, resume=args.resume)
-    print(f"best epoch {best.get('epoch')}: val WER {best.get('val_wer', float('nan')):.4f} "
-          f"CER {best.get('val_cer', float('nan')):.4f}; checkpoints in {config.output_dir}")
+    print(
+        f"best epoch {best.get('epoch')}: val WER {best.get('val_wer', float('nan')):.4f} "
+        f"CER {best.get('val_cer', float('nan')):.4f}; checkpoints in {config.output_dir}"
+    )
 
 
 if __name__ == "__main__":

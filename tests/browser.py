@@ -22,10 +22,14 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")  # Debian's name fi
 DRIVER = "chromedriver"
 WINDOW = (1600, 1000)
 PAGE_LOAD_TIMEOUT_S = 60
-WAIT_TIMEOUT_S = float(os.environ.get("AVASR_BROWSER_WAIT_S", 90))  # the MLflow UI renders in 5-15 s on a loaded 2-core machine
+WAIT_TIMEOUT_S = float(
+    os.environ.get("AVASR_BROWSER_WAIT_S", 90)
+)  # the MLflow UI renders in 5-15 s on a loaded 2-core machine
 POLL_S = 0.5
-INSTALL_HINT = ("run `make setup` (scripts/install_system_deps.sh installs them), or as root: "
-                "apt-get install -y chromium chromium-driver && .venv/bin/pip install selenium")
+INSTALL_HINT = (
+    "run `make setup` (scripts/install_system_deps.sh installs them), or as root: "
+    "apt-get install -y chromium chromium-driver && .venv/bin/pip install selenium"
+)
 
 
 def find_binaries() -> tuple[str, str]:
@@ -34,8 +38,11 @@ def find_binaries() -> tuple[str, str]:
     driver = shutil.which(DRIVER)
     missing = [what for what, path in (("chromium", browser), ("chromedriver", driver)) if path is None]
     if missing:
-        pytest.fail(f"this test drives a real browser and could not run: {' and '.join(missing)} not found on "
-                    f"PATH; {INSTALL_HINT}", pytrace=False)
+        pytest.fail(
+            f"this test drives a real browser and could not run: {' and '.join(missing)} not found on "
+            f"PATH; {INSTALL_HINT}",
+            pytrace=False,
+        )
     return browser, driver
 
 
@@ -47,14 +54,21 @@ def start_chromium(screenshots: Path, window: tuple[int, int] = WINDOW):
         from selenium.webdriver.chrome.options import Options
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.fail(f"this test drives a real browser and could not run: selenium is not installed; {INSTALL_HINT}",
-                    pytrace=False)
+        pytest.fail(
+            f"this test drives a real browser and could not run: selenium is not installed; {INSTALL_HINT}",
+            pytrace=False,
+        )
     browser, driver_path = find_binaries()
     screenshots.mkdir(parents=True, exist_ok=True)
     options = Options()
     options.binary_location = browser
-    for argument in ("--headless=new", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     f"--window-size={window[0]},{window[1]}"):
+    for argument in (
+        "--headless=new",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--window-size={window[0]},{window[1]}",
+    ):
         options.add_argument(argument)
     if os.geteuid() == 0:
         options.add_argument("--no-sandbox")  # Chromium refuses to start as root with its sandbox
@@ -62,8 +76,10 @@ def start_chromium(screenshots: Path, window: tuple[int, int] = WINDOW):
     try:
         driver = webdriver.Chrome(options=options, service=Service(driver_path, log_output=str(log)))
     except Exception as e:  # selenium's SessionNotCreatedException, WebDriverException...
-        pytest.fail(f"headless Chromium ({browser}, driver {driver_path}) did not start: {e}\n"
-                    f"chromedriver log: {log}", pytrace=False)
+        pytest.fail(
+            f"headless Chromium ({browser}, driver {driver_path}) did not start: {e}\nchromedriver log: {log}",
+            pytrace=False,
+        )
     driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT_S)
     driver.avasr_screenshots = screenshots  # where wait_for saves a failed wait's screenshot
     return driver
@@ -93,8 +109,9 @@ def page_text(driver, chars: int = 1500) -> str:
         return f"(page text unavailable: {e})"
 
 
-def wait_for(driver, check: Callable[[Any], Any], what: str, timeout_s: float = WAIT_TIMEOUT_S,
-             shot: str = "failed-wait") -> Any:
+def wait_for(
+    driver, check: Callable[[Any], Any], what: str, timeout_s: float = WAIT_TIMEOUT_S, shot: str = "failed-wait"
+) -> Any:
     """Poll `check(driver)` until it returns a truthy value (returned) or `timeout_s` passes.
 
     `check` may also return a falsy value and set nothing, or raise; exceptions raised while the page is
@@ -116,5 +133,8 @@ def wait_for(driver, check: Callable[[Any], Any], what: str, timeout_s: float = 
         time.sleep(POLL_S)
     path = screenshot(driver, shot)
     because = f"; last error: {type(last_error).__name__}: {last_error}" if last_error else ""
-    pytest.fail(f"waited {timeout_s:g} s for {what} on {driver.current_url}{because}\nscreenshot: {path}\n"
-                f"page text:\n{page_text(driver)}", pytrace=False)
+    pytest.fail(
+        f"waited {timeout_s:g} s for {what} on {driver.current_url}{because}\nscreenshot: {path}\n"
+        f"page text:\n{page_text(driver)}",
+        pytrace=False,
+    )

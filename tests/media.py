@@ -42,8 +42,9 @@ def noise_frames(count: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 255, (count, CANVAS[1], CANVAS[0]), dtype=np.uint8)
 
 
-def write_clip(folder: Path, name: str, seconds: float, video_seconds: float | None = None,
-               face: bool = True) -> tuple[Path, Path]:
+def write_clip(
+    folder: Path, name: str, seconds: float, video_seconds: float | None = None, face: bool = True
+) -> tuple[Path, Path]:
     """A (wav, mp4) pair; `video_seconds` differs from `seconds` to build a broken pair."""
     folder.mkdir(parents=True, exist_ok=True)
     frames = round((video_seconds or seconds) * FPS)

@@ -86,12 +86,24 @@ class MlflowServer:
         return f"http://{HOST}:{self.port}"
 
     def start(self) -> "MlflowServer":
-        command = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-                   "--artifacts-destination", str(self.folder / "artifacts"), "--host", HOST,
-                   "--port", str(self.port), "--workers", "1"]
+        command = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.folder / "artifacts"),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         with open(self.log, "a") as out:
-            self.process = subprocess.Popen(command, cwd=self.folder, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, cwd=self.folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_until_up(f"{self.uri}/health", self.process, self.log)
         return self
 

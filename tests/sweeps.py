@@ -15,8 +15,16 @@ from tests.media import write_clip
 
 TRANSCRIPTS = ["bin blue", "lay red", "set green", "place at", "bin now", "lay soon"]
 CLIP_SECONDS = 1.2  # 30 video frames: enough for CTC on every transcript above
-TINY_FIELDS = {"dropout": 0.1, "lr": 3e-3, "batch_size": 2, "lip_size": 16, "encoder_channels": [4, 8, 8],
-               "feature_dim": 16, "temporal_layers": 1, "device": "cpu"}
+TINY_FIELDS = {
+    "dropout": 0.1,
+    "lr": 3e-3,
+    "batch_size": 2,
+    "lip_size": 16,
+    "encoder_channels": [4, 8, 8],
+    "feature_dim": 16,
+    "temporal_layers": 1,
+    "device": "cpu",
+}
 CLUSTER_CPUS = 2
 # Ray gives a stopped trial's CPUs back within seconds (the sweep releases orphaned placement groups every second);
 # generous for shared CI machines, only ever reached by a leak.
@@ -41,9 +49,14 @@ def write_space(folder: Path, fusion: str = '["simple"]', name: str = "space.py"
 
 def options(tmp_path: Path, corpus: Path, space: Path, **changes) -> SweepOptions:
     values = dict(
-        train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt"),
-        space=str(space), storage_path=str(tmp_path / "sweeps"), mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        cache_dir=str(corpus / "cache"), max_failures=1, scheduler="fifo",
+        train_manifest=str(corpus / "train_manifest.txt"),
+        val_manifest=str(corpus / "val_manifest.txt"),
+        space=str(space),
+        storage_path=str(tmp_path / "sweeps"),
+        mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        cache_dir=str(corpus / "cache"),
+        max_failures=1,
+        scheduler="fifo",
     )
     return SweepOptions(**{**values, **changes})
 

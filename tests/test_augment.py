@@ -25,10 +25,18 @@ def with_speech(data: AVDataset, speakers: int = 4) -> AVDataset:
     """The synthetic utterances with speech as long as their frames, spread over `speakers` speakers; speaker k's
     speech is noise around a mean of SPEAKER_MEAN * (k + 1), which tells whose voice a babble pool holds."""
     g = torch.Generator().manual_seed(1)
-    return AVDataset([dataclasses.replace(
-        u, speaker=f"spk{i % speakers}", id=f"spk{i % speakers}/{i}",
-        speech=SPEAKER_MEAN * (i % speakers + 1) + 0.001 * torch.randn(SAMPLES_PER_FRAME * u.video.shape[0], generator=g))
-        for i, u in enumerate(data)])
+    return AVDataset(
+        [
+            dataclasses.replace(
+                u,
+                speaker=f"spk{i % speakers}",
+                id=f"spk{i % speakers}/{i}",
+                speech=SPEAKER_MEAN * (i % speakers + 1)
+                + 0.001 * torch.randn(SAMPLES_PER_FRAME * u.video.shape[0], generator=g),
+            )
+            for i, u in enumerate(data)
+        ]
+    )
 
 
 def blank(stream: torch.Tensor) -> torch.Tensor:
@@ -58,7 +66,7 @@ def test_noise_is_the_evaluation_mixing_of_the_clean_speech_then_its_log_mel():
     speech, frames = batch.speech[0].numpy(), int(batch.video_lengths[0])
     expected = speech_features(mix_at_snr(speech, make_noise("white", len(speech), rng), 3.0), frames, config)
     assert torch.equal(out.audio[0, 0, :, : AUDIO_TIME_DOWNSAMPLING * frames], expected)
-    assert torch.equal(out.audio[0, 0, :, AUDIO_TIME_DOWNSAMPLING * frames:], batch.audio[0, 0, :, 4 * frames:])
+    assert torch.equal(out.audio[0, 0, :, AUDIO_TIME_DOWNSAMPLING * frames :], batch.audio[0, 0, :, 4 * frames :])
     assert torch.equal(out.video, batch.video)  # noise is for the ears only
     again = Augmenter(config, data)(batch, np.random.default_rng(5))
     other = Augmenter(config, data)(batch, np.random.default_rng(6))
@@ -80,15 +88,14 @@ def test_noise_without_the_speech_says_how_to_load_it():
 
 def test_masks_blank_spans_within_each_utterance():
     data = dataset()
-    config = TINY.replace(freq_masks=2, freq_mask_bands=5, audio_time_masks=2, video_time_masks=3,
-                          time_mask_frames=4)
+    config = TINY.replace(freq_masks=2, freq_mask_bands=5, audio_time_masks=2, video_time_masks=3, time_mask_frames=4)
     batch, out = augmented(config, data, seed=3)
-    changed_audio = (out.audio != batch.audio)  # (B, 1, n_mels, T_a)
+    changed_audio = out.audio != batch.audio  # (B, 1, n_mels, T_a)
     changed_video = (out.video != batch.video).flatten(2).any(-1)  # (B, T_v)
     assert changed_audio.any() and changed_video.any()
     assert (out.audio[changed_audio] == 0).all() and (out.video[out.video != batch.video] == 0).all()
     for i, frames in enumerate(batch.video_lengths.tolist()):
-        assert not changed_audio[i, 0, :, AUDIO_TIME_DOWNSAMPLING * frames:].any()  # padding untouched
+        assert not changed_audio[i, 0, :, AUDIO_TIME_DOWNSAMPLING * frames :].any()  # padding untouched
         assert changed_video[i].nonzero().numel() <= 3 * 4 and not changed_video[i, frames:].any()
 
 
@@ -123,19 +130,30 @@ def test_modality_dropout_blanks_a_stream_at_its_rate_and_the_same_seed_blanks_t
 
 
 def test_augmentation_fields_are_checked():
-    for bad in (dict(noise_prob=1.5), dict(modality_dropout=-0.1), dict(noise_kinds=("brown",)),
-                dict(noise_snr_db=(10.0, 0.0)), dict(noise_snr_db=(1.0,)), dict(freq_masks=-1)):
+    for bad in (
+        dict(noise_prob=1.5),
+        dict(modality_dropout=-0.1),
+        dict(noise_kinds=("brown",)),
+        dict(noise_snr_db=(10.0, 0.0)),
+        dict(noise_snr_db=(1.0,)),
+        dict(freq_masks=-1),
+    ):
         with pytest.raises(ConfigError):
             TINY.replace(**bad)
 
 
 def test_a_resumed_run_augments_as_the_unbroken_one(tmp_path):
     data = with_speech(dataset())
-    config = TINY.replace(noise_prob=0.5, modality_dropout=0.3, freq_masks=1, audio_time_masks=1,
-                          video_time_masks=1, epochs=3)
+    config = TINY.replace(
+        noise_prob=0.5, modality_dropout=0.3, freq_masks=1, audio_time_masks=1, video_time_masks=1, epochs=3
+    )
     fit(config.replace(output_dir=str(tmp_path / "full")), datasets=(data, data))
     fit(config.replace(output_dir=str(tmp_path / "cut"), epochs=2), datasets=(data, data))
-    fit(config.replace(output_dir=str(tmp_path / "cut")), datasets=(data, data), resume=tmp_path / "cut" / LAST_CHECKPOINT)
+    fit(
+        config.replace(output_dir=str(tmp_path / "cut")),
+        datasets=(data, data),
+        resume=tmp_path / "cut" / LAST_CHECKPOINT,
+    )
     full, cut = (list(csv.DictReader((tmp_path / run / METRICS_FILE).open())) for run in ("full", "cut"))
     assert [r["train_loss"] for r in cut] == [r["train_loss"] for r in full]
     clean = fit(TINY.replace(epochs=3, output_dir=str(tmp_path / "clean")), datasets=(data, data))

@@ -53,7 +53,9 @@ def check_sweep_page(driver, link: str, trial_run_names, fusions, val_wers, shot
     """Open `link` and wait until it lists exactly these trials. Table view (no compareRunsMode=CHART in the link):
     each trial's row has its fusion and val_wer. Chart view: the run list has every trial, and the charts show
     every fusion and val_wer (bar values are rounded there: exact values are checked in the table)."""
-    expected = {name: (fusion, float(wer)) for name, fusion, wer in zip(trial_run_names, fusions, val_wers, strict=True)}
+    expected = {
+        name: (fusion, float(wer)) for name, fusion, wer in zip(trial_run_names, fusions, val_wers, strict=True)
+    }
     charts = "compareRunsMode=CHART" in link
     mode = "chart" if charts else "table"
     driver.get("about:blank")  # a fresh page load, as a pasted link gets: no DOM or UI state left from the last page
@@ -69,26 +71,36 @@ def check_sweep_page(driver, link: str, trial_run_names, fusions, val_wers, shot
             cells = rows[name]
             got_fusion, got_wer = cells.get(column("params", "fusion")), cells.get(column("metrics", "val_wer"))
             assert got_fusion == fusion, f"{name}: fusion cell {got_fusion!r}, expected {fusion!r}"
-            assert got_wer and math.isclose(float(got_wer), wer, rel_tol=1e-6, abs_tol=1e-9), \
+            assert got_wer and math.isclose(float(got_wer), wer, rel_tol=1e-6, abs_tol=1e-9), (
                 f"{name}: val_wer cell {got_wer!r}, expected {wer!r}"
+            )
         return True
 
     wait_for(driver, trials_listed, f"the {len(expected)} trials in the runs {mode} view", shot=f"failed-{mode}")
     if charts:
+
         def charts_drawn(driver):
-            texts = set(driver.execute_script(
-                "return Array.from(document.querySelectorAll('svg text'), t => t.textContent.trim())"))
+            texts = set(
+                driver.execute_script(
+                    "return Array.from(document.querySelectorAll('svg text'), t => t.textContent.trim())"
+                )
+            )
             missing = sorted({*fusions, "val_wer", "fusion"} - texts)
             assert not missing, f"chart labels missing: {missing}"
             return True
 
-        wait_for(driver, charts_drawn, "the sweep's charts (parallel coordinates fusion → val_wer)",
-                 shot="failed-chart-labels")
+        wait_for(
+            driver,
+            charts_drawn,
+            "the sweep's charts (parallel coordinates fusion → val_wer)",
+            shot="failed-chart-labels",
+        )
     screenshot(driver, shot or f"sweep-{mode}")
 
 
-def check_registered_model(driver, link: str, name: str = "avasr", alias: str = "champion",
-                           version: str | None = None) -> None:
+def check_registered_model(
+    driver, link: str, name: str = "avasr", alias: str = "champion", version: str | None = None
+) -> None:
     """The registered model's page lists a version carrying `alias` (and that version when given)."""
     driver.get("about:blank")
     driver.get(link)
@@ -117,16 +129,36 @@ def test_the_link_a_sweep_prints_opens_its_trials_and_champion_in_a_real_browser
     server = MlflowServer(tmp_path / "mlflow")  # its port, for the links; started once the sweep has ended
     space = write_space(tmp_path, fusion='["simple", "attention"]', epochs=2)
     opts = options(tmp_path, corpus, space, mlflow_uri=f"sqlite:///{server.folder / 'mlflow.db'}")
-    command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), "--space", opts.space,
-               "--train-manifest", opts.train_manifest, "--val-manifest", opts.val_manifest,
-               "--storage-path", opts.storage_path, "--mlflow-uri", opts.mlflow_uri, "--cache-dir", opts.cache_dir,
-               "--scheduler", "fifo", "--name", "browser-sweep", "--mlflow-ui-url", server.uri,
-               "--address", ray.get_runtime_context().gcs_address]
+    command = [
+        sys.executable,
+        str(PROJECT / "experiments" / "sweep_fusion.py"),
+        "--space",
+        opts.space,
+        "--train-manifest",
+        opts.train_manifest,
+        "--val-manifest",
+        opts.val_manifest,
+        "--storage-path",
+        opts.storage_path,
+        "--mlflow-uri",
+        opts.mlflow_uri,
+        "--cache-dir",
+        opts.cache_dir,
+        "--scheduler",
+        "fifo",
+        "--name",
+        "browser-sweep",
+        "--mlflow-ui-url",
+        server.uri,
+        "--address",
+        ray.get_runtime_context().gcs_address,
+    ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert_all_cpus_come_back()
-    runs_link, charts_link, model_link = (printed_link(done.stdout, label)
-                                          for label in ("the trials", "as charts", "the model"))
+    runs_link, charts_link, model_link = (
+        printed_link(done.stdout, label) for label in ("the trials", "as charts", "the model")
+    )
 
     client = MlflowClient(opts.mlflow_uri)
     experiment = client.get_experiment_by_name(opts.experiment)

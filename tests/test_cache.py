@@ -90,8 +90,9 @@ def test_worker_processes_give_the_same_dataset_as_one_process(corpus, tmp_path)
     (corpus / "big.txt").write_text("\n".join(lines) + "\n")
     serial = AVDataset.from_manifest(corpus / "big.txt", Config(cache_dir="", data_workers=1), progress=False)
     parallel = AVDataset.from_manifest(corpus / "big.txt", Config(cache_dir="", data_workers=2), progress=False)
-    indexed = AVDataset.from_manifest(corpus / "big.txt", Config(cache_dir=str(tmp_path), data_workers=2),
-                                      progress=False)  # the cache filled by the index's process pool
+    indexed = AVDataset.from_manifest(
+        corpus / "big.txt", Config(cache_dir=str(tmp_path), data_workers=2), progress=False
+    )  # the cache filled by the index's process pool
     for other in (parallel, indexed):
         assert [u.id for u in serial] == [u.id for u in other]
         assert all(torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio) for a, b in zip(serial, other))

@@ -30,16 +30,22 @@ def parser_for(**kwargs) -> argparse.ArgumentParser:
 
 
 def test_comments_above_or_beside_a_field_are_its_help_and_sections_are_not():
-    assert field_comments(Options) == {"path": "where it goes", "size": "why the size is what it is, on two lines",
-                                       "ratio": "None: chosen for you", "sizes": "", "ship": "export the result",
-                                       "resume": ""}
+    assert field_comments(Options) == {
+        "path": "where it goes",
+        "size": "why the size is what it is, on two lines",
+        "ratio": "None: chosen for you",
+        "sizes": "",
+        "ship": "export the result",
+        "resume": "",
+    }
 
 
 def test_flags_parse_into_the_dataclass_with_its_defaults():
     args = parser_for(defaults={"path": "p"}).parse_args([])
     assert Options(**vars(args)) == Options(path="p")
     args = parser_for(defaults={"path": "p"}).parse_args(
-        ["--size", "5", "--ratio", "0.5", "--sizes", "3", "4", "--no-ship", "--resume", "--path", "q"])
+        ["--size", "5", "--ratio", "0.5", "--sizes", "3", "4", "--no-ship", "--resume", "--path", "q"]
+    )
     assert Options(**vars(args)) == Options(path="q", size=5, ratio=0.5, sizes=(3, 4), ship=False, resume=True)
 
 

@@ -49,8 +49,17 @@ TERMINAL_JOB_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 TRANSCRIPTS = ["bin blue", "lay red", "set green", "place at", "bin now", "lay soon"]
 CLIP_SECONDS = 1.2  # 30 video frames: enough for CTC on every transcript above
 FUSIONS = ["simple", "attention"]
-TINY_FIELDS = {"dropout": 0.1, "lr": 3e-3, "batch_size": 2, "lip_size": 16, "encoder_channels": [4, 8, 8],
-               "feature_dim": 16, "temporal_layers": 1, "device": "cpu", "epochs": 2}
+TINY_FIELDS = {
+    "dropout": 0.1,
+    "lr": 3e-3,
+    "batch_size": 2,
+    "lip_size": 16,
+    "encoder_channels": [4, 8, 8],
+    "feature_dim": 16,
+    "temporal_layers": 1,
+    "device": "cpu",
+    "epochs": 2,
+}
 FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95")
 SWEEP_NAME = "cluster-smoke"
 
@@ -82,10 +91,21 @@ def ray_head() -> Iterator[RayHead]:
     gcs, dashboard, agent, client = free_ports(4)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
-    command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-host={HOST}",
-               f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
-               f"--ray-client-server-port={client}", "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats",
-               f"--temp-dir={temp_dir}"]
+    command = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={gcs}",
+        f"--dashboard-host={HOST}",
+        f"--dashboard-port={dashboard}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--ray-client-server-port={client}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
     log = temp_dir / "ray_start.log"
     with open(log, "w") as out:
         head = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -139,16 +159,50 @@ def test_sweep_submitted_to_a_ray_cluster_is_tracked_on_an_mlflow_server(tmp_pat
     storage = tmp_path / "sweeps"
     # The entry point is a shell command on the head node: `python` would be whatever the PATH of `ray start`
     # finds, so the venv's interpreter is named by its absolute path (see docs/cluster.md).
-    entrypoint = [sys.executable, "experiments/sweep_fusion.py", "--space", str(write_space(tmp_path / "space.py")),
-                  "--train-manifest", str(train), "--val-manifest", str(val), "--mlflow-uri", mlflow_server,
-                  "--storage-path", str(storage), "--cache-dir", str(tmp_path / "cache"), "--name", SWEEP_NAME,
-                  "--scheduler", "fifo", "--address", "auto"]
+    entrypoint = [
+        sys.executable,
+        "experiments/sweep_fusion.py",
+        "--space",
+        str(write_space(tmp_path / "space.py")),
+        "--train-manifest",
+        str(train),
+        "--val-manifest",
+        str(val),
+        "--mlflow-uri",
+        mlflow_server,
+        "--storage-path",
+        str(storage),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--name",
+        SWEEP_NAME,
+        "--scheduler",
+        "fifo",
+        "--address",
+        "auto",
+    ]
     job_id = f"avasr_test_{secrets.token_hex(4)}"
     submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", ray_head.dashboard, "--submission-id", job_id, "--no-wait",
-         "--working-dir", str(PROJECT), "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES}),
-         "--", *entrypoint],
-        env=ray_head.env, capture_output=True, text=True, timeout=START_TIMEOUT_S,
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            ray_head.dashboard,
+            "--submission-id",
+            job_id,
+            "--no-wait",
+            "--working-dir",
+            str(PROJECT),
+            "--runtime-env-json",
+            json.dumps({"excludes": UPLOAD_EXCLUDES}),
+            "--",
+            *entrypoint,
+        ],
+        env=ray_head.env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
     )
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     status, logs = wait_for_job(ray_head, job_id)
@@ -177,8 +231,9 @@ def test_sweep_submitted_to_a_ray_cluster_is_tracked_on_an_mlflow_server(tmp_pat
     assert champion.run_id == parent.data.tags["avasr.champion_run_id"]
     assert champion.run_id in {r.info.run_id for r in children}
     with global_uris(mlflow_server):  # models:/ URIs resolve through the global registry URI
-        model_dir = Path(mlflow.artifacts.download_artifacts("models:/avasr@champion",
-                                                             dst_path=str(tmp_path / "model")))
+        model_dir = Path(
+            mlflow.artifacts.download_artifacts("models:/avasr@champion", dst_path=str(tmp_path / "model"))
+        )
     (served,) = model_dir.rglob("*.onnx")
     shipped = onnx.load(str(storage / SWEEP_NAME / CHAMPION_ONNX))
     assert [i.name for i in onnx.load(str(served)).graph.input] == [i.name for i in shipped.graph.input]

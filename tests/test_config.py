@@ -56,8 +56,22 @@ def test_cli_overrides_only_given_flags(tmp_path):
     parser = parser_with_config_file()
     file = tmp_path / "c.json"
     file.write_text('{"epochs": 7, "lr": 0.01}')
-    args = parser.parse_args(["--config", str(file), "--lr", "0.0005", "--batch-size", "4", "--fusion", "simple",
-                              "--encoder-channels", "4", "8", "16"])
+    args = parser.parse_args(
+        [
+            "--config",
+            str(file),
+            "--lr",
+            "0.0005",
+            "--batch-size",
+            "4",
+            "--fusion",
+            "simple",
+            "--encoder-channels",
+            "4",
+            "8",
+            "16",
+        ]
+    )
     c = config_from_args(args)
     assert (c.epochs, c.lr, c.batch_size, c.fusion, c.encoder_channels) == (7, 0.0005, 4, "simple", (4, 8, 16))
     assert c.dropout == Config().dropout
@@ -79,12 +93,15 @@ def test_cli_refuses_unknown_fusion(capsys):
     assert "invalid choice: 'concat'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("lr_decay_patience", 0, "lr_decay_patience must be positive"),
-    ("temporal_kernel", 4, "temporal_kernel must be odd"),
-    ("hop_ms", 0.0, "hop_ms must be positive"),
-    ("encoder_channels", (8, 0, 8), "encoder_channels must be positive"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("lr_decay_patience", 0, "lr_decay_patience must be positive"),
+        ("temporal_kernel", 4, "temporal_kernel must be odd"),
+        ("hop_ms", 0.0, "hop_ms must be positive"),
+        ("encoder_channels", (8, 0, 8), "encoder_channels must be positive"),
+    ],
+)
 def test_values_that_would_fail_later_are_refused_now(field, value, message):
     with pytest.raises(ConfigError, match=message):
         Config(**{field: value})

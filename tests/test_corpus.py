@@ -155,7 +155,9 @@ def test_tiny_corpus_layout_and_splits(tiny_corpus):
     assert description["splits"] == {"test": 4, "train": 7, "val": 1}
     assert description["speakers"] == {"test": 1, "train": 2}
     speakers = {
-        e.audio_path.parent.name: split for split in SPLITS for e in read_manifest(tiny_corpus / f"{split}_manifest.txt")
+        e.audio_path.parent.name: split
+        for split in SPLITS
+        for e in read_manifest(tiny_corpus / f"{split}_manifest.txt")
     }
     assert {s for s, split in speakers.items() if split == "test"} == {"s03"}  # unseen: only in test
     table = (tiny_corpus / "speakers.tsv").read_text().splitlines()

@@ -27,8 +27,9 @@ def manifest(root, lines):
 
 
 def test_loads_aligns_and_collates_real_files(clips):
-    ds = AVDataset.from_manifest(manifest(clips, ["ok1.wav|ok1.mp4|bin blue", "ok2.wav|ok2.mp4|lay red now"]),
-                                 CONFIG, progress=False)
+    ds = AVDataset.from_manifest(
+        manifest(clips, ["ok1.wav|ok1.mp4|bin blue", "ok2.wav|ok2.mp4|lay red now"]), CONFIG, progress=False
+    )
     assert len(ds) == 2 and ds.report.summary() == "2 utterances loaded"
     u = ds[0]
     assert u.video.shape == (25, 64, 64) and u.video.dtype == torch.uint8
@@ -43,11 +44,14 @@ def test_loads_aligns_and_collates_real_files(clips):
 
 
 def test_no_face_runs_on_audio_alone_and_too_short_is_skipped_with_counts_and_names(clips):
-    m = manifest(clips, [
-        "ok1.wav|ok1.mp4|bin blue",
-        "short.wav|short.mp4|place green at b seven again",
-        "noface.wav|noface.mp4|set red",
-    ])
+    m = manifest(
+        clips,
+        [
+            "ok1.wav|ok1.mp4|bin blue",
+            "short.wav|short.mp4|place green at b seven again",
+            "noface.wav|noface.mp4|set red",
+        ],
+    )
     with pytest.warns(UserWarning, match=r"no face in 1 of 3 videos: those utterances run on audio alone \(.*:3 "):
         ds = AVDataset.from_manifest(m, CONFIG, progress=False)
     assert [u.id for u in ds] == [f"{clips.name}/ok1", f"{clips.name}/noface"]

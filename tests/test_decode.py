@@ -163,4 +163,3 @@ def test_decode_refuses_unknown_decoders_and_a_lexicon_without_beam():
     with pytest.raises(ValueError, match="a lexicon needs decoder='beam'"):
         decode(log_probs, lengths, decoder="greedy", lexicon=Lexicon(["ab"]))
     assert decode(log_probs, lengths, decoder="beam", lexicon=Lexicon(["ab"])) == ["ab"]
-

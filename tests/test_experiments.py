@@ -15,8 +15,9 @@ TRANSCRIPTS = ["bin blue", "lay red", "set green now", "place at"]
 
 
 def run(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -54,17 +55,44 @@ def test_two_epoch_training_then_evaluation(tmp_path):
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
     (tmp_path / "val.txt").write_text("\n".join(lines[:2]) + "\n")
     out = tmp_path / "run"
-    printed = run("train.py", "--train-manifest", str(tmp_path / "train.txt"), "--val-manifest",
-                  str(tmp_path / "val.txt"), "--output-dir", str(out), "--epochs", "2", "--batch-size", "2",
-                  "--fusion", "attention", "--feature-dim", "32", "--encoder-channels", "4", "8", "8",
-                  "--cache-dir", str(tmp_path / "cache"))
+    printed = run(
+        "train.py",
+        "--train-manifest",
+        str(tmp_path / "train.txt"),
+        "--val-manifest",
+        str(tmp_path / "val.txt"),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--fusion",
+        "attention",
+        "--feature-dim",
+        "32",
+        "--encoder-channels",
+        "4",
+        "8",
+        "8",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert "best epoch" in printed
     assert (out / "best_model.pth").is_file() and (out / "last.pth").is_file()
     log = (out / "training.log").read_text()
     assert "epoch 2: train_loss" in log and "train data: 4 utterances loaded" in log
 
-    printed = run("evaluate.py", "--checkpoint", str(out / "best_model.pth"), "--manifest",
-                  str(tmp_path / "train.txt"), "--decoder", "beam", "--save-predictions")
+    printed = run(
+        "evaluate.py",
+        "--checkpoint",
+        str(out / "best_model.pth"),
+        "--manifest",
+        str(tmp_path / "train.txt"),
+        "--decoder",
+        "beam",
+        "--save-predictions",
+    )
     assert re.search(r"^WER: \d\.\d{4}$", printed, re.M) and re.search(r"^CER: \d\.\d{4}$", printed, re.M)
     assert "utterances: 4" in printed and "decoder: beam" in printed
     rows = (out / "predictions.tsv").read_text().splitlines()
@@ -73,10 +101,12 @@ def test_two_epoch_training_then_evaluation(tmp_path):
 
 def test_show_crops_writes_a_grid_image(tmp_path):
     import matplotlib.image
+
     write_clip(tmp_path, "u0", 1.0)
     (tmp_path / "m.txt").write_text("u0.wav|u0.mp4|bin blue\n")
-    printed = run("show_crops.py", "--manifest", str(tmp_path / "m.txt"), "--out", str(tmp_path / "crops.png"),
-                  "--frames", "5")
+    printed = run(
+        "show_crops.py", "--manifest", str(tmp_path / "m.txt"), "--out", str(tmp_path / "crops.png"), "--frames", "5"
+    )
     assert printed.strip() == str(tmp_path / "crops.png")
     image = matplotlib.image.imread(tmp_path / "crops.png")
     assert image.shape[:2] == (round(1 * (0.9 + 0.4) * 120), round(5 * 0.9 * 120))  # rows x cols of cells at 120 dpi
@@ -85,27 +115,67 @@ def test_show_crops_writes_a_grid_image(tmp_path):
 
 def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
     (tmp_path / "bad.txt").write_text("only|two\n")
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "train.py"), "--train-manifest",
-                           str(tmp_path / "bad.txt"), "--val-manifest", str(tmp_path / "bad.txt"),
-                           "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "train.py"),
+            "--train-manifest",
+            str(tmp_path / "bad.txt"),
+            "--val-manifest",
+            str(tmp_path / "bad.txt"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"train.py: error: {tmp_path / 'bad.txt'}: 1 bad line(s)" in done.stderr
 
 
-@pytest.mark.parametrize(("script", "args", "line"), [
-    ("train.py", ["--config", "{tmp}/missing.json"], "{tmp}/missing.json: cannot read configuration: [Errno 2]"),
-    ("train.py", ["--resume", "{tmp}/missing.pth"], "{tmp}/missing.pth: no such checkpoint file"),
-    ("evaluate.py", ["--checkpoint", "{tmp}/foreign.pth", "--manifest", "{tmp}/m.txt"],
-     "{tmp}/foreign.pth: not a checkpoint written by avasr training"),
-    ("train.py", ["--train-manifest", "{tmp}/m.txt", "--val-manifest", "{tmp}/m.txt", "--output-dir", "{tmp}/a_file"],
-     "{tmp}/a_file: cannot write the output folder: [Errno 17] File exists"),
-    ("show_crops.py", ["--manifest", "{tmp}/m.txt", "--out", "{tmp}/crops.xyz"],
-     "{tmp}/crops.xyz: cannot save the image: Format 'xyz' is not supported"),
-    ("show_crops.py", ["--manifest", "{tmp}/corrupt.txt"], "{tmp}/x.mp4: cannot open the video (corrupt or not a video"),
-    ("make_corpus.py", ["--out", "{tmp}/a_file"], "{tmp}/a_file: cannot create the corpus folder: [Errno 17] File exists"),
-], ids=["missing config", "missing checkpoint", "foreign checkpoint", "output folder is a file", "unknown image format",
-        "corrupt video", "corpus folder is a file"])
+@pytest.mark.parametrize(
+    ("script", "args", "line"),
+    [
+        ("train.py", ["--config", "{tmp}/missing.json"], "{tmp}/missing.json: cannot read configuration: [Errno 2]"),
+        ("train.py", ["--resume", "{tmp}/missing.pth"], "{tmp}/missing.pth: no such checkpoint file"),
+        (
+            "evaluate.py",
+            ["--checkpoint", "{tmp}/foreign.pth", "--manifest", "{tmp}/m.txt"],
+            "{tmp}/foreign.pth: not a checkpoint written by avasr training",
+        ),
+        (
+            "train.py",
+            ["--train-manifest", "{tmp}/m.txt", "--val-manifest", "{tmp}/m.txt", "--output-dir", "{tmp}/a_file"],
+            "{tmp}/a_file: cannot write the output folder: [Errno 17] File exists",
+        ),
+        (
+            "show_crops.py",
+            ["--manifest", "{tmp}/m.txt", "--out", "{tmp}/crops.xyz"],
+            "{tmp}/crops.xyz: cannot save the image: Format 'xyz' is not supported",
+        ),
+        (
+            "show_crops.py",
+            ["--manifest", "{tmp}/corrupt.txt"],
+            "{tmp}/x.mp4: cannot open the video (corrupt or not a video",
+        ),
+        (
+            "make_corpus.py",
+            ["--out", "{tmp}/a_file"],
+            "{tmp}/a_file: cannot create the corpus folder: [Errno 17] File exists",
+        ),
+    ],
+    ids=[
+        "missing config",
+        "missing checkpoint",
+        "foreign checkpoint",
+        "output folder is a file",
+        "unknown image format",
+        "corrupt video",
+        "corpus folder is a file",
+    ],
+)
 def test_a_users_mistake_is_one_line_naming_the_file(tmp_path, script, args, line):
     """Each ends in an AvasrError (avasr.cli); a builtin error would show its traceback."""
     write_clip(tmp_path, "u0", 1.0)
@@ -114,8 +184,12 @@ def test_a_users_mistake_is_one_line_naming_the_file(tmp_path, script, args, lin
     (tmp_path / "corrupt.txt").write_text("u0.wav|x.mp4|bin blue\n")
     (tmp_path / "a_file").write_text("")
     torch.save({"state_dict": {}}, tmp_path / "foreign.pth")
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script),
-                           *(a.format(tmp=tmp_path) for a in args)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *(a.format(tmp=tmp_path) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     assert f"\n{script}: error: {line.format(tmp=tmp_path)}" in "\n" + done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "[ WARN" not in done.stderr

@@ -94,8 +94,9 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, co
     opts = options(tmp_path, corpus, space, ship=False, cpus_per_trial=2.0)
     storage = Path(opts.storage_path)
     killed = []
-    killer = Injector(lambda: checkpoint_registered(storage), lambda: killed.append(kill_train_worker()),
-                      "a registered checkpoint")
+    killer = Injector(
+        lambda: checkpoint_registered(storage), lambda: killed.append(kill_train_worker()), "a registered checkpoint"
+    )
     killer.start()
     result = run_sweep(opts)
     killer.join(timeout=1)
@@ -134,20 +135,28 @@ def test_several_asha_stops_then_more_trials_on_the_same_cluster(tmp_path, corpu
     # at epoch 1 while their Tune functions are inside TorchTrainer.fit() (what leaked their CPUs before)
     fields = {k: v for k, v in TINY_FIELDS.items() if k != "lr"}
     space = tmp_path / "asha.py"
-    space.write_text("from ray import tune\n"
-                     f"SPACE = {{'lr': tune.grid_search([3e-3, 1e-7, 1e-7]), 'epochs': 2, **{fields!r}}}\n"
-                     "ASHA = {'grace_period': 1, 'reduction_factor': 2}\n")
-    result = run_sweep(options(tmp_path, corpus, space, scheduler="asha", cpus_per_trial=2.0, ship=False,
-                               name="asha"))
+    space.write_text(
+        "from ray import tune\n"
+        f"SPACE = {{'lr': tune.grid_search([3e-3, 1e-7, 1e-7]), 'epochs': 2, **{fields!r}}}\n"
+        "ASHA = {'grace_period': 1, 'reduction_factor': 2}\n"
+    )
+    result = run_sweep(options(tmp_path, corpus, space, scheduler="asha", cpus_per_trial=2.0, ship=False, name="asha"))
     client = MlflowClient(result.tracking_uri)
     runs = child_runs(client, result)
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs), [r.data.tags for r in runs]
     assert sorted(int(r.data.metrics["epochs_trained"]) for r in runs) == [1, 1, 2]  # two stopped at the rung
 
     # the same cluster runs the next sweep at full width: two trials side by side, one CPU each
-    after = run_sweep(options(tmp_path, corpus, write_space(tmp_path, '["simple", "weighted"]', "after.py",
-                                                            epochs=1),
-                              cpus_per_trial=1.0, ship=False, name="after"))
+    after = run_sweep(
+        options(
+            tmp_path,
+            corpus,
+            write_space(tmp_path, '["simple", "weighted"]', "after.py", epochs=1),
+            cpus_per_trial=1.0,
+            ship=False,
+            name="after",
+        )
+    )
     assert [t.status for t in after.trials] == ["FINISHED", "FINISHED"]
     assert_all_cpus_come_back()
 
@@ -159,8 +168,16 @@ def test_a_trial_that_gets_no_resources_fails_in_bounded_time_naming_who_holds_t
     wait_s = 5.0
     try:
         started = time.monotonic()
-        result = run_sweep(options(tmp_path, corpus, write_space(tmp_path, epochs=1), ship=False,
-                                   cpus_per_trial=2.0, resource_wait_s=wait_s))
+        result = run_sweep(
+            options(
+                tmp_path,
+                corpus,
+                write_space(tmp_path, epochs=1),
+                ship=False,
+                cpus_per_trial=2.0,
+                resource_wait_s=wait_s,
+            )
+        )
         took = time.monotonic() - started
     finally:
         ray.util.remove_placement_group(holder)
@@ -186,8 +203,9 @@ def second_trial_started(train_runs: Path, tracking_uri: str) -> bool:
     return bool(client.search_runs(experiments, filter_string=f"tags.`{TRIAL_TAG}` LIKE '%_00001'"))
 
 
-def stop_during_second_trial(driver: subprocess.Popen, train_runs: Path, tracking_uri: str, log: Path,
-                             how: signal.Signals) -> float:
+def stop_during_second_trial(
+    driver: subprocess.Popen, train_runs: Path, tracking_uri: str, log: Path, how: signal.Signals
+) -> float:
     """SIGINT (Ctrl-C) or SIGKILL to the sweep once its first trial has finished and its second has started."""
     deadline = time.monotonic() + SECOND_TRIAL_WITHIN_S
     while not second_trial_started(train_runs, tracking_uri):
@@ -206,17 +224,36 @@ def stop_during_second_trial(driver: subprocess.Popen, train_runs: Path, trackin
 def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, corpus, local_ray, how):
     space = write_space(tmp_path, fusion='["simple", "weighted"]', epochs=2)
     opts = options(tmp_path, corpus, space, ship=False, cpus_per_trial=2.0)  # one trial at a time
-    command = [sys.executable, str(PROJECT / "experiments" / "sweep_fusion.py"), "--space", opts.space,
-               "--train-manifest", opts.train_manifest, "--val-manifest", opts.val_manifest,
-               "--storage-path", opts.storage_path, "--mlflow-uri", opts.mlflow_uri, "--cache-dir", opts.cache_dir,
-               "--scheduler", "fifo", "--cpus-per-trial", "2", "--no-ship",
-               "--address", ray.get_runtime_context().gcs_address]
+    command = [
+        sys.executable,
+        str(PROJECT / "experiments" / "sweep_fusion.py"),
+        "--space",
+        opts.space,
+        "--train-manifest",
+        opts.train_manifest,
+        "--val-manifest",
+        opts.val_manifest,
+        "--storage-path",
+        opts.storage_path,
+        "--mlflow-uri",
+        opts.mlflow_uri,
+        "--cache-dir",
+        opts.cache_dir,
+        "--scheduler",
+        "fifo",
+        "--cpus-per-trial",
+        "2",
+        "--no-ship",
+        "--address",
+        ray.get_runtime_context().gcs_address,
+    ]
     log = tmp_path / "driver.log"  # a file, not a pipe: a driver never blocks on output nobody reads
     with log.open("wb") as out:
         driver = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     try:
-        stopped_at = stop_during_second_trial(driver, Path(opts.storage_path) / opts.name / "train_runs",
-                                              opts.mlflow_uri, log, how)
+        stopped_at = stop_during_second_trial(
+            driver, Path(opts.storage_path) / opts.name / "train_runs", opts.mlflow_uri, log, how
+        )
     finally:
         if driver.poll() is None:  # a failed assertion must not leave a sweep running into the next tests
             driver.kill()
@@ -240,13 +277,15 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, co
 def test_a_tracking_server_killed_mid_sweep_is_caught_up_when_it_is_back(tmp_path, corpus, local_ray):
     epochs = 8
     server = MlflowServer(tmp_path / "mlflow").start()
-    opts = options(tmp_path, corpus, write_space(tmp_path, epochs=epochs), ship=False, cpus_per_trial=2.0,
-                   mlflow_uri=server.uri)
+    opts = options(
+        tmp_path, corpus, write_space(tmp_path, epochs=epochs), ship=False, cpus_per_trial=2.0, mlflow_uri=server.uri
+    )
 
     def first_epoch_logged() -> bool:
         client = MlflowClient(server.uri)
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                  filter_string=f"tags.`{TRIAL_TAG}` != ''")
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], filter_string=f"tags.`{TRIAL_TAG}` != ''"
+        )
         return bool(runs) and bool(steps(client, runs[0].info.run_id, "val_loss"))
 
     def crash_and_restart() -> None:
@@ -274,8 +313,11 @@ def test_a_tracking_server_killed_mid_sweep_is_caught_up_when_it_is_back(tmp_pat
 def test_a_tracking_server_that_stays_down_ends_the_wait_with_a_clear_error():
     (port,) = free_ports(1)  # nothing listens there
     started = time.monotonic()
-    with pytest.raises(TrackingError, match=r"MLflow tracking server http://127.0.0.1:\d+ is unreachable .*"
-                                            r"waited 1 s for it \(--mlflow-wait-s\)"):
+    with pytest.raises(
+        TrackingError,
+        match=r"MLflow tracking server http://127.0.0.1:\d+ is unreachable .*"
+        r"waited 1 s for it \(--mlflow-wait-s\)",
+    ):
         wait_for_store(f"http://127.0.0.1:{port}", timeout_s=1)
     assert time.monotonic() - started < 10
 
@@ -285,8 +327,18 @@ def test_epochs_the_store_refuses_wait_and_go_with_the_next_one(tmp_path, monkey
     (port,) = free_ports(1)
     store = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     run_id = store.create_run(store.create_experiment("e")).info.run_id
-    row = {"train_loss": 2.0, "val_loss": 1.5, "val_wer": 1.0, "val_cer": 0.9, "lr": 1e-3, "seconds": 0.5,
-           "data_s": 0.1, "step_s": 0.3, "eval_s": 0.05, "save_s": 0.05}
+    row = {
+        "train_loss": 2.0,
+        "val_loss": 1.5,
+        "val_wer": 1.0,
+        "val_cer": 0.9,
+        "lr": 1e-3,
+        "seconds": 0.5,
+        "data_s": 0.1,
+        "step_s": 0.3,
+        "eval_s": 0.05,
+        "save_s": 0.05,
+    }
     log_epoch = EpochLog(MlflowClient(f"http://127.0.0.1:{port}"), run_id, retry_after_s=0)  # a server that is down
     log_epoch({"epoch": 1, **row})  # no exception: training goes on
     assert [p["epoch"] for p in log_epoch.pending] == [1]

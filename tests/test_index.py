@@ -59,8 +59,10 @@ def test_a_changed_file_is_featurised_again_and_a_touched_one_only_rehashed(corp
     assert after.rows[1].key != before.rows[1].key
     assert after.rows[2].key == before.rows[2].key and after.rows[2].video_stamp != before.rows[2].video_stamp
     cache = FeatureCache(config.cache_dir, config)
-    assert not torch.equal(cache.get(read_manifest(manifest)[1], after.rows[1].key).mel,
-                           cache.get(read_manifest(manifest)[1], before.rows[1].key).mel)
+    assert not torch.equal(
+        cache.get(read_manifest(manifest)[1], after.rows[1].key).mel,
+        cache.get(read_manifest(manifest)[1], before.rows[1].key).mel,
+    )
 
 
 def test_a_deleted_entry_or_a_foreign_index_is_rebuilt_and_rows_follow_the_manifest(corpus, tmp_path):

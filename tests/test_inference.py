@@ -59,8 +59,12 @@ def test_a_clip_gives_the_same_transcript_through_pth_onnx_and_the_registered_mo
     with global_uris(f"sqlite:///{tmp_path}/mlflow.db"):
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("ship", (tmp_path / "artifacts").as_uri()))
         register_onnx(onnx_path)
-        engines = [AVASRInference(checkpoint), AVASRInference(checkpoint, device="onnx"),
-                   AVASRInference(onnx_path), AVASRInference("models:/avasr@champion")]
+        engines = [
+            AVASRInference(checkpoint),
+            AVASRInference(checkpoint, device="onnx"),
+            AVASRInference(onnx_path),
+            AVASRInference("models:/avasr@champion"),
+        ]
         for audio, video in clips:
             texts = [engine.transcribe(audio, video)["transcript"] for engine in engines]
             print(video.name, texts)
@@ -88,8 +92,10 @@ def test_a_manifest_runs_a_clip_without_a_face_on_audio_and_goes_on_past_a_broke
     checkpoint, _, clips, _ = model_files
     faceless = write_clip(tmp_path, "noface", 1.2, face=False)
     (tmp_path / "broken.wav").write_bytes(b"RIFF, but not a WAV")
-    manifest = write_manifest(tmp_path / "m.txt", [(*clips[0], "bin blue"), (*faceless, "lay red"),
-                                                   (tmp_path / "broken.wav", clips[0][1], "set")])
+    manifest = write_manifest(
+        tmp_path / "m.txt",
+        [(*clips[0], "bin blue"), (*faceless, "lay red"), (tmp_path / "broken.wav", clips[0][1], "set")],
+    )
     with pytest.warns(UserWarning, match="noface.mp4: no face found .*: transcribing the audio alone"):
         results = list(AVASRInference(checkpoint).transcribe_manifest(manifest))
     assert [r["id"] for r in results] == ["clips/u0", f"{tmp_path.name}/noface", f"{tmp_path.name}/broken"]
@@ -123,12 +129,17 @@ def test_bad_sources_and_devices_are_clear_errors(model_files, tmp_path):
 
 def test_an_onnx_file_with_other_input_names_is_refused_with_the_names_it_needs(tmp_path):
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["audio"], ["log_probs"])], "other",
+        [onnx.helper.make_node("Identity", ["audio"], ["log_probs"])],
+        "other",
         [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in ("audio", "video")],
-        [onnx.helper.make_tensor_value_info("log_probs", onnx.TensorProto.FLOAT, None)])
+        [onnx.helper.make_tensor_value_info("log_probs", onnx.TensorProto.FLOAT, None)],
+    )
     onnx.save_model(onnx.helper.make_model(graph), tmp_path / "old.onnx")
-    with pytest.raises(ExportError, match="old.onnx: the graph's inputs are audio, video; avasr models take "
-                                          "audio_features, video_features, lengths"):
+    with pytest.raises(
+        ExportError,
+        match="old.onnx: the graph's inputs are audio, video; avasr models take "
+        "audio_features, video_features, lengths",
+    ):
         AVASRInference(tmp_path / "old.onnx")
 
 
@@ -154,8 +165,9 @@ def test_a_face_less_clip_without_audio_to_fall_back_on_names_the_file(model_fil
     with pytest.raises(NoFaceError, match="noface.mp4: no face found"):
         AVASRInference(checkpoint).transcribe(None, video)
     video_model = tmp_path / "video.pth"
-    save_checkpoint(video_model, {"config": TINY.replace(modalities="video").to_dict(),
-                                  "model": build_model(TINY).state_dict()})
+    save_checkpoint(
+        video_model, {"config": TINY.replace(modalities="video").to_dict(), "model": build_model(TINY).state_dict()}
+    )
     with pytest.raises(NoFaceError, match="noface.mp4: no face found"):
         AVASRInference(video_model).transcribe(audio, video)
 
@@ -171,19 +183,28 @@ def test_export_onnx_from_a_checkpoint_matches_its_transcripts(model_files, tmp_
 
 def test_cli_writes_one_json_line_per_utterance_and_the_corpus_scores(model_files):
     checkpoint, _, clips, manifest = model_files
-    result = subprocess.run([sys.executable, str(SCRIPT), "--model", str(checkpoint),
-                             "--manifest", str(manifest)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", str(checkpoint), "--manifest", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["reference"] for line in lines] == ["bin blue", "bin blue"]
     assert all(np.isfinite(line["latency_ms"]) for line in lines)
     scores = json.loads(result.stderr.strip().splitlines()[-1])
     assert (scores["utterances"], scores["failed"]) == (2, 0)
-    usage = subprocess.run([sys.executable, str(SCRIPT), "--model", str(checkpoint)],
-                           capture_output=True, text=True, timeout=120)
+    usage = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", str(checkpoint)], capture_output=True, text=True, timeout=120
+    )
     assert usage.returncode == 2 and "give either --audio and/or --video, or --manifest" in usage.stderr
-    video_only = subprocess.run([sys.executable, str(SCRIPT), "--model", str(checkpoint), "--video", str(clips[0][1])],
-                                capture_output=True, text=True, timeout=120)
+    video_only = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", str(checkpoint), "--video", str(clips[0][1])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert video_only.returncode == 0, video_only.stderr
     assert json.loads(video_only.stdout)["input"] == "video"
 

@@ -39,8 +39,9 @@ def portrait() -> np.ndarray:
     return cv2.imread(str(cbook.get_sample_data(PORTRAIT, asfileobj=False)), cv2.IMREAD_GRAYSCALE)
 
 
-def moving_face(count: int = FRAMES, noise: float = 0.0, canvas: tuple[int, int] = CANVAS, smallest: float = 0.22
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def moving_face(
+    count: int = FRAMES, noise: float = 0.0, canvas: tuple[int, int] = CANVAS, smallest: float = 0.22
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The portrait scaled from `smallest` to `smallest` + 0.16 and moved across and up-down on a plain canvas.
 
     Returns frames shape = (count, H, W) uint8, the mouth's true position shape = (count, 2), the scale (count,).
@@ -65,9 +66,10 @@ def mouth_offsets(track: LipTrack, mouths: np.ndarray) -> np.ndarray:
 def reference_mouth() -> np.ndarray:
     """The central half of an ideal crop around the portrait's mouth: a template to find in the crops."""
     side = round(MOUTH_BOX_SIDE * PORTRAIT_FACE_WIDTH)
-    ideal = cv2.resize(cv2.getRectSubPix(portrait(), (side, side), PORTRAIT_MOUTH), (SIZE, SIZE),
-                       interpolation=cv2.INTER_AREA)
-    return ideal[SIZE // 4: 3 * SIZE // 4, SIZE // 4: 3 * SIZE // 4]
+    ideal = cv2.resize(
+        cv2.getRectSubPix(portrait(), (side, side), PORTRAIT_MOUTH), (SIZE, SIZE), interpolation=cv2.INTER_AREA
+    )
+    return ideal[SIZE // 4 : 3 * SIZE // 4, SIZE // 4 : 3 * SIZE // 4]
 
 
 @pytest.mark.parametrize("detect_every", [1, 2, 3, 5])
@@ -134,8 +136,9 @@ def test_noisy_detections_give_a_track_without_jitter():
     """A still face under sensor noise: raw detections wobble, the smoothed crop box barely moves."""
     still, _, _ = moving_face(count=1)
     rng = np.random.default_rng(1)
-    frames = np.stack([np.clip(still[0] + rng.normal(0, 12, still[0].shape), 0, 255).astype(np.uint8)
-                       for _ in range(FRAMES)])
+    frames = np.stack(
+        [np.clip(still[0] + rng.normal(0, 12, still[0].shape), 0, 255).astype(np.uint8) for _ in range(FRAMES)]
+    )
     cropper = HaarLipCropper(detect_every=1)
     raw = np.array([cropper.find_mouth(frame) for frame in frames])
     track = cropper.crop(frames, SIZE, "still.mp4")
@@ -241,8 +244,10 @@ def test_mediapipe_cropper_without_its_model_file_is_a_clear_error(tmp_path):
         MediaPipeLipCropper(tmp_path / "face_landmarker.task")
 
 
-@pytest.mark.skipif(not (mediapipe_available() and os.environ.get(LANDMARKER_ENV)),
-                    reason=f"needs mediapipe and a face landmarker .task file named by ${LANDMARKER_ENV}")
+@pytest.mark.skipif(
+    not (mediapipe_available() and os.environ.get(LANDMARKER_ENV)),
+    reason=f"needs mediapipe and a face landmarker .task file named by ${LANDMARKER_ENV}",
+)
 def test_mediapipe_crops_follow_the_mouth_of_a_real_face():
     frames, mouths, _ = moving_face()
     track = MediaPipeLipCropper(os.environ[LANDMARKER_ENV]).crop(frames, SIZE, "portrait.mp4")

@@ -95,8 +95,11 @@ def test_whole_model_output_does_not_depend_on_batch_padding(fusion):
     T, pad = 9, 6
     audio, video = torch.randn(1, 1, 40, 4 * T), torch.randn(1, T, 1, 64, 64)
     alone = model(audio, video, torch.tensor([T]))
-    padded = model(torch.cat([audio, torch.zeros(1, 1, 40, 4 * pad)], dim=3),
-                   torch.cat([video, torch.zeros(1, pad, 1, 64, 64)], dim=1), torch.tensor([T]))
+    padded = model(
+        torch.cat([audio, torch.zeros(1, 1, 40, 4 * pad)], dim=3),
+        torch.cat([video, torch.zeros(1, pad, 1, 64, 64)], dim=1),
+        torch.tensor([T]),
+    )
     assert torch.allclose(padded[:, :T], alone, atol=1e-5)
 
 

@@ -32,8 +32,15 @@ SPEAKER_TONES = {"spkA": 300.0, "spkB": 1100.0, "spkC": 2300.0}  # Hz: one pure 
 TONE_SECONDS = (0.8, 1.0)  # two utterances per speaker
 CLIP_SECONDS = 1.2  # 30 video frames: enough for CTC on every transcript below
 TRANSCRIPTS = ["bin blue", "lay red", "set green"]
-TINY = dict(lip_size=16, encoder_channels=(4, 8, 8), feature_dim=16, temporal_layers=1, batch_size=2,
-            device="cpu", data_workers=1)
+TINY = dict(
+    lip_size=16,
+    encoder_channels=(4, 8, 8),
+    feature_dim=16,
+    temporal_layers=1,
+    batch_size=2,
+    device="cpu",
+    data_workers=1,
+)
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
@@ -83,10 +90,20 @@ def load(manifest: Path, config: Config, noise: NoiseSpec | None = None) -> AVDa
 
 def speech_only(manifest: Path, config: Config) -> AVDataset:
     """The manifest's speech as utterances with placeholder video: for noise, which never looks at the video."""
-    return AVDataset([Utterance(e.utterance_id, e.speaker, torch.zeros(config.n_mels, 4), torch.zeros(1, 1, 1),
-                                torch.zeros(1), e.transcript, speech=load_speech(e.audio_path, config))
-                      for e in read_manifest(manifest)])
-
+    return AVDataset(
+        [
+            Utterance(
+                e.utterance_id,
+                e.speaker,
+                torch.zeros(config.n_mels, 4),
+                torch.zeros(1, 1, 1),
+                torch.zeros(1),
+                e.transcript,
+                speech=load_speech(e.audio_path, config),
+            )
+            for e in read_manifest(manifest)
+        ]
+    )
 
 
 # --- the noisy dataset -------------------------------------------------------------------------------------------
@@ -142,8 +159,14 @@ def test_pools_exclude_the_speaker_and_a_flat_folder_excludes_the_utterance():
     voices = [np.full(3, float(i + 1)) for i in range(6)]
     speakers = ["spkA", "spkA", "spkB", "spkB", "spkC", "spkC"]
     pools = babble_pools(speakers, voices)
-    assert [[int(v[0]) for v in pool] for pool in pools] == [[3, 4, 5, 6], [3, 4, 5, 6], [1, 2, 5, 6],
-                                                             [1, 2, 5, 6], [1, 2, 3, 4], [1, 2, 3, 4]]
+    assert [[int(v[0]) for v in pool] for pool in pools] == [
+        [3, 4, 5, 6],
+        [3, 4, 5, 6],
+        [1, 2, 5, 6],
+        [1, 2, 5, 6],
+        [1, 2, 3, 4],
+        [1, 2, 3, 4],
+    ]
     assert pools[0] is pools[1]  # one list per speaker, not per utterance
     flat = babble_pools(["clips"] * 3, voices[:3])  # one folder: speakers unknown
     assert [[int(v[0]) for v in pool] for pool in flat] == [[2, 3], [1, 3], [1, 2]]
@@ -188,8 +211,10 @@ def test_table_averages_the_draws_of_each_snr(clips, checkpoint):
     assert [s.snr_db for s in table.scores] == [0.0, 10.0] and (table.draws, table.seed) == (2, 5)
     assert table.loaded == "3 utterances loaded"
     for score in table.scores:
-        single = [evaluate_checkpoint(checkpoint, clips, snr_db=score.snr_db, noise="white", noise_seed=seed)
-                  for seed in (5, 6)]
+        single = [
+            evaluate_checkpoint(checkpoint, clips, snr_db=score.snr_db, noise="white", noise_seed=seed)
+            for seed in (5, 6)
+        ]
         assert score.wer == pytest.approx((single[0]["wer"] + single[1]["wer"]) / 2, abs=1e-12)
         assert score.cer == pytest.approx((single[0]["cer"] + single[1]["cer"]) / 2, abs=1e-12)
         assert score.wer_std == pytest.approx(abs(single[0]["wer"] - single[1]["wer"]) / 2, abs=1e-12)
@@ -197,11 +222,27 @@ def test_table_averages_the_draws_of_each_snr(clips, checkpoint):
 
 
 def test_cli_prints_one_wer_cer_line_per_snr(clips, checkpoint):
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "evaluate.py"), "--checkpoint",
-                           str(checkpoint), "--manifest", str(clips), "--snr", "0", "10", "--noise", "white",
-                           "--draws", "1"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "evaluate.py"),
+            "--checkpoint",
+            str(checkpoint),
+            "--manifest",
+            str(clips),
+            "--snr",
+            "0",
+            "10",
+            "--noise",
+            "white",
+            "--draws",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = re.findall(r"^SNR +([+-]\d+\.\d) dB  WER (\d\.\d{4})  CER (\d\.\d{4})  \(std 0\.0000\)$", done.stdout,
-                       re.M)
+    lines = re.findall(r"^SNR +([+-]\d+\.\d) dB  WER (\d\.\d{4})  CER (\d\.\d{4})  \(std 0\.0000\)$", done.stdout, re.M)
     assert [snr for snr, _, _ in lines] == ["+0.0", "+10.0"]
     assert done.stdout.startswith("white noise, 1 draw(s) per SNR from seed 0; 3 utterances loaded\n")

@@ -24,7 +24,8 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """Clips of distinct lengths (0.8 to 1.44 s), one without a face, one too short for its transcript; train and val share two."""
+    """Clips of distinct lengths (0.8 to 1.44 s), one without a face, one too short for its transcript; train and
+    val share two."""
     root = tmp_path_factory.mktemp("prepared")
     lines = []
     for i in range(N_CLIPS - 2):
@@ -116,26 +117,35 @@ def test_unusable_utterances_are_listed_by_file_and_line_after_the_others_are_pr
 def test_the_sweep_warms_every_split_with_ray(local_ray, corpus, tmp_path, capsys):
     from avasr.sweep.driver import warm_feature_cache
 
-    config = Config(cache_dir=str(tmp_path / "cache"), train_manifest=str(corpus / "train.txt"),
-                    val_manifest=str(corpus / "val.txt"))
+    config = Config(
+        cache_dir=str(tmp_path / "cache"),
+        train_manifest=str(corpus / "train.txt"),
+        val_manifest=str(corpus / "val.txt"),
+    )
     (corpus / "test.txt").write_text("u3.wav|u3.mp4|bin blue\n")
     warm_feature_cache(config, str(corpus / "test.txt"))
     cache = FeatureCache(config.cache_dir, config)
-    assert all(cache.path_of(entry_key(e)).is_file() for e in read_manifest(corpus / "train.txt"))  # the face-less one too
+    assert all(
+        cache.path_of(entry_key(e)).is_file() for e in read_manifest(corpus / "train.txt")
+    )  # the face-less one too
     printed = capsys.readouterr().out
     assert f"{N_CLIPS} utterances" in printed and f"{N_CLIPS} featurised" in printed
     assert f"{corpus / 'test.txt'}: 1 utterances loaded" in printed
 
 
-def test_a_cluster_with_no_free_cpu_fails_in_bounded_time_naming_what_it_waited_for(local_ray, corpus, tmp_path,
-                                                                                    monkeypatch):
+def test_a_cluster_with_no_free_cpu_fails_in_bounded_time_naming_what_it_waited_for(
+    local_ray, corpus, tmp_path, monkeypatch
+):
     monkeypatch.setattr(avasr.data.prepare, "STALLED_S", 2.0)
     monkeypatch.setattr(avasr.data.prepare, "RESULT_WAIT_S", 0.5)
 
     holders = [hold_a_cpu.remote() for _ in range(CLUSTER_CPUS)]
     try:
-        with pytest.raises(PrepareError, match=r"no featurising task finished in 2 s: \d+ task\(s\) of 8 utterances "
-                                               r"waiting; the cluster has .* free of"):
+        with pytest.raises(
+            PrepareError,
+            match=r"no featurising task finished in 2 s: \d+ task\(s\) of 8 utterances "
+            r"waiting; the cluster has .* free of",
+        ):
             prepare(manifests(corpus), Config(cache_dir=str(tmp_path / "cache")), run_on_ray, progress=False)
     finally:
         for holder in holders:
@@ -144,8 +154,16 @@ def test_a_cluster_with_no_free_cpu_fails_in_bounded_time_naming_what_it_waited_
 
 @pytest.mark.slow
 def test_the_command_line_prepares_on_its_own_local_ray(corpus, tmp_path):
-    command = [sys.executable, "experiments/prepare.py", "--manifest", str(corpus / "train.txt"),
-               "--cache-dir", str(tmp_path / "cache"), "--lip-size", "32"]
+    command = [
+        sys.executable,
+        "experiments/prepare.py",
+        "--manifest",
+        str(corpus / "train.txt"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--lip-size",
+        "32",
+    ]
     done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{N_CLIPS - 2} utterances" in done.stdout and f"{N_CLIPS - 2} featurised" in done.stdout

@@ -45,9 +45,12 @@ OPTIONS = ReportOptions(snrs=SNRS, noise="white", draws=2)
 def corpus(tmp_path_factory) -> Path:
     """Four real clips of two speaker folders: train manifest, and a test manifest beside it."""
     root = tmp_path_factory.mktemp("robust")
-    rows = [(*write_clip(root / speaker, f"u{i}", 1.2 + 0.2 * i), text)
-            for i, (speaker, text) in enumerate([("s1", "bin blue"), ("s1", "lay red"), ("s2", "set green"),
-                                                 ("s2", "place at")])]
+    rows = [
+        (*write_clip(root / speaker, f"u{i}", 1.2 + 0.2 * i), text)
+        for i, (speaker, text) in enumerate(
+            [("s1", "bin blue"), ("s1", "lay red"), ("s2", "set green"), ("s2", "place at")]
+        )
+    ]
     write_manifest(root / "test_manifest.txt", rows)
     return write_manifest(root / "train_manifest.txt", rows)
 
@@ -55,8 +58,9 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(corpus) -> Path:
     """An untrained model whose blank is pushed down: it emits input-dependent letters, so noise changes its CER."""
-    config = SYNTHETIC_TINY.replace(train_manifest=str(corpus), val_manifest=str(corpus), data_workers=1,
-                                    cache_dir=str(corpus.parent / "cache"))
+    config = SYNTHETIC_TINY.replace(
+        train_manifest=str(corpus), val_manifest=str(corpus), data_workers=1, cache_dir=str(corpus.parent / "cache")
+    )
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():
@@ -81,11 +85,21 @@ def test_every_input_at_every_snr_matches_a_single_evaluation_and_video_ignores_
     assert all(path.stat().st_size > 0 for path in files)
     for input in ("audio", "audio+video"):  # each noisy cell: the mean of the single evaluations of its draws
         for snr in (0.0, -5.0):
-            single = [evaluate_checkpoint(checkpoint, corpus.with_name("test_manifest.txt"), snr_db=snr,
-                                          noise="white", noise_seed=seed, modalities=input) for seed in (0, 1)]
+            single = [
+                evaluate_checkpoint(
+                    checkpoint,
+                    corpus.with_name("test_manifest.txt"),
+                    snr_db=snr,
+                    noise="white",
+                    noise_seed=seed,
+                    modalities=input,
+                )
+                for seed in (0, 1)
+            ]
             cell = next(s for s in report.scores if (s.input, s.snr_db) == (input, snr))
             assert (cell.wer, cell.cer, cell.loss) == pytest.approx(
-                tuple(sum(r[key] for r in single) / 2 for key in ("wer", "cer", "loss")), abs=1e-9)
+                tuple(sum(r[key] for r in single) / 2 for key in ("wer", "cer", "loss")), abs=1e-9
+            )
     clean_av = evaluate_checkpoint(checkpoint, corpus.with_name("test_manifest.txt"))
     assert (report.scores[6].cer, report.scores[6].loss) == pytest.approx((clean_av["cer"], clean_av["loss"]))
     # an untrained model's letters barely move, its loss does: each input and SNR is its own condition
@@ -95,8 +109,9 @@ def test_every_input_at_every_snr_matches_a_single_evaluation_and_video_ignores_
     assert losses["video", None] not in {losses["audio", None], losses["audio+video", None]}
     rows = list(csv.DictReader(io.StringIO(report.csv())))
     assert [(r["input"], r["snr_db"]) for r in rows[:3]] == [("audio", "clean"), ("audio", "0"), ("audio", "-5")]
-    assert set(report.metrics()) == {f"robust_wer_{k}_{c}" for k in ("a", "v", "av") for c in ("clean", "snr0",
-                                                                                              "snr-5")}
+    assert set(report.metrics()) == {
+        f"robust_wer_{k}_{c}" for k in ("a", "v", "av") for c in ("clean", "snr0", "snr-5")
+    }
     table = report.markdown().splitlines()
     assert table[0] == "white noise, 2 draw(s) per SNR from seed 0; 4 utterances loaded"
     assert [line.split("|")[1].strip() for line in table[4:]] == ["clean", "0 dB", "-5 dB"]
@@ -112,8 +127,9 @@ def test_a_rerun_gives_exactly_the_same_report(corpus, checkpoint, tmp_path):
 
 
 def test_a_model_without_a_test_set_beside_it_asks_for_one(corpus, checkpoint, tmp_path):
-    manifest = write_manifest(tmp_path / "elsewhere.txt", [(corpus.parent / "s1/u0.wav", corpus.parent / "s1/u0.mp4",
-                                                            "bin blue")])
+    manifest = write_manifest(
+        tmp_path / "elsewhere.txt", [(corpus.parent / "s1/u0.wav", corpus.parent / "s1/u0.mp4", "bin blue")]
+    )
     lonely = tmp_path / "lonely.pth"
     saved = torch.load(checkpoint, weights_only=True)
     torch.save({**saved, "config": {**saved["config"], "train_manifest": str(manifest)}}, lonely)
@@ -126,8 +142,9 @@ def tracked_sweep(tmp_path: Path, checkpoint: Path, corpus: Path) -> tuple[str, 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     experiment = tracking.ensure_experiment(client, "robust", uri)
-    parent = tracking.start_parent_run(client, experiment, "robust-sweep", {},
-                                       {TEST_MANIFEST_TAG: str(corpus.with_name("test_manifest.txt"))})
+    parent = tracking.start_parent_run(
+        client, experiment, "robust-sweep", {}, {TEST_MANIFEST_TAG: str(corpus.with_name("test_manifest.txt"))}
+    )
     runs = {}
     for name, fusion, wer in (("t1", "simple", 0.5), ("t2", "simple", 0.4), ("t3", "attention", 0.6)):
         run_id = tracking.child_run(client, experiment, parent, name, name, {"fusion": fusion})
@@ -164,17 +181,38 @@ def test_a_sweep_reports_each_fusions_best_trial_and_compares_them_on_the_parent
 def test_best_per_fusion_keeps_the_lowest_val_wer_and_skips_trials_without_one():
     def trial(name, fusion, wer):
         return TrialSummary(name, name, "FINISHED", fusion, 0.1, 1e-3, wer, 0.1, 1, 1.0, 1.0, "", "")
+
     best = best_per_fusion([trial("a", "simple", 0.5), trial("b", "simple", 0.3), trial("c", "weighted", math.nan)])
     assert [t.run_id for t in best] == ["b"]
 
 
 def test_cli_writes_the_report_for_a_checkpoint(checkpoint, tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "robustness.py"), "--run", str(checkpoint),
-                           "--snrs", "clean,5", "--noise", "white", "--draws", "1", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "robustness.py"),
+            "--run",
+            str(checkpoint),
+            "--snrs",
+            "clean,5",
+            "--noise",
+            "white",
+            "--draws",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| clean |" in done.stdout and "| 5 dB |" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(REPORT_FILES)
-    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "robustness.py"), "--run", str(checkpoint),
-                          "--snrs", "clean,loud"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "robustness.py"), "--run", str(checkpoint), "--snrs", "clean,loud"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1 and "--snrs 'clean,loud': could not convert string to float: 'loud'" in bad.stderr

@@ -16,8 +16,15 @@ from avasr.data.streaming import StreamingDataset
 from avasr.train import fit
 from tests.media import write_clip
 
-TINY = dict(lip_size=16, encoder_channels=(4, 8, 8), feature_dim=16, temporal_layers=1, device="cpu",
-            data_workers=1, batch_size=3)
+TINY = dict(
+    lip_size=16,
+    encoder_channels=(4, 8, 8),
+    feature_dim=16,
+    temporal_layers=1,
+    device="cpu",
+    data_workers=1,
+    batch_size=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,9 @@ def test_streaming_gives_the_in_memory_batches_under_one_seed(corpus, tmp_path):
     in_memory = AVDataset.from_manifest(corpus / "m.txt", config, progress=False)
     streamed = StreamingDataset.from_manifest(corpus / "m.txt", config, progress=False)
     assert streamed.report.summary() == in_memory.report.summary()
-    assert "1 of them on audio alone" in streamed.report.summary() and "1 skipped (too_short)" in streamed.report.summary()
+    assert (
+        "1 of them on audio alone" in streamed.report.summary() and "1 skipped (too_short)" in streamed.report.summary()
+    )
     assert streamed.lengths == in_memory.lengths
     for workers in (0, 2):  # 2: real DataLoader worker processes read the cache
         expected = list(make_loader(in_memory, config, shuffle=True, epoch=3))
@@ -109,18 +118,27 @@ def test_noise_augmentation_streams_with_the_speech_and_babble_of_other_speakers
     own = {u.id: u.speech.numpy() for u in in_memory.utterances}
     loudness = {f"spk{k}": np.abs(own[f"spk{k}/u0"]).max() for k in range(3)}
     for utterance_id, speaker in streamed.members:
-        pool_speakers = sorted(min(loudness, key=lambda s: abs(loudness[s] - np.abs(v).max()))
-                               for v in augmenter.babble[utterance_id])
+        pool_speakers = sorted(
+            min(loudness, key=lambda s: abs(loudness[s] - np.abs(v).max())) for v in augmenter.babble[utterance_id]
+        )
         assert pool_speakers == sorted(2 * [s for s in loudness if s != speaker])  # both clips of the others
     batch = next(iter(make_loader(streamed, config.replace(num_workers=2), shuffle=True)))
     assert [len(s) for s in batch.speech] == [len(own[i]) for i in batch.ids]
     noisy = augmenter(batch, np.random.default_rng(0))
     assert not torch.equal(noisy.audio, batch.audio) and torch.equal(noisy.video, batch.video)
-    again = Augmenter(config, StreamingDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False,
-                                                             keep_speech=True))  # the same seeded voices
+    again = Augmenter(
+        config, StreamingDataset.from_manifest(speakers_corpus / "m.txt", config, progress=False, keep_speech=True)
+    )  # the same seeded voices
     assert torch.equal(again(batch, np.random.default_rng(0)).audio, noisy.audio)
-    best = fit(config.replace(streaming=True, epochs=1, train_manifest=str(speakers_corpus / "m.txt"),
-                              val_manifest=str(speakers_corpus / "m.txt"), output_dir=str(tmp_path / "run")))
+    best = fit(
+        config.replace(
+            streaming=True,
+            epochs=1,
+            train_manifest=str(speakers_corpus / "m.txt"),
+            val_manifest=str(speakers_corpus / "m.txt"),
+            output_dir=str(tmp_path / "run"),
+        )
+    )
     assert best["epoch"] == 1
 
 
@@ -139,9 +157,16 @@ def test_buckets_hold_every_utterance_once_within_the_frame_budget():
 
 
 def test_training_streams_in_length_buckets(corpus, tmp_path):
-    config = Config(cache_dir=str(tmp_path / "cache"), train_manifest=str(corpus / "m.txt"),
-                    val_manifest=str(corpus / "m.txt"), output_dir=str(tmp_path / "run"), epochs=2,
-                    streaming=True, max_batch_frames=80, **TINY)
+    config = Config(
+        cache_dir=str(tmp_path / "cache"),
+        train_manifest=str(corpus / "m.txt"),
+        val_manifest=str(corpus / "m.txt"),
+        output_dir=str(tmp_path / "run"),
+        epochs=2,
+        streaming=True,
+        max_batch_frames=80,
+        **TINY,
+    )
     best = fit(config)
     assert best["epoch"] in (1, 2) and np.isfinite(best["val_loss"])
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()

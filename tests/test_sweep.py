@@ -42,8 +42,7 @@ from avasr.sweep.tracking import (
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
 
 PROJECT = Path(__file__).resolve().parents[1]
-FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95",
-                 "val_wer_snr0_babble")
+FINAL_METRICS = ("val_wer", "val_cer", "param_count", "cpu_latency_ms_p50", "cpu_latency_ms_p95", "val_wer_snr0_babble")
 FLAT_PARAMS = ("fusion", "dropout", "lr", "epochs", "seed", "corpus_id")
 
 
@@ -58,8 +57,10 @@ def test_shipped_spaces_load_and_cover_every_fusion():
 
 def test_smoke_space_model_is_small():
     fixed = {k: v for k, v in load_space("smoke").space.items() if k not in ("fusion", "dropout", "lr")}
-    counts = [count_parameters(build_model(Config.from_dict({**fixed, "fusion": f}))) for f in
-              ("simple", "weighted", "attention", "adaptive")]
+    counts = [
+        count_parameters(build_model(Config.from_dict({**fixed, "fusion": f})))
+        for f in ("simple", "weighted", "attention", "adaptive")
+    ]
     assert max(counts) < 300_000, counts
 
 
@@ -70,8 +71,11 @@ def test_unknown_space_name_lists_the_valid_ones():
 
 def test_unknown_fusion_in_a_space_lists_the_valid_ones(tmp_path):
     space = write_space(tmp_path, fusion='["simple", "gated"]')
-    with pytest.raises(SpaceError, match=r"space\.py: .*fusion='gated' is not one of simple, weighted, attention, "
-                                         r"adaptive"):
+    with pytest.raises(
+        SpaceError,
+        match=r"space\.py: .*fusion='gated' is not one of simple, weighted, attention, "
+        r"adaptive",
+    ):
         load_space(str(space))
 
 
@@ -130,8 +134,9 @@ def test_trials_that_could_never_start_are_refused():
         plan_resources({"CPU": 2.0}, cpus_per_trial=1, gpus_per_trial=1)
 
 
-def test_only_a_sweep_that_brought_ray_up_on_one_machine_goes_without_train_s_preemption_watcher(local_ray,
-                                                                                                monkeypatch):
+def test_only_a_sweep_that_brought_ray_up_on_one_machine_goes_without_train_s_preemption_watcher(
+    local_ray, monkeypatch
+):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert on_one_machine(started_ray=True, address=None)  # the tests' local Ray: one node
     assert not on_one_machine(started_ray=False, address=None)  # a Ray this process found already up
@@ -142,15 +147,32 @@ def test_only_a_sweep_that_brought_ray_up_on_one_machine_goes_without_train_s_pr
 
 # --- choosing the best run ---------------------------------------------------------------------------------------
 def summary(name: str, wer: float, cer: float = 0.5, params: int = 1000, p50: float = 10.0) -> TrialSummary:
-    return TrialSummary(run_id=name, trial_id=name, status="FINISHED", fusion=name, dropout=0.1, lr=1e-3,
-                        val_wer=wer, val_cer=cer, param_count=params, latency_p50_ms=p50, latency_p95_ms=p50,
-                        checkpoint="", onnx_path="")
+    return TrialSummary(
+        run_id=name,
+        trial_id=name,
+        status="FINISHED",
+        fusion=name,
+        dropout=0.1,
+        lr=1e-3,
+        val_wer=wer,
+        val_cer=cer,
+        param_count=params,
+        latency_p50_ms=p50,
+        latency_p95_ms=p50,
+        checkpoint="",
+        onnx_path="",
+    )
 
 
 def test_choose_best_is_the_lowest_wer_within_both_budgets():
-    runs = [summary("big", 0.1, params=5_000_000), summary("slow", 0.2, p50=120.0), summary("ok", 0.3),
-            summary("tie-worse-cer", 0.3, cer=0.6), summary("no-latency", 0.05, p50=math.nan),
-            summary("no-wer", math.nan)]
+    runs = [
+        summary("big", 0.1, params=5_000_000),
+        summary("slow", 0.2, p50=120.0),
+        summary("ok", 0.3),
+        summary("tie-worse-cer", 0.3, cer=0.6),
+        summary("no-latency", 0.05, p50=math.nan),
+        summary("no-wer", math.nan),
+    ]
     assert choose_best(runs, max_params=5_000_000, max_latency_ms=100.0).run_id == "ok"
     assert choose_best(runs, max_params=6_000_000, max_latency_ms=100.0).run_id == "big"
     assert choose_best(runs, max_params=5_000_000, max_latency_ms=200.0).run_id == "slow"
@@ -169,8 +191,9 @@ def test_the_champion_can_be_chosen_on_the_noisy_val_wer():
 
 
 def test_a_sweep_choosing_on_an_unknown_metric_is_refused_before_ray_starts(tmp_path):
-    bad = SweepOptions(train_manifest="t.txt", val_manifest="v.txt", select_on="test_wer",
-                       storage_path=str(tmp_path / "sweeps"))
+    bad = SweepOptions(
+        train_manifest="t.txt", val_manifest="v.txt", select_on="test_wer", storage_path=str(tmp_path / "sweeps")
+    )
     with pytest.raises(SweepError, match="unknown --select-on 'test_wer': choose from val_wer, val_wer_snr0_babble"):
         run_sweep(bad)
     assert not (tmp_path / "sweeps").exists()
@@ -242,8 +265,14 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
     for run in children:
         params, metrics = run.data.params, run.data.metrics
         assert run.info.status == "FINISHED"
-        assert {k: params[k] for k in FLAT_PARAMS} == {"fusion": params["fusion"], "dropout": "0.1", "lr": "0.003",
-                                                       "epochs": "2", "seed": "42", "corpus_id": expected_corpus}
+        assert {k: params[k] for k in FLAT_PARAMS} == {
+            "fusion": params["fusion"],
+            "dropout": "0.1",
+            "lr": "0.003",
+            "epochs": "2",
+            "seed": "42",
+            "corpus_id": expected_corpus,
+        }
         assert set(FINAL_METRICS) <= set(metrics)
         assert metrics["test_wer"] == metrics["val_wer"]  # the same clips, the best checkpoint, greedy decoding
         config = Config.from_dict({**TINY_FIELDS, "fusion": params["fusion"]})
@@ -260,20 +289,37 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
 
     # afterwards, from MLflow alone: the same choice ships again as the next version; impossible budgets are refused
     script = PROJECT / "experiments" / "export_best.py"
-    done = subprocess.run([sys.executable, str(script), "--experiment", DEFAULT_EXPERIMENT, "--mlflow-uri",
-                           result.tracking_uri, "--out", str(tmp_path / "best.onnx")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--experiment",
+            DEFAULT_EXPERIMENT,
+            "--mlflow-uri",
+            result.tracking_uri,
+            "--out",
+            str(tmp_path / "best.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     again = client.get_model_version_by_alias("avasr", "champion")
     assert (again.run_id, int(again.version)) == (result.champion.run_id, int(result.model_version) + 1)
     assert f"version {again.version}" in done.stdout and (tmp_path / "best.onnx").is_file()
     front = [t.run_id for t in pareto_front(result.trials)]
-    listed = subprocess.run([sys.executable, str(script), "--mlflow-uri", result.tracking_uri, "--list-front"],
-                            capture_output=True, text=True, timeout=300)
+    listed = subprocess.run(
+        [sys.executable, str(script), "--mlflow-uri", result.tracking_uri, "--list-front"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == front
-    shipped = export_best(result.tracking_uri, DEFAULT_EXPERIMENT, run_id=front[-1][:8],
-                          destination=tmp_path / "front.onnx")
+    shipped = export_best(
+        result.tracking_uri, DEFAULT_EXPERIMENT, run_id=front[-1][:8], destination=tmp_path / "front.onnx"
+    )
     assert shipped.champion.run_id == front[-1] and (tmp_path / "front.onnx").is_file()
     assert client.get_model_version_by_alias("avasr", "champion").run_id == front[-1]
     with pytest.raises(ShipError, match=r"none of its 2 finished trials is within the budgets \(params < 10,"):

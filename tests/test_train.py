@@ -81,13 +81,22 @@ def next_step_loss(model, optimizer, data, config, epoch: int) -> float:
 @pytest.mark.parametrize("fusion,schedule", [("adaptive", "plateau"), ("attention", "cosine")])
 def test_resume_continues_exactly(tmp_path, fusion, schedule):
     data = dataset()
-    config = TINY.replace(fusion=fusion, dropout=0.3, label_smoothing=0.1, epochs=3,  # dropout: RNG matters
-                          lr_schedule=schedule, warmup_epochs=1.5)  # the resumed epoch starts mid-warm-up
+    config = TINY.replace(
+        fusion=fusion,
+        dropout=0.3,
+        label_smoothing=0.1,
+        epochs=3,  # dropout: RNG matters
+        lr_schedule=schedule,
+        warmup_epochs=1.5,
+    )  # the resumed epoch starts mid-warm-up
     full = fit(config.replace(output_dir=str(tmp_path / "full")), datasets=(data, data))
 
     fit(config.replace(output_dir=str(tmp_path / "cut"), epochs=2), datasets=(data, data))
-    resumed = fit(config.replace(output_dir=str(tmp_path / "cut")), datasets=(data, data),
-                  resume=tmp_path / "cut" / LAST_CHECKPOINT)
+    resumed = fit(
+        config.replace(output_dir=str(tmp_path / "cut")),
+        datasets=(data, data),
+        resume=tmp_path / "cut" / LAST_CHECKPOINT,
+    )
     full_rows = list(csv.DictReader((tmp_path / "full" / METRICS_FILE).open()))
     cut_rows = list(csv.DictReader((tmp_path / "cut" / METRICS_FILE).open()))
     assert [r["epoch"] for r in cut_rows] == ["1", "2", "3"]
@@ -147,8 +156,9 @@ def test_modalities_blank_the_other_stream():
 @pytest.mark.parametrize("modalities", ["audio", "video"])
 def test_one_modality_alone_can_be_learned(tmp_path, modalities):
     data = dataset()  # both streams encode the characters, so either alone suffices
-    config = TINY.replace(modalities=modalities, epochs=150, patience=150, output_dir=str(tmp_path),
-                          lr_decay_patience=1000)
+    config = TINY.replace(
+        modalities=modalities, epochs=150, patience=150, output_dir=str(tmp_path), lr_decay_patience=1000
+    )
     assert fit(config, datasets=(data, data))["val_cer"] < 0.2
 
 

@@ -101,8 +101,10 @@ def test_opencv_keeps_quiet_about_a_corrupt_file_and_only_our_error_shows(tmp_pa
     stderr of a process of its own shows it."""
     path = tmp_path / "x.mp4"
     path.write_bytes(b"\x00\x00\x00\x10ftypisom" + np.random.default_rng(0).bytes(4096))  # an MP4 with no moov
-    script = ("import sys\nfrom avasr.data.video import VideoError, read_gray_frames\n"
-              "try:\n    read_gray_frames(sys.argv[1])\nexcept VideoError as e:\n    print(e, file=sys.stderr)\n")
+    script = (
+        "import sys\nfrom avasr.data.video import VideoError, read_gray_frames\n"
+        "try:\n    read_gray_frames(sys.argv[1])\nexcept VideoError as e:\n    print(e, file=sys.stderr)\n"
+    )
     done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
     assert f"{path}: cannot open the video (corrupt or not a video container)\n" in done.stderr
     assert "VIDEOIO" not in done.stderr and "[ WARN" not in done.stderr, done.stderr

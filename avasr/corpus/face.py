@@ -386,7 +386,7 @@ def _tint_skin(photo: np.ndarray, skin: np.ndarray, skin_bgr: tuple[float, float
 def _light_field(style: FaceStyle) -> np.ndarray:
     """A linear lighting gradient across the frame from `light_angle`. shape = (FRAME_SIZE, FRAME_SIZE, 1)."""
     ys, xs = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float32)
-    along = ((xs - style.center[0]) * np.cos(style.light_angle) + (ys - style.center[1]) * np.sin(style.light_angle))
+    along = (xs - style.center[0]) * np.cos(style.light_angle) + (ys - style.center[1]) * np.sin(style.light_angle)
     field = style.brightness * (1 + style.light_strength * along / (style.face_size / 2))
     return np.clip(field, *LIGHT_GAIN_LIMITS)[..., None].astype(np.float32)
 

@@ -191,7 +191,7 @@ def find_grid_clips(root: str | Path, zenodo_remap: bool = False) -> tuple[list[
 def grid_split(
     speaker: str, clip_id: str, test_speakers: tuple[str, ...] = GRID_TEST_SPEAKERS, val_percent: int = GRID_VAL_PERCENT
 ) -> str:
-    """"test" for held-out speakers, else "val" for a stable hash-chosen `val_percent` %, else "train"."""
+    """ "test" for held-out speakers, else "val" for a stable hash-chosen `val_percent` %, else "train"."""
     if speaker in test_speakers:
         return "test"
     bucket = zlib.crc32(f"{speaker}/{clip_id}".encode("ascii")) % HASH_BUCKETS

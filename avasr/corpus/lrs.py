@@ -61,7 +61,7 @@ class LrsClip:
 
     @property
     def name(self) -> str:
-        """"<split>/<video_id>/<NNNNN>", unique within the corpus."""
+        """ "<split>/<video_id>/<NNNNN>", unique within the corpus."""
         return f"{self.split}/{self.video.parent.name}/{self.video.stem}"
 
 

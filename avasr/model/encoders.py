@@ -34,8 +34,12 @@ def conv_output_size(size: int, strides: tuple[int, ...]) -> int:
 
 def fc_stack(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(d_in, d_out), nn.ReLU(inplace=True), nn.Dropout(dropout),
-        nn.Linear(d_out, d_out), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        nn.Linear(d_in, d_out),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(d_out, d_out),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
     )
 
 
@@ -93,7 +97,8 @@ class VideoEncoder(nn.Module):
         c1, c2, c3 = config.encoder_channels
         conv_size = conv_output_size(config.lip_size, self.STRIDES)
         self.convs = nn.Sequential(
-            conv_bn_relu(1, c1, self.STRIDES[0]), conv_bn_relu(c1, c2, self.STRIDES[1]),
+            conv_bn_relu(1, c1, self.STRIDES[0]),
+            conv_bn_relu(c1, c2, self.STRIDES[1]),
             conv_bn_relu(c2, c3, self.STRIDES[2]),
             nn.Identity() if conv_size == VIDEO_POOLED_SIZE else nn.AdaptiveAvgPool2d(VIDEO_POOLED_SIZE),
         ).to(memory_format=CONV_LAYOUT)

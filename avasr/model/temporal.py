@@ -12,8 +12,9 @@ from torch import nn
 class TemporalConvBlock(nn.Module):
     def __init__(self, dim: int, kernel: int, dilation: int, dropout: float):
         super().__init__()
-        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation,
-                                   groups=dim)
+        self.depthwise = nn.Conv1d(
+            dim, dim, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=dim
+        )
         self.pointwise = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.act = nn.GELU()

@@ -76,8 +76,13 @@ class ParityError(AvasrError, AssertionError):
 
 
 # --- export ------------------------------------------------------------------------------------------------------
-def example_inputs(config: Config, batch: int, frames: int, device: torch.device | str = "cpu",
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def example_inputs(
+    config: Config,
+    batch: int,
+    frames: int,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random model inputs: audio (B, 1, n_mels, 4T), video (B, T, 1, H, W), lengths (B,) int64.
 
     The first utterance is full length, the others PARITY_PADDING frames shorter (at least 1).
@@ -115,8 +120,15 @@ def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=SHARED_DIM_WARNING)
-            program = torch.onnx.export(_NamedInputs(model).eval(), args, dynamo=True, dynamic_shapes=dynamic_shapes(),
-                                        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], verbose=False)
+            program = torch.onnx.export(
+                _NamedInputs(model).eval(),
+                args,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes(),
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                verbose=False,
+            )
     except Exception as e:  # the exporter raises many types; the caller needs to know which model failed
         raise ExportError(f"{path}: torch.onnx.export failed for fusion={config.fusion!r}: {e}") from e
     finally:
@@ -124,8 +136,9 @@ def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
     proto = program.model_proto
     for value in proto.graph.input:
         value.doc_string = INPUT_DOCS[value.name]
-    add_metadata(proto, {CONFIG_METADATA_KEY: json.dumps(config.to_dict()),
-                         VOCABULARY_METADATA_KEY: json.dumps(list(SYMBOLS))})
+    add_metadata(
+        proto, {CONFIG_METADATA_KEY: json.dumps(config.to_dict()), VOCABULARY_METADATA_KEY: json.dumps(list(SYMBOLS))}
+    )
     onnx.save_model(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -153,8 +166,11 @@ def add_metadata(proto: onnx.ModelProto, values: dict[str, str]) -> None:
 
 def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = None) -> Config:
     """The training config stored in an exported file's (or loaded graph's) metadata."""
-    proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else (
-        onnx.load_model(str(onnx_model), load_external_data=False))
+    proto = (
+        onnx_model
+        if isinstance(onnx_model, onnx.ModelProto)
+        else (onnx.load_model(str(onnx_model), load_external_data=False))
+    )
     where = where or str(onnx_model if not isinstance(onnx_model, onnx.ModelProto) else "ONNX model")
     metadata = {p.key: p.value for p in proto.metadata_props}
     if CONFIG_METADATA_KEY not in metadata:
@@ -175,8 +191,10 @@ def cpu_session(model: str | Path | bytes, threads: int = 0, where: str | None =
     names = tuple(i.name for i in session.get_inputs())
     if names != INPUT_NAMES:
         where = where or (str(model) if not isinstance(model, bytes) else "ONNX model")
-        raise ExportError(f"{where}: the graph's inputs are {', '.join(names)}; avasr models take "
-                          f"{', '.join(INPUT_NAMES)} (re-export it with avasr.ship.export or export_best.py)")
+        raise ExportError(
+            f"{where}: the graph's inputs are {', '.join(names)}; avasr models take "
+            f"{', '.join(INPUT_NAMES)} (re-export it with avasr.ship.export or export_best.py)"
+        )
     return session
 
 
@@ -211,11 +229,14 @@ class ParityReport:
         return self.max_abs_diff <= self.atol and self.texts_equal
 
     def summary(self) -> str:
-        lines = [f"parity: max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:g}), "
-                 f"texts equal: {self.texts_equal}"]
+        lines = [
+            f"parity: max |diff| {self.max_abs_diff:.3g} (tolerance {self.atol:g}), texts equal: {self.texts_equal}"
+        ]
         for c in self.cases:
-            lines.append(f"  batch {c.batch}, {c.frames} frames: max |diff| {c.max_abs_diff:.3g}"
-                         + ("" if c.texts_equal else f", texts differ: torch {c.torch_texts} vs onnx {c.onnx_texts}"))
+            lines.append(
+                f"  batch {c.batch}, {c.frames} frames: max |diff| {c.max_abs_diff:.3g}"
+                + ("" if c.texts_equal else f", texts differ: torch {c.torch_texts} vs onnx {c.onnx_texts}")
+            )
         return "\n".join(lines)
 
 
@@ -247,14 +268,16 @@ def check_parity(
     return report
 
 
-def compare_one(model: nn.Module, session: ort.InferenceSession, audio: torch.Tensor, video: torch.Tensor,
-                lengths: torch.Tensor) -> ParityCase:
+def compare_one(
+    model: nn.Module, session: ort.InferenceSession, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor
+) -> ParityCase:
     expected = model(audio, video, lengths)  # (B, T, C)
     actual = torch.from_numpy(run_session(session, audio, video, lengths))  # (B, T, C)
     if actual.shape != expected.shape:
         raise ParityError(f"onnxruntime output shape {tuple(actual.shape)} != PyTorch {tuple(expected.shape)}")
     return ParityCase(
-        batch=audio.shape[0], frames=video.shape[1],
+        batch=audio.shape[0],
+        frames=video.shape[1],
         max_abs_diff=(actual - expected).abs().max().item(),
         torch_texts=tuple(greedy_decode(expected, lengths)),
         onnx_texts=tuple(greedy_decode(actual, lengths)),
@@ -277,5 +300,3 @@ def run_session(session: ort.InferenceSession, audio, video, lengths) -> np.ndar
 
 def as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-
-

@@ -108,13 +108,17 @@ def load(source: str | Path, device: str, threads: int) -> LoadedModel:
     text = str(source)
     if is_model_uri(text) or text.endswith(ONNX_SUFFIX):
         if device == "cuda":
-            raise InferenceError(f"{text}: ONNX models run on onnxruntime's CPU provider here; use device='onnx' "
-                                 f"(or 'cpu'), or a .pth checkpoint on 'cuda'")
+            raise InferenceError(
+                f"{text}: ONNX models run on onnxruntime's CPU provider here; use device='onnx' "
+                f"(or 'cpu'), or a .pth checkpoint on 'cuda'"
+            )
         proto = load_onnx_model(text) if is_model_uri(text) else _read_onnx(Path(text))
         return LoadedModel(OnnxBackend(proto, text, threads), read_config(proto, text), None, proto)
     if Path(text).suffix not in CHECKPOINT_SUFFIXES:
-        raise InferenceError(f"{text}: unknown model format; pass a {'/'.join(CHECKPOINT_SUFFIXES)} checkpoint, an "
-                             f"{ONNX_SUFFIX} file or an MLflow model URI ({', '.join(MODEL_URI_SCHEMES)})")
+        raise InferenceError(
+            f"{text}: unknown model format; pass a {'/'.join(CHECKPOINT_SUFFIXES)} checkpoint, an "
+            f"{ONNX_SUFFIX} file or an MLflow model URI ({', '.join(MODEL_URI_SCHEMES)})"
+        )
     model, config = load_model(text)
     if device == "onnx":
         with tempfile.TemporaryDirectory() as tmp:
@@ -148,23 +152,22 @@ class InferenceOptions:
 class AVASRInference:
     """One model ready to transcribe audio + video files (see the module docstring)."""
 
-    def __init__(self, model_path: str | Path, device: str = "cpu", cropper: LipCropper | None = None,
-                 **options):
+    def __init__(self, model_path: str | Path, device: str = "cpu", cropper: LipCropper | None = None, **options):
         """`options`: the other fields of InferenceOptions (decoder, beam_size, lexicon, threads)."""
         self.options = InferenceOptions(device=device, **options)
         with _threads(self.options.threads):
             loaded = load(model_path, device, self.options.threads)
         self.source = str(model_path)
-        self.config = decoding_config(loaded.config, self.options.decoder, self.options.beam_size,
-                                      self.options.lexicon)
+        self.config = decoding_config(loaded.config, self.options.decoder, self.options.beam_size, self.options.lexicon)
         self.lexicon = Lexicon.from_file(self.config.lexicon) if self.config.lexicon else None
         self.backend = loaded.backend
         self._loaded = loaded
         self.cropper = cropper or default_cropper(self.config)
 
     # --- files -> model inputs ---------------------------------------------------------------------------------
-    def features(self, audio_path: str | Path | None,
-                 video_path: str | Path | None) -> tuple[torch.Tensor, torch.Tensor, dict, str]:
+    def features(
+        self, audio_path: str | Path | None, video_path: str | Path | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict, str]:
         """Files -> audio (1, 1, n_mels, 4T), video (1, T, 1, H, W), the stages' times in ms (0 for a stage
         without its file) and the streams the model gets ("audio+video", "audio" or "video"; a missing one is zeros).
 
@@ -210,8 +213,9 @@ class AVASRInference:
             return None
 
     # --- transcription -----------------------------------------------------------------------------------------
-    def transcribe(self, audio_path: str | Path | None, video_path: str | Path | None,
-                   transcript: str | None = None) -> dict:
+    def transcribe(
+        self, audio_path: str | Path | None, video_path: str | Path | None, transcript: str | None = None
+    ) -> dict:
         """One utterance from files (either may be None) -> {"transcript", "wer", "cer", "latency_ms", "timings",
         "input"}. wer and cer are None without a reference `transcript`; "input" is the streams the model got."""
         with _threads(self.options.threads):
@@ -223,8 +227,14 @@ class AVASRInference:
             with _timed(timings, "decode_ms"):
                 text = self.decode(log_probs, lengths)[0]
             latency_ms = (time.perf_counter() - started) * MS_PER_S
-        result = {"transcript": text, "wer": None, "cer": None, "latency_ms": latency_ms,
-                  "timings": {k: timings[k] for k in STAGES}, "input": streams}
+        result = {
+            "transcript": text,
+            "wer": None,
+            "cer": None,
+            "latency_ms": latency_ms,
+            "timings": {k: timings[k] for k in STAGES},
+            "input": streams,
+        }
         if transcript is not None:
             where = f"the reference of {audio_path or video_path}"
             reference = normalize(transcript, where=where)  # as manifests' transcripts
@@ -278,13 +288,23 @@ def corpus_scores(results: list[dict]) -> dict:
     """Corpus WER/CER over a manifest's transcribed utterances, with the count of those that failed."""
     done = [r for r in results if "error" not in r]
     refs, hyps = [r["reference"] for r in done], [r["transcript"] for r in done]
-    scores = {"utterances": len(done), "failed": len(results) - len(done), "wer": None, "cer": None,
-              "latency_ms_mean": None, "latency_ms_p50": None,  # None, not NaN: the CLI prints JSON
-              "inputs": dict(Counter(r["input"] for r in done))}  # how many ran on both streams, on one
+    scores = {
+        "utterances": len(done),
+        "failed": len(results) - len(done),
+        "wer": None,
+        "cer": None,
+        "latency_ms_mean": None,
+        "latency_ms_p50": None,  # None, not NaN: the CLI prints JSON
+        "inputs": dict(Counter(r["input"] for r in done)),
+    }  # how many ran on both streams, on one
     if done:
         latencies = np.array([r["latency_ms"] for r in done])
-        scores |= {"wer": word_error_rate(refs, hyps), "cer": character_error_rate(refs, hyps),
-                   "latency_ms_mean": float(latencies.mean()), "latency_ms_p50": float(np.median(latencies))}
+        scores |= {
+            "wer": word_error_rate(refs, hyps),
+            "cer": character_error_rate(refs, hyps),
+            "latency_ms_mean": float(latencies.mean()),
+            "latency_ms_p50": float(np.median(latencies)),
+        }
     return scores
 
 

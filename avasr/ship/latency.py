@@ -51,13 +51,21 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> dict[str, 
         start = time.perf_counter_ns()
         call()
         times[i] = (time.perf_counter_ns() - start) * MS_PER_NS
-    return {"p50_ms": float(np.percentile(times, P50)), "p95_ms": float(np.percentile(times, P95)),
-            "mean_ms": float(times.mean())}
+    return {
+        "p50_ms": float(np.percentile(times, P50)),
+        "p95_ms": float(np.percentile(times, P95)),
+        "mean_ms": float(times.mean()),
+    }
 
 
-def onnx_cpu_latency(onnx_path: str | Path, seconds: float = SEED_SECONDS, runs: int = DEFAULT_RUNS,
-                     warmup: int = DEFAULT_WARMUP, threads: int = DEFAULT_THREADS, batch: int = BATCH
-                     ) -> dict[str, float]:
+def onnx_cpu_latency(
+    onnx_path: str | Path,
+    seconds: float = SEED_SECONDS,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int = DEFAULT_THREADS,
+    batch: int = BATCH,
+) -> dict[str, float]:
     """onnxruntime CPU latency of a file written by avasr.ship.export (fp32 or int8), `batch` x `seconds` of input.
 
     intra_op_num_threads = inter_op_num_threads = `threads` (1 by default: see the module docstring).
@@ -65,15 +73,22 @@ def onnx_cpu_latency(onnx_path: str | Path, seconds: float = SEED_SECONDS, runs:
     """
     config = read_config(onnx_path)
     session = cpu_session(Path(onnx_path), threads)
-    audio, video, lengths = example_inputs(config, batch, input_frames(seconds, config),
-                                           generator=torch.Generator().manual_seed(0))
+    audio, video, lengths = example_inputs(
+        config, batch, input_frames(seconds, config), generator=torch.Generator().manual_seed(0)
+    )
     lengths[:] = input_frames(seconds, config)  # every utterance full length: the batch does `batch` x the work
     return time_calls(lambda: run_session(session, audio, video, lengths), runs, warmup)
 
 
-def torch_cpu_latency(model: nn.Module, config: Config = Config(), seconds: float = SEED_SECONDS,
-                      runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
-                      threads: int = DEFAULT_THREADS, batch: int = BATCH) -> dict[str, float]:
+def torch_cpu_latency(
+    model: nn.Module,
+    config: Config = Config(),
+    seconds: float = SEED_SECONDS,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int = DEFAULT_THREADS,
+    batch: int = BATCH,
+) -> dict[str, float]:
     """Eager PyTorch CPU latency for comparison with onnx_cpu_latency: same input, same thread count.
 
     Runs on a CPU copy of `model` in eval mode under inference_mode; torch's thread count is restored afterwards.
@@ -97,6 +112,7 @@ def _cpu_eval_copy(model: nn.Module) -> nn.Module:
 
 
 # --- the compute-bound time: how fast the model could run if it were all matrix multiplication -----------------
+
 
 def model_flops(model: nn.Module, config: Config = Config(), seconds: float = SEED_SECONDS, batch: int = BATCH) -> int:
     """Floating-point operations of one forward pass (a multiply-add counts 2), by torch.utils.flop_counter."""

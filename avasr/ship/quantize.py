@@ -59,13 +59,17 @@ class _Feeds(CalibrationDataReader):
         return next(self._feeds, None)
 
 
-def calibration_feeds(manifest: str | Path, config: Config, count: int = CALIBRATION_UTTERANCES
-                      ) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(
+    manifest: str | Path, config: Config, count: int = CALIBRATION_UTTERANCES
+) -> list[dict[str, np.ndarray]]:
     """Up to `count` usable utterances from the start of a manifest as batch-1 session feeds (the deployed shape),
     each as the model saw it in training (`config.modalities`). Unusable files are passed over."""
-    entries = read_manifest(manifest)[:CALIBRATION_READ_FACTOR * count]  # room for skips, without featurising all
-    loaded = [u for u in load_all(entries, config.replace(data_workers=1), "calibration", progress=False)
-              if not isinstance(u, Exception)]
+    entries = read_manifest(manifest)[: CALIBRATION_READ_FACTOR * count]  # room for skips, without featurising all
+    loaded = [
+        u
+        for u in load_all(entries, config.replace(data_workers=1), "calibration", progress=False)
+        if not isinstance(u, Exception)
+    ]
     if not loaded:
         raise QuantizationError(f"{manifest}: none of its first {len(entries)} utterances is usable for calibration")
     return [_feeds_of(collate([u]).keep_modalities(config.modalities)) for u in loaded[:count]]
@@ -75,8 +79,9 @@ def _feeds_of(batch) -> dict[str, np.ndarray]:
     return session_feeds(batch.audio, batch.video, batch.video_lengths)
 
 
-def quantize(fp32_path: str | Path, int8_path: str | Path, method: str = "static",
-             feeds: Sequence[dict[str, np.ndarray]] = ()) -> Path:
+def quantize(
+    fp32_path: str | Path, int8_path: str | Path, method: str = "static", feeds: Sequence[dict[str, np.ndarray]] = ()
+) -> Path:
     """fp32 .onnx -> int8 .onnx by `method` ("static" needs `feeds`); keeps the config and vocabulary metadata."""
     if method not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {method!r}; choose one of {', '.join(QUANTIZATIONS)}")
@@ -89,18 +94,34 @@ def quantize(fp32_path: str | Path, int8_path: str | Path, method: str = "static
             prepared = Path(tmp) / "prepared.onnx"  # shapes inferred and graph optimised: what the quantizer expects
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
             if method == "static":
-                quantize_static(str(prepared), str(int8_path), _Feeds(feeds), quant_format=QuantFormat.QDQ,
-                                per_channel=True, reduce_range=REDUCE_RANGE, op_types_to_quantize=list(QUANTIZED_OPS),
-                                activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                quantize_static(
+                    str(prepared),
+                    str(int8_path),
+                    _Feeds(feeds),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    reduce_range=REDUCE_RANGE,
+                    op_types_to_quantize=list(QUANTIZED_OPS),
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
             else:
-                quantize_dynamic(str(prepared), str(int8_path), weight_type=QuantType.QInt8, per_channel=True,
-                                 reduce_range=REDUCE_RANGE, op_types_to_quantize=list(QUANTIZED_OPS))
+                quantize_dynamic(
+                    str(prepared),
+                    str(int8_path),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    reduce_range=REDUCE_RANGE,
+                    op_types_to_quantize=list(QUANTIZED_OPS),
+                )
     except Exception as e:  # the quantizer raises anything from protobuf to KeyError; say which model failed
         raise QuantizationError(f"{fp32_path}: {method} int8 quantization failed: {e}") from e
     proto = onnx.load_model(str(int8_path))
     kept = {p.key for p in proto.metadata_props}
-    add_metadata(proto, {k: metadata[k] for k in (CONFIG_METADATA_KEY, VOCABULARY_METADATA_KEY)
-                         if k in metadata and k not in kept})
+    add_metadata(
+        proto,
+        {k: metadata[k] for k in (CONFIG_METADATA_KEY, VOCABULARY_METADATA_KEY) if k in metadata and k not in kept},
+    )
     onnx.save_model(proto, str(int8_path))
     return int8_path

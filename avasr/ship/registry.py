@@ -51,8 +51,12 @@ def register_onnx(
         if metrics:
             mlflow.log_metrics(metrics)
         info = mlflow.onnx.log_model(
-            proto, name=ARTIFACT_NAME, registered_model_name=name, signature=onnx_signature(proto),
-            onnx_execution_providers=list(PROVIDERS), tags=tags,
+            proto,
+            name=ARTIFACT_NAME,
+            registered_model_name=name,
+            signature=onnx_signature(proto),
+            onnx_execution_providers=list(PROVIDERS),
+            tags=tags,
         )
     version = str(info.registered_model_version)
     client = MlflowClient()
@@ -66,12 +70,16 @@ def onnx_signature(proto: onnx.ModelProto):
     from mlflow.types import Schema, TensorSpec
 
     def specs(values) -> Schema:
-        return Schema([
-            TensorSpec(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type),
-                       tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim),
-                       v.name)
-            for v in values
-        ])
+        return Schema(
+            [
+                TensorSpec(
+                    onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type),
+                    tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim),
+                    v.name,
+                )
+                for v in values
+            ]
+        )
 
     return ModelSignature(inputs=specs(proto.graph.input), outputs=specs(proto.graph.output))
 
@@ -90,5 +98,7 @@ def load_onnx_model(uri: str) -> onnx.ModelProto:
         try:
             return mlflow.onnx.load_model(uri, dst_path=tmp)
         except MlflowException as e:
-            raise RegistryError(f"{uri}: cannot load it from the tracking store {mlflow.get_tracking_uri()} "
-                                f"(set MLFLOW_TRACKING_URI to the sweep's store): {e.message}") from None
+            raise RegistryError(
+                f"{uri}: cannot load it from the tracking store {mlflow.get_tracking_uri()} "
+                f"(set MLFLOW_TRACKING_URI to the sweep's store): {e.message}"
+            ) from None

@@ -78,20 +78,28 @@ class TrialSummary:
     def from_run(cls, run) -> TrialSummary:
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
         return cls(
-            run_id=run.info.run_id, trial_id=tags.get(tracking.TRIAL_TAG, ""), status=run.info.status,
-            fusion=params.get("fusion", "?"), dropout=float(params.get("dropout", "nan")),
-            lr=float(params.get("lr", "nan")), val_wer=metrics.get("val_wer", math.nan),
-            val_cer=metrics.get("val_cer", math.nan), param_count=int(metrics.get("param_count", 0)),
+            run_id=run.info.run_id,
+            trial_id=tags.get(tracking.TRIAL_TAG, ""),
+            status=run.info.status,
+            fusion=params.get("fusion", "?"),
+            dropout=float(params.get("dropout", "nan")),
+            lr=float(params.get("lr", "nan")),
+            val_wer=metrics.get("val_wer", math.nan),
+            val_cer=metrics.get("val_cer", math.nan),
+            param_count=int(metrics.get("param_count", 0)),
             latency_p50_ms=metrics.get("cpu_latency_ms_p50", math.nan),
             latency_p95_ms=metrics.get("cpu_latency_ms_p95", math.nan),
-            checkpoint=tags.get(CHECKPOINT_TAG, ""), onnx_path=tags.get(ONNX_TAG, ""),
-            test_wer=metrics.get("test_wer", math.nan), val_wer_snr0_babble=metrics.get(NOISY_VAL_METRIC, math.nan),
+            checkpoint=tags.get(CHECKPOINT_TAG, ""),
+            onnx_path=tags.get(ONNX_TAG, ""),
+            test_wer=metrics.get("test_wer", math.nan),
+            val_wer_snr0_babble=metrics.get(NOISY_VAL_METRIC, math.nan),
         )
 
 
 # --- a trial's final metrics -------------------------------------------------------------------------------------
-def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path,
-                  test_manifest: str | None = None) -> tuple[dict[str, float], list[str]]:
+def final_metrics(
+    folder: Path, rows: list[dict[str, float]], onnx_path: Path, test_manifest: str | None = None
+) -> tuple[dict[str, float], list[str]]:
     """(metrics, problems) of the best checkpoint in a trial's checkpoint folder, whose metrics.csv holds `rows`;
     its ONNX written to onnx_path; its WER/CER on `test_manifest` (unseen speakers) when given.
 
@@ -100,8 +108,14 @@ def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path,
     checkpoint = load_checkpoint(folder / BEST_CHECKPOINT)  # loaded once: export and both evaluations use it
     model, config = model_from_checkpoint(checkpoint, where=str(folder / BEST_CHECKPOINT))
     best = checkpoint["best_metrics"]
-    metrics = {"val_wer": best["val_wer"], "val_cer": best["val_cer"], "val_loss": best["val_loss"],
-               "param_count": best["param_count"], "best_epoch": best["epoch"], "epochs_trained": rows[-1]["epoch"]}
+    metrics = {
+        "val_wer": best["val_wer"],
+        "val_cer": best["val_cer"],
+        "val_loss": best["val_loss"],
+        "param_count": best["param_count"],
+        "best_epoch": best["epoch"],
+        "epochs_trained": rows[-1]["epoch"],
+    }
     problems = []
     try:
         export_onnx(model, config, onnx_path)
@@ -111,8 +125,13 @@ def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path,
         problems.append(str(e))
     decoding = decoding_for(model, config)  # decoded as in training's val WER
     try:  # same val utterances, noise and draw for every trial: the metric compares trials' robustness
-        noisy = evaluate_decoding(decoding, config.val_manifest, snr_db=NOISY_VAL_NOISE.snr_db,
-                                  noise=NOISY_VAL_NOISE.kind, noise_seed=NOISY_VAL_NOISE.seed)
+        noisy = evaluate_decoding(
+            decoding,
+            config.val_manifest,
+            snr_db=NOISY_VAL_NOISE.snr_db,
+            noise=NOISY_VAL_NOISE.kind,
+            noise_seed=NOISY_VAL_NOISE.seed,
+        )
         metrics[NOISY_VAL_METRIC] = noisy["wer"]
     except NoiseError as e:  # e.g. a one-utterance val set has nobody to babble
         problems.append(str(e))
@@ -122,8 +141,14 @@ def final_metrics(folder: Path, rows: list[dict[str, float]], onnx_path: Path,
     return metrics, problems
 
 
-def finalise_trial(client: MlflowClient, run_id: str, folder: Path | None, error: str | None,
-                   onnx_path: Path, test_manifest: str | None = None) -> None:
+def finalise_trial(
+    client: MlflowClient,
+    run_id: str,
+    folder: Path | None,
+    error: str | None,
+    onnx_path: Path,
+    test_manifest: str | None = None,
+) -> None:
     """Final metrics, curves and training files into a child run, then close it. Idempotent (resumed sweeps).
 
     `folder` is the trial's last checkpoint folder (None when no epoch finished); `error` why the trial failed."""
@@ -176,8 +201,12 @@ def pareto_front(trials: Sequence[TrialSummary]) -> list[TrialSummary]:
     return sorted(front, key=objectives)
 
 
-def choose_best(runs, max_params: int = DEFAULT_MAX_PARAMS, max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
-                select_on: str = "val_wer") -> TrialSummary | None:
+def choose_best(
+    runs,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
+    select_on: str = "val_wer",
+) -> TrialSummary | None:
     """Lowest `select_on` (one of SELECTION_METRICS) among runs within both budgets (params < max_params,
     p50 <= max_latency_ms).
 
@@ -186,8 +215,14 @@ def choose_best(runs, max_params: int = DEFAULT_MAX_PARAMS, max_latency_ms: floa
     """
     if select_on not in SELECTION_METRICS:
         raise ShipError(f"cannot choose on {select_on!r}: choose from {', '.join(SELECTION_METRICS)}")
-    eligible = [r for r in runs if comparable(r) and math.isfinite(getattr(r, select_on))
-                and r.param_count < max_params and r.latency_p50_ms <= max_latency_ms]
+    eligible = [
+        r
+        for r in runs
+        if comparable(r)
+        and math.isfinite(getattr(r, select_on))
+        and r.param_count < max_params
+        and r.latency_p50_ms <= max_latency_ms
+    ]
     return min(eligible, key=lambda r: (getattr(r, select_on), r.val_wer, r.val_cer, r.latency_p50_ms), default=None)
 
 
@@ -200,8 +235,9 @@ def ship(champion: TrialSummary, tracking_uri: str, destination: Path) -> tuple[
     except OSError as e:
         raise OutputError(f"{destination}: cannot write the ONNX file: {e}") from None
     with tracking.global_uris(tracking_uri):  # register_onnx works on MLflow's global tracking and registry URIs
-        version = register_onnx(destination, run_id=champion.run_id,
-                                metrics={"onnx_parity_max_abs_diff": report.max_abs_diff})
+        version = register_onnx(
+            destination, run_id=champion.run_id, metrics={"onnx_parity_max_abs_diff": report.max_abs_diff}
+        )
     return destination, str(version.version)
 
 
@@ -220,8 +256,9 @@ def latest_sweep(client: MlflowClient, experiment_id: str, name: str | None = No
     query = f"tags.`{tracking.KIND_TAG}` = 'sweep'"
     if name:
         query += f" and tags.`{tracking.RUN_NAME_TAG}` = '{name}'"
-    runs = client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time DESC"],
-                              max_results=1)
+    runs = client.search_runs(
+        [experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
+    )
     return runs[0] if runs else None
 
 
@@ -249,15 +286,26 @@ def front_member(trials: Sequence[TrialSummary], run_id: str) -> TrialSummary:
         return matches[0]
     members = ", ".join(f"{t.run_id[:8]} ({t.fusion})" for t in front) or "none"
     if not matches and any(t.run_id.startswith(run_id) for t in trials):
-        raise ShipError(f"run {run_id} is not on the Pareto front: another trial is at least as good on val WER, "
-                        f"latency and parameters; the front is {members}")
-    raise ShipError(f"{'no' if not matches else 'more than one'} Pareto-front trial has a run id starting with "
-                    f"{run_id!r}; the front is {members}")
+        raise ShipError(
+            f"run {run_id} is not on the Pareto front: another trial is at least as good on val WER, "
+            f"latency and parameters; the front is {members}"
+        )
+    raise ShipError(
+        f"{'no' if not matches else 'more than one'} Pareto-front trial has a run id starting with "
+        f"{run_id!r}; the front is {members}"
+    )
 
 
-def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, max_params: int = DEFAULT_MAX_PARAMS,
-                max_latency_ms: float = DEFAULT_MAX_LATENCY_MS, destination: Path | None = None,
-                run_id: str | None = None, select_on: str = "val_wer") -> Shipped:
+def export_best(
+    tracking_uri: str,
+    experiment: str,
+    sweep: str | None = None,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS,
+    destination: Path | None = None,
+    run_id: str | None = None,
+    select_on: str = "val_wer",
+) -> Shipped:
     """Ship a finished trial of a tracked sweep: the best within the budgets (which may differ from the sweep's), or
     the Pareto-front member `run_id` (budgets ignored: the user chose the trade-off). Parity-checked ONNX,
     registered as avasr@champion. Raises ShipError when there is nothing to ship."""
@@ -267,12 +315,15 @@ def export_best(tracking_uri: str, experiment: str, sweep: str | None = None, ma
     else:
         champion = choose_best(trials, max_params, max_latency_ms, select_on)
         if champion is None:
-            raise ShipError(f"sweep {parent.info.run_name!r}: none of its {len(trials)} finished trials is within "
-                            f"the budgets (params < {max_params:,}, p50 <= {max_latency_ms:g} ms)")
+            raise ShipError(
+                f"sweep {parent.info.run_name!r}: none of its {len(trials)} finished trials is within "
+                f"the budgets (params < {max_params:,}, p50 <= {max_latency_ms:g} ms)"
+            )
     for path in (Path(champion.checkpoint) / BEST_CHECKPOINT, Path(champion.onnx_path)):
         if not path.is_file():
-            raise ShipError(f"run {champion.run_id} ({champion.fusion}): {path} is gone; was the sweep's storage "
-                            "moved or cleaned?")
+            raise ShipError(
+                f"run {champion.run_id} ({champion.fusion}): {path} is gone; was the sweep's storage moved or cleaned?"
+            )
     destination = Path(destination or Path(parent.data.tags[STORAGE_TAG]) / CHAMPION_ONNX)
     onnx_path, version = ship(champion, tracking_uri, destination)
     return Shipped(parent.info.run_id, tuple(trials), champion, onnx_path, version)

@@ -3,7 +3,7 @@
 Three layers, three processes per trial:
 
     run_sweep (the driver)      MLflow parent run, feature cache warmed, Tuner, then every trial finalised
-      run_trial (Tune function) the trial's MLflow child run and params, then one TorchTrainer.fit()  (avasr.sweep.trial)
+      run_trial (Tune function) the trial's MLflow child run and params, then one TorchTrainer.fit() (sweep.trial)
         train_func (Train worker) avasr.train.fit, reporting each epoch's metrics and checkpoint to Ray
 
 Who writes to MLflow, and when (SQLite takes one writer per run; runs never see two writers at a time):
@@ -121,8 +121,6 @@ class SweepOptions:
     resume: bool = False  # continue an interrupted sweep of the same name
 
 
-
-
 @dataclass(frozen=True)
 class SweepResult:
     experiment_path: Path  # Tune's experiment folder (pass the same name with --resume)
@@ -136,7 +134,6 @@ class SweepResult:
     interrupted: bool  # some trials never ended: run again with resume=True
     links: SweepLinks  # MLflow UI pages that open this sweep's trials ready to compare
     ship_error: str | None = None  # why the champion was not registered (ONNX parity failed)
-
 
 
 # --- resources ---------------------------------------------------------------------------------------------------
@@ -158,11 +155,15 @@ def plan_resources(cluster: dict[str, float], cpus_per_trial: float, gpus_per_tr
     if cpus_per_trial <= DRIVER_CPU:
         raise SweepError(f"cpus_per_trial must be more than {DRIVER_CPU}, got {cpus_per_trial}")
     if cpus_per_trial > cpus:
-        raise SweepError(f"a trial needs {cpus_per_trial:g} CPUs but the Ray cluster has {cpus:g}: lower "
-                         "--cpus-per-trial or add nodes")
+        raise SweepError(
+            f"a trial needs {cpus_per_trial:g} CPUs but the Ray cluster has {cpus:g}: lower "
+            "--cpus-per-trial or add nodes"
+        )
     if gpus_per_trial > gpus:
-        raise SweepError(f"a trial needs {gpus_per_trial:g} GPUs but the Ray cluster has {gpus:g}: pass "
-                         "--gpus-per-trial 0 to train on CPUs")
+        raise SweepError(
+            f"a trial needs {gpus_per_trial:g} GPUs but the Ray cluster has {gpus:g}: pass "
+            "--gpus-per-trial 0 to train on CPUs"
+        )
     concurrency = math.floor(cpus / cpus_per_trial + 1e-9)
     if gpus_per_trial > 0:
         concurrency = min(concurrency, math.floor(gpus / gpus_per_trial + 1e-9))
@@ -208,16 +209,22 @@ def base_trial_config(options: SweepOptions, space: SearchSpace) -> dict:
     }
 
 
-
 def make_scheduler(options: SweepOptions, space: SearchSpace, epochs: int):
     if (options.scheduler or space.scheduler) == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr=SCHEDULER_TIME_ATTR, max_t=epochs,
-                         **{"grace_period": 1, "reduction_factor": 2, **space.asha})
+    return ASHAScheduler(
+        time_attr=SCHEDULER_TIME_ATTR, max_t=epochs, **{"grace_period": 1, "reduction_factor": 2, **space.asha}
+    )
 
 
-def open_parent_run(client: MlflowClient, options: SweepOptions, experiment_path: Path, tracking_uri: str,
-                    space: SearchSpace, corpus: str) -> tuple[str, str]:
+def open_parent_run(
+    client: MlflowClient,
+    options: SweepOptions,
+    experiment_path: Path,
+    tracking_uri: str,
+    space: SearchSpace,
+    corpus: str,
+) -> tuple[str, str]:
     """(experiment id, parent run id): new, or read back from the sweep's state file on resume."""
     state_file = experiment_path / STATE_FILE
     if options.resume:
@@ -240,12 +247,26 @@ def open_parent_run(client: MlflowClient, options: SweepOptions, experiment_path
     except OSError as e:
         raise SweepError(f"{experiment_path.parent}: cannot create the sweeps' folder (--storage-path): {e}") from None
     experiment_id = tracking.ensure_experiment(client, options.experiment, tracking_uri)
-    params = {"space": space.path.stem, "num_samples": options.num_samples or space.num_samples,
-              "scheduler": options.scheduler or space.scheduler, "corpus_id": corpus, "seed": options.seed,
-              "max_params": options.max_params, "max_latency_ms": options.max_latency_ms}
-    parent = tracking.start_parent_run(client, experiment_id, options.name, params,
-                                       {"avasr.space_file": str(space.path), STORAGE_TAG: str(experiment_path),
-                                        TEST_MANIFEST_TAG: resolved_test_manifest(options)})
+    params = {
+        "space": space.path.stem,
+        "num_samples": options.num_samples or space.num_samples,
+        "scheduler": options.scheduler or space.scheduler,
+        "corpus_id": corpus,
+        "seed": options.seed,
+        "max_params": options.max_params,
+        "max_latency_ms": options.max_latency_ms,
+    }
+    parent = tracking.start_parent_run(
+        client,
+        experiment_id,
+        options.name,
+        params,
+        {
+            "avasr.space_file": str(space.path),
+            STORAGE_TAG: str(experiment_path),
+            TEST_MANIFEST_TAG: resolved_test_manifest(options),
+        },
+    )
     experiment_path.mkdir()
     state = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent}
     state_file.write_text(json.dumps(state, indent=2) + "\n")
@@ -282,8 +303,10 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     if options.select_on not in SELECTION_METRICS:
         raise SweepError(f"unknown --select-on {options.select_on!r}: choose from {', '.join(SELECTION_METRICS)}")
     if options.resource_wait_s <= 0 or options.mlflow_wait_s < 0:
-        raise SweepError(f"resource_wait_s must be positive and mlflow_wait_s at least 0, got "
-                         f"{options.resource_wait_s:g} and {options.mlflow_wait_s:g}")
+        raise SweepError(
+            f"resource_wait_s must be positive and mlflow_wait_s at least 0, got "
+            f"{options.resource_wait_s:g} and {options.mlflow_wait_s:g}"
+        )
     space = load_space(options.space)
     tracking_uri = tracking.resolve_tracking_uri(options.mlflow_uri, PROJECT_DIR)
     tracking.check_tracking_uri(tracking_uri)  # seconds, before Ray or any trial starts
@@ -297,8 +320,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     save_sweep_view(client, experiment_id, parent_run_id, options.name)  # the UI's links work while trials run
 
     try:  # the parent run must not stay RUNNING forever, whatever fails after it was opened
-        interrupted = run_trials(options, space, param_space, base, tracking_uri, experiment_id, parent_run_id,
-                                 corpus)
+        interrupted = run_trials(options, space, param_space, base, tracking_uri, experiment_id, parent_run_id, corpus)
         trials = tuple(TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id))
         champion = choose_best(trials, options.max_params, options.max_latency_ms, options.select_on)
         onnx_path = version = ship_error = None
@@ -316,12 +338,31 @@ def run_sweep(options: SweepOptions) -> SweepResult:
             pass
         raise
     links = sweep_links(ui_url(tracking_uri, options.mlflow_ui_url), experiment_id, parent_run_id)
-    return SweepResult(experiment_path, tracking_uri, experiment_id, parent_run_id, trials, champion, onnx_path,
-                       version, interrupted, links, ship_error)
+    return SweepResult(
+        experiment_path,
+        tracking_uri,
+        experiment_id,
+        parent_run_id,
+        trials,
+        champion,
+        onnx_path,
+        version,
+        interrupted,
+        links,
+        ship_error,
+    )
 
 
-def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, base: Config, tracking_uri: str,
-               experiment_id: str, parent_run_id: str, corpus: str) -> bool:
+def run_trials(
+    options: SweepOptions,
+    space: SearchSpace,
+    param_space: dict,
+    base: Config,
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    corpus: str,
+) -> bool:
     """Ray up, cache warm, every trial run, then finalised in MLflow. Returns True when the sweep was interrupted."""
     storage = Path(options.storage_path).resolve()
     experiment_path = storage / options.name
@@ -333,10 +374,19 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
         print(f"{resources.concurrency} trial(s) at a time, {resources.cpus:g} CPU and {resources.gpus:g} GPU each")
         if base.cache_dir:
             warm_feature_cache(base, resolved_test_manifest(options))
-        context = TrialContext(tracking_uri, experiment_id, parent_run_id, corpus,
-                               str(experiment_path / "train_runs"), resources.cpus, resources.gpus,
-                               options.max_failures, options.resource_wait_s, options.mlflow_wait_s,
-                               watch_preemption=not on_one_machine(started_ray, options.address))
+        context = TrialContext(
+            tracking_uri,
+            experiment_id,
+            parent_run_id,
+            corpus,
+            str(experiment_path / "train_runs"),
+            resources.cpus,
+            resources.gpus,
+            options.max_failures,
+            options.resource_wait_s,
+            options.mlflow_wait_s,
+            watch_preemption=not on_one_machine(started_ray, options.address),
+        )
         trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": DRIVER_CPU})
         if inspectable():
             release_and_say()  # a cluster shrunk by an earlier sweep's orphans is whole again before trials start
@@ -347,8 +397,15 @@ def run_trials(options: SweepOptions, space: SearchSpace, param_space: dict, bas
         if sweep_interrupted(experiment_path):  # Tune stops gracefully on Ctrl-C and returns
             return True
         tracking.wait_for_store(tracking_uri, options.mlflow_wait_s)
-        finalise_trials(MlflowClient(tracking_uri), experiment_id, parent_run_id, grid, context.train_storage,
-                        experiment_path / ONNX_FOLDER, resolved_test_manifest(options))
+        finalise_trials(
+            MlflowClient(tracking_uri),
+            experiment_id,
+            parent_run_id,
+            grid,
+            context.train_storage,
+            experiment_path / ONNX_FOLDER,
+            resolved_test_manifest(options),
+        )
         return False
     finally:
         if started_ray:
@@ -365,8 +422,15 @@ def resolved_test_manifest(options: SweepOptions) -> str:
     return str(Path(options.test_manifest).resolve()) if options.test_manifest else ""
 
 
-def finalise_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, grid, train_storage: str,
-                    onnx_dir: Path, test_manifest: str = "") -> None:
+def finalise_trials(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    grid,
+    train_storage: str,
+    onnx_dir: Path,
+    test_manifest: str = "",
+) -> None:
     """Every child run of the sweep finalised from its trial's Tune result (see avasr.sweep.champion.finalise_trial)."""
     results = {r.metrics["trial_id"]: r for r in grid}
     for run in tqdm(tracking.child_runs(client, experiment_id, parent_run_id), desc="finalising trials", unit="trial"):
@@ -374,15 +438,28 @@ def finalise_trials(client: MlflowClient, experiment_id: str, parent_run_id: str
         result = results.get(trial_id)
         error = "no result" if result is None else None if result.error is None else str(result.error)
         try:
-            finalise_trial(client, run.info.run_id, latest_checkpoint(result, train_storage), error,
-                           onnx_dir / f"{trial_id}.onnx", test_manifest)
+            finalise_trial(
+                client,
+                run.info.run_id,
+                latest_checkpoint(result, train_storage),
+                error,
+                onnx_dir / f"{trial_id}.onnx",
+                test_manifest,
+            )
         except Exception as e:  # one broken trial (corrupt checkpoint, ORT error) must not strand the others
             tracking.set_tags(client, run.info.run_id, {tracking.ERROR_TAG: repr(e)[:TAG_MAX_CHARS]})
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def run_tuner(trainable, options: SweepOptions, space: SearchSpace, param_space: dict, epochs: int,
-              resources: TrialResources, storage: Path):
+def run_tuner(
+    trainable,
+    options: SweepOptions,
+    space: SearchSpace,
+    param_space: dict,
+    epochs: int,
+    resources: TrialResources,
+    storage: Path,
+):
     experiment_path = storage / options.name
     if options.resume and tune.Tuner.can_restore(str(experiment_path)):
         tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True)
@@ -390,24 +467,36 @@ def run_tuner(trainable, options: SweepOptions, space: SearchSpace, param_space:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
-            tune_config=tune.TuneConfig(metric=SCHEDULER_METRIC, mode="min",
-                                        scheduler=make_scheduler(options, space, epochs),
-                                        num_samples=options.num_samples or space.num_samples,
-                                        max_concurrent_trials=resources.concurrency,
-                                        # a fresh Tune function process per trial: an ASHA-stopped trial's
-                                        # function is still in TorchTrainer.fit(), so Tune cannot reset its
-                                        # actor and failed the next trial instead ("reuse requires
-                                        # reset_config()"); killing the actor also stops its Train run
-                                        reuse_actors=False),
-            run_config=tune.RunConfig(name=options.name, storage_path=str(storage),
-                                      failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES)),
+            tune_config=tune.TuneConfig(
+                metric=SCHEDULER_METRIC,
+                mode="min",
+                scheduler=make_scheduler(options, space, epochs),
+                num_samples=options.num_samples or space.num_samples,
+                max_concurrent_trials=resources.concurrency,
+                # a fresh Tune function process per trial: an ASHA-stopped trial's
+                # function is still in TorchTrainer.fit(), so Tune cannot reset its
+                # actor and failed the next trial instead ("reuse requires
+                # reset_config()"); killing the actor also stops its Train run
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=options.name,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES),
+            ),
         )
     with releasing_orphans():
         return tuner.fit()
 
 
-def close_parent_run(client: MlflowClient, run_id: str, trials, champion: TrialSummary | None,
-                     interrupted: bool, ship_error: str | None = None) -> None:
+def close_parent_run(
+    client: MlflowClient,
+    run_id: str,
+    trials,
+    champion: TrialSummary | None,
+    interrupted: bool,
+    ship_error: str | None = None,
+) -> None:
     """The sweep's answer onto its parent run: leaderboard (text and table), Pareto-front plot, champion; closed."""
     client.log_text(run_id, leaderboard(trials, champion) + "\n", LEADERBOARD_TEXT)
     client.log_table(run_id, leaderboard_table(trials, champion), LEADERBOARD_TABLE)
@@ -415,14 +504,25 @@ def close_parent_run(client: MlflowClient, run_id: str, trials, champion: TrialS
     with tempfile.TemporaryDirectory() as tmp:
         title = f"{client.get_run(run_id).info.run_name}: val WER against CPU latency"
         client.log_artifact(run_id, str(plot_front(trials, Path(tmp) / PARETO_PLOT, title, champion)), "plots")
-    tracking.log_metrics(client, run_id, {"trials": len(trials), "pareto_trials": len(front),
-                                          "failed_trials": sum(t.status == "FAILED" for t in trials)})
+    tracking.log_metrics(
+        client,
+        run_id,
+        {
+            "trials": len(trials),
+            "pareto_trials": len(front),
+            "failed_trials": sum(t.status == "FAILED" for t in trials),
+        },
+    )
     tracking.set_tags(client, run_id, {"avasr.pareto_run_ids": ",".join(t.run_id for t in front)[:TAG_MAX_CHARS]})
     if champion is not None:
-        tracking.log_metrics(client, run_id, {"best_val_wer": champion.val_wer, "best_val_cer": champion.val_cer,
-                                              "best_test_wer": champion.test_wer})
-        tracking.set_tags(client, run_id, {"avasr.champion_run_id": champion.run_id,
-                                           "avasr.champion_fusion": champion.fusion})
+        tracking.log_metrics(
+            client,
+            run_id,
+            {"best_val_wer": champion.val_wer, "best_val_cer": champion.val_cer, "best_test_wer": champion.test_wer},
+        )
+        tracking.set_tags(
+            client, run_id, {"avasr.champion_run_id": champion.run_id, "avasr.champion_fusion": champion.fusion}
+        )
     if ship_error:
         tracking.set_tags(client, run_id, {tracking.ERROR_TAG: ship_error[:TAG_MAX_CHARS]})
     client.set_terminated(run_id, "KILLED" if interrupted else "FAILED" if ship_error else "FINISHED")

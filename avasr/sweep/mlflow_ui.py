@@ -59,13 +59,24 @@ def sweep_view_state(parent_run_id: str) -> dict:
         "isAccordionReordered": True,  # keeps the sweep's section first (else sections are sorted by name)
         "compareRunSections": [{"uuid": SECTION, "name": "Sweep", "display": True, "isReordered": False}],
         "compareRunCharts": [
-            {**CHART, "uuid": f"{SECTION}-parallel", "type": "PARALLEL",
-             "displayName": "fusion, dropout, lr → val_wer",
-             "selectedParams": list(VIEW_PARAMS), "selectedMetrics": ["val_wer"], "showAllRuns": True},
+            {
+                **CHART,
+                "uuid": f"{SECTION}-parallel",
+                "type": "PARALLEL",
+                "displayName": "fusion, dropout, lr → val_wer",
+                "selectedParams": list(VIEW_PARAMS),
+                "selectedMetrics": ["val_wer"],
+                "showAllRuns": True,
+            },
             {**CHART, "uuid": f"{SECTION}-wer", "type": "BAR", "metricKey": "val_wer", "displayName": "val_wer"},
-            {**CHART, "uuid": f"{SECTION}-latency", "type": "SCATTER",
-             "displayName": "val_wer against cpu_latency_ms_p50",
-             "xaxis": {"key": "cpu_latency_ms_p50", "type": "METRIC"}, "yaxis": {"key": "val_wer", "type": "METRIC"}},
+            {
+                **CHART,
+                "uuid": f"{SECTION}-latency",
+                "type": "SCATTER",
+                "displayName": "val_wer against cpu_latency_ms_p50",
+                "xaxis": {"key": "cpu_latency_ms_p50", "type": "METRIC"},
+                "yaxis": {"key": "val_wer", "type": "METRIC"},
+            },
         ],
     }
 
@@ -74,8 +85,12 @@ def save_sweep_view(client: MlflowClient, experiment_id: str, parent_run_id: str
     """Save the sweep's view on its experiment (about 2 kB of the tag's 20 kB); returns its key (the parent run's
     id), which the links name."""
     now = int(time.time() * 1000)
-    value = {"name": f"sweep {sweep_name}", "createdAt": now, "updatedAt": now,
-             "state": json.dumps(sweep_view_state(parent_run_id))}
+    value = {
+        "name": f"sweep {sweep_name}",
+        "createdAt": now,
+        "updatedAt": now,
+        "state": json.dumps(sweep_view_state(parent_run_id)),
+    }
     client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + parent_run_id, json.dumps(value))
     return parent_run_id
 
@@ -89,5 +104,8 @@ def ui_url(tracking_uri: str, given: str | None = None) -> str:
 
 def sweep_links(base_url: str, experiment_id: str, view_key: str) -> SweepLinks:
     runs = f"{base_url}/#/experiments/{experiment_id}/runs?viewStateShareKey={view_key}&{WORKFLOW}"
-    return SweepLinks(runs=runs, charts=runs + "&compareRunsMode=CHART",
-                      model=f"{base_url}/#/models/{REGISTERED_MODEL_NAME}?{WORKFLOW}")
+    return SweepLinks(
+        runs=runs,
+        charts=runs + "&compareRunsMode=CHART",
+        model=f"{base_url}/#/models/{REGISTERED_MODEL_NAME}?{WORKFLOW}",
+    )

@@ -72,17 +72,24 @@ class PlacementGroupInfo:
         """Holds (or waits for) resources that nobody can use any more: see the module docstring. A dead Train
         controller's group counts whatever its job: a SIGINTed sweep's last trial kept its group after its driver
         had exited, with its job not (yet) marked dead, and the resumed sweep (another job) waited for it."""
-        return (self.live and not self.detached and self.creator_actor_id is not None and self.creator_actor_dead
-                and (self.creator_job_id == job_id or self.creator_job_dead
-                     or self.creator_class == TRAIN_CONTROLLER))
+        return (
+            self.live
+            and not self.detached
+            and self.creator_actor_id is not None
+            and self.creator_actor_dead
+            and (self.creator_job_id == job_id or self.creator_job_dead or self.creator_class == TRAIN_CONTROLLER)
+        )
 
     def describe(self) -> str:
         held = ", ".join(f"{k} {v:g}" for k, v in sorted(self.resources.items()) if not k.startswith("bundle_group"))
-        creator = "a driver" if self.creator_actor_id is None else (
-            f"{'dead' if self.creator_actor_dead else 'live'} {self.creator_class} "
-            f"{self.creator_actor_id[:8]}")
-        return (f"placement group {self.id[:8]} ({self.state}, {held}) of job {self.creator_job_id}, "
-                f"created by {creator}")
+        creator = (
+            "a driver"
+            if self.creator_actor_id is None
+            else (f"{'dead' if self.creator_actor_dead else 'live'} {self.creator_class} {self.creator_actor_id[:8]}")
+        )
+        return (
+            f"placement group {self.id[:8]} ({self.state}, {held}) of job {self.creator_job_id}, created by {creator}"
+        )
 
 
 def _info(raw: bytes) -> PlacementGroupInfo:
@@ -92,10 +99,16 @@ def _info(raw: bytes) -> PlacementGroupInfo:
         for name, amount in bundle.unit_resources.items():
             resources[name] = resources.get(name, 0.0) + amount
     return PlacementGroupInfo(
-        id=data.placement_group_id.hex(), state=_STATES.Name(data.state), resources=resources,
+        id=data.placement_group_id.hex(),
+        state=_STATES.Name(data.state),
+        resources=resources,
         creator_actor_id=None if data.creator_actor_id in (b"", NIL_ACTOR) else data.creator_actor_id.hex(),
-        creator_actor_dead=data.creator_actor_dead, creator_class="actor", creator_job_id=data.creator_job_id.hex(),
-        creator_job_dead=data.creator_job_dead, detached=data.is_detached)
+        creator_actor_dead=data.creator_actor_dead,
+        creator_class="actor",
+        creator_job_id=data.creator_job_id.hex(),
+        creator_job_dead=data.creator_job_dead,
+        detached=data.is_detached,
+    )
 
 
 def placement_groups() -> list[PlacementGroupInfo]:
@@ -113,8 +126,9 @@ def _with_creator(group: PlacementGroupInfo) -> PlacementGroupInfo:
     reads the table every second. An actor GCS no longer knows is dead."""
     found = ray._private.state.state.actor_table(actor_id=group.creator_actor_id)
     dead = group.creator_actor_dead or (found.get("State", "DEAD") if found else "DEAD") == "DEAD"
-    return replace(group, creator_actor_dead=dead,
-                   creator_class=found.get("ActorClassName", "actor") if found else "actor")
+    return replace(
+        group, creator_actor_dead=dead, creator_class=found.get("ActorClassName", "actor") if found else "actor"
+    )
 
 
 def current_job_id() -> str:
@@ -139,8 +153,9 @@ def who_holds(resource: str = "CPU") -> str:
     total = ray.cluster_resources().get(resource, 0.0)
     free = ray.available_resources().get(resource, 0.0)
     holders = [g.describe() for g in placement_groups() if g.state == "CREATED" and g.resources.get(resource)]
-    return (f"{free:g} of {total:g} {resource}s free; "
-            + ("; ".join(holders) if holders else "no placement group holds any (tasks or actors outside one do)"))
+    return f"{free:g} of {total:g} {resource}s free; " + (
+        "; ".join(holders) if holders else "no placement group holds any (tasks or actors outside one do)"
+    )
 
 
 def inspectable() -> bool:
@@ -192,8 +207,11 @@ def settle_job_resources(timeout_s: float) -> list[PlacementGroupInfo]:
         job_id = current_job_id()
         while True:
             release_orphaned_placement_groups(job_id)
-            held = [g for g in placement_groups() if g.live and g.creator_job_id == job_id
-                    and g.creator_class == TRAIN_CONTROLLER]
+            held = [
+                g
+                for g in placement_groups()
+                if g.live and g.creator_job_id == job_id and g.creator_class == TRAIN_CONTROLLER
+            ]
             if not held or time.monotonic() > deadline:
                 break
             time.sleep(POLL_S)

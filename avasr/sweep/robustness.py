@@ -1,7 +1,7 @@
 """Robustness reports of tracked sweeps (avasr.robustness does the measuring):
 
-    report_run(tracking_uri, run_id, options)           # a sweep trial's: files and metrics logged to its run
-    report_sweep(tracking_uri, experiment, sweep, options)  # each fusion's best trial, and one figure on the parent
+report_run(tracking_uri, run_id, options)           # a sweep trial's: files and metrics logged to its run
+report_sweep(tracking_uri, experiment, sweep, options)  # each fusion's best trial, and one figure on the parent
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from avasr.sweep import tracking
 from avasr.sweep.champion import CHECKPOINT_TAG, TEST_MANIFEST_TAG, TrialSummary, sweep_trials
 
 
-def report_run(tracking_uri: str, run_id: str, options: ReportOptions, out: str | Path | None = None,
-               test_manifest: str = "") -> RobustnessReport:
+def report_run(
+    tracking_uri: str, run_id: str, options: ReportOptions, out: str | Path | None = None, test_manifest: str = ""
+) -> RobustnessReport:
     """The report of a tracked trial's best checkpoint; its files and robust_wer_* metrics logged to the run."""
     client = MlflowClient(tracking_uri)
     try:
@@ -39,8 +40,10 @@ def report_run(tracking_uri: str, run_id: str, options: ReportOptions, out: str 
         raise RobustnessError(f"run {run_id!r}: not found in {tracking_uri} ({e})") from None
     folder = run.data.tags.get(CHECKPOINT_TAG)
     if not folder or not (Path(folder) / BEST_CHECKPOINT).is_file():
-        raise RobustnessError(f"run {run_id}: no checkpoint to evaluate (tag {CHECKPOINT_TAG} is "
-                              f"{folder or 'missing'}): is it a finished sweep trial?")
+        raise RobustnessError(
+            f"run {run_id}: no checkpoint to evaluate (tag {CHECKPOINT_TAG} is "
+            f"{folder or 'missing'}): is it a finished sweep trial?"
+        )
     parent = run.data.tags.get(tracking.PARENT_TAG)
     sweep_test = client.get_run(parent).data.tags.get(TEST_MANIFEST_TAG, "") if parent else ""
     report, files = report_checkpoint(Path(folder) / BEST_CHECKPOINT, options, out, test_manifest or sweep_test)
@@ -50,8 +53,9 @@ def report_run(tracking_uri: str, run_id: str, options: ReportOptions, out: str 
     return report
 
 
-def report_sweep(tracking_uri: str, experiment: str, sweep: str | None, options: ReportOptions,
-                 out: str | Path) -> dict[str, RobustnessReport]:
+def report_sweep(
+    tracking_uri: str, experiment: str, sweep: str | None, options: ReportOptions, out: str | Path
+) -> dict[str, RobustnessReport]:
     """Each fusion's best trial (lowest val WER) of a tracked sweep reported as `report_run` does; then, on the
     parent run, one figure of audio-visual WER against SNR with a line per fusion, and its table."""
     parent, trials = sweep_trials(tracking_uri, experiment, sweep)

@@ -55,8 +55,10 @@ def space_path(name_or_path: str) -> Path:
         return candidate.resolve()
     path = SPACES_DIR / f"{name_or_path}.py"
     if not path.is_file():
-        raise SpaceError(f"unknown space {name_or_path!r}: choose from {', '.join(available_spaces())} "
-                         f"(files in {SPACES_DIR}) or give a path to a space file")
+        raise SpaceError(
+            f"unknown space {name_or_path!r}: choose from {', '.join(available_spaces())} "
+            f"(files in {SPACES_DIR}) or give a path to a space file"
+        )
     return path
 
 
@@ -71,8 +73,13 @@ def load_space(name_or_path: str) -> SearchSpace:
         raise SpaceError(f"{path}: cannot load the space: {type(e).__name__}: {e}") from e
     if not isinstance(getattr(module, "SPACE", None), dict):
         raise SpaceError(f"{path}: a space file must define SPACE = {{...}} (see tune_spaces/__init__.py)")
-    space = SearchSpace(path, dict(module.SPACE), int(getattr(module, "NUM_SAMPLES", 1)),
-                        dict(getattr(module, "ASHA", {})), getattr(module, "SCHEDULER", DEFAULT_SCHEDULER))
+    space = SearchSpace(
+        path,
+        dict(module.SPACE),
+        int(getattr(module, "NUM_SAMPLES", 1)),
+        dict(getattr(module, "ASHA", {})),
+        getattr(module, "SCHEDULER", DEFAULT_SCHEDULER),
+    )
     validate_space(space)
     return space
 
@@ -115,6 +122,7 @@ def validate_space(space: SearchSpace) -> None:
 
 def fixed_values(param_space: dict) -> dict:
     """The Config fields a space does not vary (what the driver can know before trials are drawn)."""
+
     def varies(value) -> bool:
         return isinstance(value, Domain) or (isinstance(value, dict) and "grid_search" in value)
 

@@ -45,8 +45,18 @@ ERROR_TAG = "avasr.error"  # why a run failed or was not shipped
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 EPOCH_PREFIX = "epoch/"  # per-epoch curves; the unprefixed names hold the best epoch's (final) values
 # The per-epoch curves: avasr.train.METRIC_FIELDS but the epoch (restated: importing train would load torch here)
-EPOCH_METRICS = ("train_loss", "val_loss", "val_wer", "val_cer", "lr", "seconds", "data_s", "step_s", "eval_s",
-                 "save_s")
+EPOCH_METRICS = (
+    "train_loss",
+    "val_loss",
+    "val_wer",
+    "val_cer",
+    "lr",
+    "seconds",
+    "data_s",
+    "step_s",
+    "eval_s",
+    "save_s",
+)
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
 PLOT_DPI = 100
 URI_ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -69,12 +79,12 @@ def resolve_tracking_uri(uri: str | None, project_dir: str | Path) -> str:
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(project_dir)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     return uri
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def check_tracking_uri(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
@@ -90,9 +100,11 @@ def check_tracking_uri(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
             with urllib.request.urlopen(health, timeout=timeout_s) as response:
                 status = response.status
         except (urllib.error.URLError, OSError, ValueError) as e:
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({health}: {e}); start it with "
-                                "`mlflow server --backend-store-uri sqlite:///ABS/PATH/mlflow.db` or pass "
-                                "another --mlflow-uri") from None
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({health}: {e}); start it with "
+                "`mlflow server --backend-store-uri sqlite:///ABS/PATH/mlflow.db` or pass "
+                "another --mlflow-uri"
+            ) from None
         if status != 200:
             raise TrackingError(f"MLflow tracking server {uri} answered {health} with HTTP {status}")
     elif scheme == "sqlite":
@@ -106,8 +118,10 @@ def check_tracking_uri(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
         if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise TrackingError(f"{uri}: {path} is not writable")
     elif scheme in ("", "file"):
-        raise TrackingError(f"{uri}: MLflow 3 refuses the plain file store; use sqlite:////abs/path/"
-                            f"{DEFAULT_DB_NAME} or a tracking server (http://host:5000)")
+        raise TrackingError(
+            f"{uri}: MLflow 3 refuses the plain file store; use sqlite:////abs/path/"
+            f"{DEFAULT_DB_NAME} or a tracking server (http://host:5000)"
+        )
 
 
 def wait_for_store(uri: str, timeout_s: float) -> None:
@@ -134,8 +148,9 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     experiment (an existing one without a kind gets it; a kind someone chose is kept)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_location(uri),
-                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        return client.create_experiment(
+            name, artifact_location=artifact_location(uri), tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        )
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(f"MLflow experiment {name!r} is deleted in {uri}: restore it or pick another name")
     if EXPERIMENT_KIND_TAG not in experiment.tags:
@@ -194,29 +209,34 @@ def find_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
     return runs[0] if runs else None
 
 
-def child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
-              params: dict) -> str:
+def child_run(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str, params: dict
+) -> str:
     """The trial's child run, created on its first attempt and found again on later ones; params logged once."""
     existing = find_child_run(client, experiment_id, parent_run_id, trial_id)
     if existing is not None:
         return existing.info.run_id
-    run = client.create_run(experiment_id, run_name=run_name,
-                            tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, KIND_TAG: "trial"})
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, KIND_TAG: "trial"}
+    )
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flat_params(params).items()])
     return run.info.run_id
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
-    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                              max_results=10_000)
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
+    )
 
 
-def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0,
-                prefix: str = "") -> None:
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0, prefix: str = "") -> None:
     """Finite numbers only (MLflow stores NaN, but compare views and budgets then misbehave)."""
     now = int(time.time() * 1000)
-    entries = [Metric(prefix + k, float(v), now, step) for k, v in metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    entries = [
+        Metric(prefix + k, float(v), now, step)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
     if entries:
         client.log_batch(run_id, metrics=entries)
 
@@ -238,8 +258,13 @@ def log_missing_epochs(client: MlflowClient, run_id: str, rows: list[dict[str, f
 
 def log_epoch(client: MlflowClient, run_id: str, row: dict[str, float]) -> None:
     """One epoch's curves (a metrics.csv row, or the metrics a worker reports) with step = epoch."""
-    log_metrics(client, run_id, {k: row[k] for k in EPOCH_METRICS if k in row},  # older metrics.csv: fewer
-                step=int(row["epoch"]), prefix=EPOCH_PREFIX)
+    log_metrics(
+        client,
+        run_id,
+        {k: row[k] for k in EPOCH_METRICS if k in row},  # older metrics.csv: fewer
+        step=int(row["epoch"]),
+        prefix=EPOCH_PREFIX,
+    )
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, object]) -> None:

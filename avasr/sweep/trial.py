@@ -121,8 +121,10 @@ class EpochLog:
                 self.pending.remove(row)
         except Exception as e:  # noqa: BLE001 - MLflow's and requests' errors alike: none may stop training
             self.logged, self.next_try = None, time.monotonic() + self.retry_after_s
-            print(f"avasr: MLflow refused epoch {self.pending[0]['epoch']} ({type(e).__name__}); "
-                  f"{len(self.pending)} epoch(s) wait for the store")
+            print(
+                f"avasr: MLflow refused epoch {self.pending[0]['epoch']} ({type(e).__name__}); "
+                f"{len(self.pending)} epoch(s) wait for the store"
+            )
 
 
 def make_work_dir(root: Path | None = None) -> Path:
@@ -133,7 +135,7 @@ def make_work_dir(root: Path | None = None) -> Path:
     root = Path(root or tempfile.gettempdir())
     host = socket.gethostname()
     for folder in root.glob(f"{WORK_DIR_PREFIX}*@{host}-*"):
-        pid = folder.name[len(WORK_DIR_PREFIX):].split("@", 1)[0]
+        pid = folder.name[len(WORK_DIR_PREFIX) :].split("@", 1)[0]
         ours = pid.isdigit() and folder.name.startswith(f"{WORK_DIR_PREFIX}{pid}@{host}-")
         if ours and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)  # another user's folder stays: not ours to remove
@@ -183,8 +185,10 @@ def train_func(config: dict) -> None:
         if resume is not None and not reported:  # rerun after its training had ended (a driver killed before Tune
             # saved the trial as done): Tune needs a result with the scheduler's metric, or it fails the sweep
             last = tracking.read_metrics_csv(work_dir / METRICS_FILE)[-1]
-            ray.train.report({**last, "epoch": int(last["epoch"])},  # Ray
-                             checkpoint=ray.train.Checkpoint.from_directory(str(work_dir)))
+            ray.train.report(
+                {**last, "epoch": int(last["epoch"])},  # Ray
+                checkpoint=ray.train.Checkpoint.from_directory(str(work_dir)),
+            )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)  # everything worth keeping went into the reported checkpoints
 
@@ -205,10 +209,20 @@ def run_trial(config: dict, context: TrialContext) -> None:
     base, sweep = split_trial_config(config)
     tracking.wait_for_store(context.tracking_uri, context.mlflow_wait_s)  # bounded: MLflow's own retries are not
     client = MlflowClient(context.tracking_uri)
-    run_id = tracking.child_run(client, context.experiment_id, context.parent_run_id, trial_id,
-                                trial_run_name(base, trial_id), trial_params(base, context.corpus_id, trial_id))
-    worker_config = {**config, MLFLOW_URI_KEY: context.tracking_uri, MLFLOW_RUN_KEY: run_id,
-                     THREADS_KEY: max(1, math.floor(context.cpus))}
+    run_id = tracking.child_run(
+        client,
+        context.experiment_id,
+        context.parent_run_id,
+        trial_id,
+        trial_run_name(base, trial_id),
+        trial_params(base, context.corpus_id, trial_id),
+    )
+    worker_config = {
+        **config,
+        MLFLOW_URI_KEY: context.tracking_uri,
+        MLFLOW_RUN_KEY: run_id,
+        THREADS_KEY: max(1, math.floor(context.cpus)),
+    }
     worker_resources = {"CPU": context.cpus - DRIVER_CPU, **({"GPU": context.gpus} if context.gpus else {})}
     os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))  # a value set by the user wins
     os.environ[WORKER_START_ENV] = str(context.resource_wait_s)  # Ray passes these to the controller
@@ -217,14 +231,16 @@ def run_trial(config: dict, context: TrialContext) -> None:
     trainer = TorchTrainer(  # Ray Train: one worker runs the one training loop
         train_func,
         train_loop_config=worker_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=context.gpus > 0,
-                                               resources_per_worker=worker_resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=1, use_gpu=context.gpus > 0, resources_per_worker=worker_resources
+        ),
         run_config=ray.train.RunConfig(
             name=trial_id,  # stable: a rerun or restored trial resumes from this run's checkpoints
             storage_path=context.train_storage,
             callbacks=[TuneReportCallback()],  # forwards each report to Tune (and so to ASHA)
-            failure_config=ray.train.FailureConfig(max_failures=context.max_failures,
-                                                   controller_failure_limit=CONTROLLER_RETRIES),
+            failure_config=ray.train.FailureConfig(
+                max_failures=context.max_failures, controller_failure_limit=CONTROLLER_RETRIES
+            ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
             # TQDM: Tune already prints every epoch
             worker_runtime_env={"env_vars": {"TQDM_DISABLE": "1", **WORKER_MLFLOW_ENV}},
