@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, Config
-from avasr.data.dataset import AVDataset, DataError, align_audio_to_video, collate, lip_crops_to_tensor
+from avasr.data.dataset import AVDataset, DataError, collate
+from avasr.features import align_audio_to_video, lip_crops_to_tensor
 from tests.media import write_clip
 
 CONFIG = Config(cache_dir="")  # the cache has its own tests

@@ -17,11 +17,12 @@ from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
 from avasr.data.audio import load_speech, log_mel
 from avasr.data.cache import FeatureCache, entry_key
-from avasr.data.dataset import AVDataset, Utterance, align_audio_to_video
+from avasr.data.dataset import AVDataset, Utterance
 from avasr.data.manifest import read_manifest, write_manifest
 from avasr.data.mixing import NoiseError
 from avasr.data.noisy_speech import NoiseSpec, noisy_dataset, noisy_waveforms, pools_from_voices
 from avasr.evaluation import evaluate_at_snrs, evaluate_checkpoint
+from avasr.features import align_audio_to_video
 from avasr.train import fit
 from tests.media import write_clip
 from tests.test_mixing import SNR_TOLERANCE_DB, _snr_db

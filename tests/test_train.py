@@ -12,9 +12,10 @@ from avasr.checkpoint import (
     restore_rng_state,
 )
 from avasr.config import Config, ConfigError
-from avasr.data.dataset import Batch, collate, ctc_min_frames
+from avasr.data.dataset import Batch, collate
 from avasr.data.loader import make_loader
 from avasr.evaluation import evaluate
+from avasr.features import ctc_min_frames
 from avasr.model import build_model
 from avasr.objective import ctc_objective
 from avasr.train import LOG_FILE, METRICS_FILE, fit, learning_rate, seed_everything, train_one_epoch

@@ -26,7 +26,8 @@ import torch
 
 from avasr.config import Config
 from avasr.data.audio import log_mel
-from avasr.data.dataset import AVDataset, Utterance, align_audio_to_video
+from avasr.data.dataset import AVDataset, Utterance
+from avasr.features import align_audio_to_video
 from avasr.data.mixing import DEFAULT_BABBLE_TALKERS, NOISE_KINDS, NoiseError, make_noise, mix_at_snr, utterance_rng
 
 

@@ -39,19 +39,19 @@ import torch
 from avasr.checkpoint import load_model
 from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, VIDEO_ONLY, Config
 from avasr.data.audio import load_log_mel
-from avasr.data.dataset import (
-    align_audio_to_video,
-    check_durations,
-    keep_modalities,
-    lip_crops_to_tensor,
-    video_frames_of_audio,
-)
 from avasr.data.lips import LipCropper, NoFaceError, default_cropper
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
 from avasr.decode import Lexicon, decode
 from avasr.errors import AvasrError
 from avasr.evaluation import decoding_config
+from avasr.features import (
+    align_audio_to_video,
+    check_durations,
+    keep_modalities,
+    lip_crops_to_tensor,
+    video_frames_of_audio,
+)
 from avasr.metrics import character_error_rate, word_error_rate
 from avasr.ship.export import as_numpy, check_parity, cpu_session, export_onnx, read_config, run_session
 from avasr.ship.latency import DEFAULT_THREADS, MS_PER_S
