@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, Config
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, NUM_CLASSES, Config
 from avasr.model import build_model, count_parameters, lengths_to_mask
 from avasr.model.encoders import AudioEncoder, VideoEncoder
 from avasr.model.fusion import FUSION_CLASSES
@@ -37,9 +38,43 @@ def test_whole_model_shapes_and_log_probs(fusion):
         assert torch.allclose(out.exp().sum(-1), torch.ones(3, T), atol=1e-5)
 
 
+def expected_parameters(config: Config) -> int:
+    """The parameter count of the architecture in the README, layer by layer (not read from the modules)."""
+    c1, c2, c3 = config.encoder_channels
+    D = config.feature_dim
+    convs = 9 * (1 * c1 + c1 * c2 + c2 * c3) + 2 * (c1 + c2 + c3)  # 3x3 kernels without bias; BatchNorm scale, shift
+
+    def fc_fc(d_in: int) -> int:
+        return d_in * D + D + D * D + D
+
+    audio = convs + fc_fc(c3 * config.n_mels // 8)  # frequency halved three times: 40 bands -> 5
+    video = convs + fc_fc(c3 * 4 * 4)  # pooled to 4 x 4
+    # depthwise conv (kernel + bias per channel), pointwise linear, LayerNorm
+    temporal = config.temporal_layers * (D * config.temporal_kernel + D + D * D + D + 2 * D)
+    head = D * NUM_CLASSES + NUM_CLASSES
+    fusion = {
+        "simple": 2 * D * D + D,  # [a; v] -> D
+        "weighted": 2,  # one logit per modality
+        "attention": (3 * D * D + 3 * D) + (D * D + D) + 2 * D + (2 * D * D + D),  # q/k/v, out, LayerNorm, [a; v] -> D
+        "adaptive": 2 * D * D + D,  # the gate: [a; v] -> D
+    }[config.fusion]
+    return audio + video + temporal + head + fusion
+
+
+SMALLER = Config(encoder_channels=(4, 8, 16), feature_dim=32, lip_size=32, temporal_layers=2, temporal_kernel=3)
+
+
+@pytest.mark.parametrize("config", [CONFIG, SMALLER], ids=["default", "smaller"])
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_parameter_count_follows_the_architecture(config, fusion):
+    config = config.replace(fusion=fusion)
+    assert count_parameters(build_model(config)) == expected_parameters(config)
+
+
 def test_every_fusion_is_under_five_million_parameters():
     counts = {f: count_parameters(build_model(CONFIG.replace(fusion=f))) for f in FUSIONS}
     print("parameters per fusion:", counts)
+    # the README's table, which expected_parameters derives
     assert counts == {"simple": 3_428_317, "weighted": 2_903_519, "attention": 4_479_965, "adaptive": 3_428_317}
     assert max(counts.values()) < 5_000_000
 
@@ -56,6 +91,48 @@ def test_adaptive_gate_is_per_frame():
     gate = module.gate(torch.randn(1, 6, 16))
     assert gate.shape == (1, 6, 8) and bool(((gate > 0) & (gate < 1)).all())
     assert gate[0, 0].ne(gate[0, 1]).any()
+
+
+def test_adaptive_fusion_is_the_gated_mix_of_the_readme():
+    """g = sigmoid(W [a; v] + b) per frame and channel, output g * a + (1 - g) * v: computed here in numpy from the
+    module's weights."""
+    torch.manual_seed(0)
+    module = FUSION_CLASSES["adaptive"](8, 0.0).eval()
+    a, v = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    (linear,) = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    W, b = linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
+    an, vn = a.double().numpy(), v.double().numpy()
+    g = 1 / (1 + np.exp(-(np.concatenate([an, vn], axis=-1) @ W.T + b)))
+    expected = g * an + (1 - g) * vn
+    np.testing.assert_allclose(module(a, v, None).detach().double().numpy(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_every_fusion_uses_both_streams_at_every_frame(fusion):
+    torch.manual_seed(0)
+    module = FUSION_CLASSES[fusion](16, 0.0).eval()
+    a, v = torch.randn(1, 12, 16), torch.randn(1, 12, 16)
+    mask = lengths_to_mask(torch.tensor([12]), 12)
+    out = module(a, v, mask)
+    for changed_audio, changed_video in ((a + torch.randn_like(a), v), (a, v + torch.randn_like(v))):
+        moved = (module(changed_audio, changed_video, mask) - out).abs().amax(dim=-1)  # (1, T)
+        assert bool((moved > 1e-4).all()), moved
+
+
+@pytest.mark.parametrize("changed", [0, 6, 11])
+def test_attention_sees_the_video_within_five_frames_and_no_further(changed):
+    """Audio frame t attends to video frames t - 5 ... t + 5 (README: +-200 ms): moving one video frame changes
+    the fused output there and nowhere else."""
+    torch.manual_seed(0)
+    module = FUSION_CLASSES["attention"](16, 0.0).eval()
+    T = 20
+    a, v = torch.randn(1, T, 16), torch.randn(1, T, 16)
+    mask = lengths_to_mask(torch.tensor([T]), T)
+    moved_video = v.clone()
+    moved_video[0, changed] += 3 * torch.randn(16)
+    moved = (module(a, moved_video, mask) - module(a, v, mask)).abs().amax(dim=-1)[0]  # (T,)
+    within = [t for t in range(T) if abs(t - changed) <= 5]
+    assert torch.nonzero(moved > 1e-6).flatten().tolist() == within
 
 
 @pytest.mark.parametrize("fusion", ["attention", "adaptive"])
