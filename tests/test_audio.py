@@ -27,10 +27,13 @@ def test_22050_hz_is_resampled_to_the_same_frame_count(tmp_path):
 
 
 def test_stereo_is_averaged_to_mono(tmp_path):
-    left = tone(0.5, 16000, 300.0)
-    sf.write(tmp_path / "mono.wav", left, 16000)
-    sf.write(tmp_path / "stereo.wav", np.stack([left, left], axis=1), 16000)
-    assert torch.allclose(load_log_mel(tmp_path / "mono.wav", CONFIG), load_log_mel(tmp_path / "stereo.wav", CONFIG))
+    left, right = tone(0.5, 16000, 300.0), tone(0.5, 16000, 1000.0)  # two different channels
+    sf.write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    sf.write(tmp_path / "mean.wav", (left + right) / 2, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "left.wav", left, 16000, subtype="FLOAT")
+    stereo = load_log_mel(tmp_path / "stereo.wav", CONFIG)
+    assert torch.allclose(stereo, load_log_mel(tmp_path / "mean.wav", CONFIG), atol=1e-4)
+    assert not torch.allclose(stereo, load_log_mel(tmp_path / "left.wav", CONFIG), atol=0.1)
 
 
 def test_corrupt_empty_and_short_files_name_the_file(tmp_path):

@@ -8,7 +8,7 @@ from avasr.config import Config
 from avasr.data.cache import FeatureCache, entry_key, preprocessing_key
 from avasr.data.dataset import AVDataset
 from avasr.data.manifest import read_manifest
-from tests.media import write_clip
+from tests.media import face_frames, write_clip, write_video
 
 N_CLIPS = 6
 
@@ -49,6 +49,9 @@ def test_key_follows_file_content_and_preprocessing_config(corpus, tmp_path):
     write_clip(tmp_path / "copy", "other", 1.3)  # other audio content, same video
     changed = dataclasses.replace(entry, audio_path=tmp_path / "copy" / "other.wav")
     assert base.path_of(entry_key(changed)) != base.path_of(entry_key(entry))
+    write_video(tmp_path / "copy" / "mirrored.mp4", face_frames(25)[:, :, ::-1])  # same audio, other video
+    other_video = dataclasses.replace(entry, video_path=tmp_path / "copy" / "mirrored.mp4")
+    assert base.path_of(entry_key(other_video)) != base.path_of(entry_key(entry))
 
 
 def test_no_face_is_remembered_with_the_log_mel(corpus, tmp_path):

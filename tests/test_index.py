@@ -12,7 +12,7 @@ from avasr.data.dataset import AVDataset
 from avasr.data.index import CacheIndex, index_manifests
 from avasr.data.manifest import read_manifest
 from avasr.data.video import VideoError
-from tests.media import write_clip, write_tone
+from tests.media import face_frames, write_clip, write_tone, write_video
 
 N_CLIPS = 4
 
@@ -54,9 +54,12 @@ def test_a_changed_file_is_featurised_again_and_a_touched_one_only_rehashed(corp
     [before], _ = index_manifests([manifest], config, progress=False)
     write_tone(corpus / "u1.wav", 1.1, rate=16000)  # new content, same length
     os.utime(corpus / "u2.mp4")  # same content, new mtime
+    frames = before.rows[3].crop_frames
+    write_video(corpus / "u3.mp4", face_frames(frames)[:, :, ::-1])  # new video content (mirrored), same audio
     [after], counts = index_manifests([manifest], config, progress=False)
-    assert (counts.index_hits, counts.hashed, counts.built) == (N_CLIPS - 2, 2, 1)
+    assert (counts.index_hits, counts.hashed, counts.built) == (N_CLIPS - 3, 3, 2)
     assert after.rows[1].key != before.rows[1].key
+    assert after.rows[3].key != before.rows[3].key and after.rows[3].crop_frames == frames
     assert after.rows[2].key == before.rows[2].key and after.rows[2].video_stamp != before.rows[2].video_stamp
     cache = FeatureCache(config.cache_dir, config)
     assert not torch.equal(
