@@ -1,6 +1,8 @@
 """Streaming from the cache and length-bucketed batches."""
 
+import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +10,13 @@ import soundfile as sf
 import torch
 
 from avasr.augment import Augmenter, AugmentError
+from avasr.checkpoint import LAST_CHECKPOINT
 from avasr.config import Config, ConfigError
 from avasr.data.batching import LengthBucketSampler, padding_fraction
 from avasr.data.dataset import AVDataset
 from avasr.data.loader import make_loader
 from avasr.data.streaming import StreamingDataset
-from avasr.train import fit
+from avasr.train import METRICS_FILE, fit
 from tests.media import write_clip
 
 TINY = dict(
@@ -156,7 +159,12 @@ def test_buckets_hold_every_utterance_once_within_the_frame_budget():
     assert padding_fraction(batches, lengths) < 0.1 < padding_fraction(random_batches, lengths)
 
 
-def test_training_streams_in_length_buckets(corpus, tmp_path):
+def optimizer_steps(run: Path) -> int:
+    """The optimizer steps a run took, as Adam counted them in its last checkpoint."""
+    return int(torch.load(run / LAST_CHECKPOINT, weights_only=True)["optimizer"]["state"][0]["step"])
+
+
+def test_training_streams_from_the_cache_in_length_buckets(corpus, tmp_path):
     config = Config(
         cache_dir=str(tmp_path / "cache"),
         train_manifest=str(corpus / "m.txt"),
@@ -167,7 +175,23 @@ def test_training_streams_in_length_buckets(corpus, tmp_path):
         max_batch_frames=80,
         **TINY,
     )
-    best = fit(config)
-    assert best["epoch"] in (1, 2) and np.isfinite(best["val_loss"])
-    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    streamed = StreamingDataset.from_manifest(corpus / "m.txt", config, progress=False)
+    entries = {streamed.cache.path_of(row.key) for _, row in streamed.kept}
+
+    def delete_the_entries_after_epoch_1(metrics, _):
+        if metrics["epoch"] == 1:
+            for path in entries:
+                path.unlink()
+
+    fit(config, report=delete_the_entries_after_epoch_1)
+    # streamed: epoch 2 read every utterance from the cache again, and so rebuilt it (in memory, nothing is read)
+    assert all(path.is_file() for path in entries)
+    rows = (tmp_path / "run" / METRICS_FILE).read_text().splitlines()
     assert len(rows) == 3
+
+    # length buckets: each batch holds at most 80 padded video frames, so an epoch takes at least
+    # ceil(frames / 80) steps, more than the ceil(utterances / 3) of batches of batch_size
+    lengths = streamed.lengths
+    per_epoch = [len(LengthBucketSampler(lengths, 80, config.seed, epoch)) for epoch in range(2)]
+    assert min(per_epoch) >= math.ceil(sum(lengths) / 80) > math.ceil(len(lengths) / config.batch_size)
+    assert optimizer_steps(tmp_path / "run") == sum(per_epoch)
