@@ -5,14 +5,18 @@ espeak-ng is initialised once per process in synchronous mode with phoneme event
 `espeakEVENT_PHONEME` (each with its position in the audio, in ms). The library is a process-wide singleton
 and not thread-safe: use one `Synthesizer` per process (`process_synthesizer`).
 
-espeak-ng carries state from one synthesis to the next (its pitch-flutter index, its noise generator), so the
-same text can come out a few samples different depending on what was spoken before in the process; for
-reproducible audio, speak the same texts in the same order in a fresh process.
+espeak-ng carries state from one synthesis to the next: its pitch-flutter index is a static variable, and its
+breath noise (the `+f2`, `+f3`, `+f5` variants, among others) draws from libc's `rand()`, which any other library
+in the process may also advance. `Synthesizer.synthesize_isolated` therefore speaks in a forked child of a
+process that has never spoken, after seeding `rand()`: the audio depends only on the text, the voice and the
+seed, not on what the process (or the libraries it imported) did before.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +130,36 @@ class Synthesizer:
         self._events: list[tuple[int, str]] = []
         self._callback = _SYNTH_CALLBACK(self._on_synth)  # kept alive: espeak holds only the C pointer
         self._lib.espeak_SetSynthCallback(self._callback)
+        self.spoken = False  # a process that has spoken is no longer a pristine parent for isolated syntheses
+
+    def synthesize_isolated(
+        self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50, seed: int = 1
+    ) -> Speech:
+        """`synthesize` in a forked child of this process, with libc's `rand()` seeded by `seed` (0 .. 2**31 - 1).
+
+        The child starts from this process's espeak-ng state, which has never spoken, so the same arguments give
+        the same samples in any process, in any order. Costs a fork (about 2 ms) per call.
+        """
+        if self.spoken:
+            raise EspeakError(
+                "synthesize_isolated needs a process that has never called synthesize(): espeak-ng's state "
+                "carries over from one synthesis to the next; use a fresh process"
+            )
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: speak, send the result (or the error) up the pipe, exit without cleanup
+            os.close(read_end)
+            _speak_in_child(self, write_end, seed, (text, voice, rate, pitch, pitch_range))
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            payload = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if not payload:
+            raise EspeakError(f"{self.library}: the synthesis child for {text!r} ({voice}) died (status {status})")
+        result = pickle.loads(payload)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def _on_synth(self, wav, n_samples, events) -> int:
         if n_samples > 0 and wav:
@@ -147,7 +181,12 @@ class Synthesizer:
                 raise EspeakError(f"{self.library}: cannot set parameter {parameter} to {value} for voice {voice!r}")
 
     def synthesize(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50) -> Speech:
-        """Speak `text` (UTF-8; `[[...]]` is read as espeak phonemes) with the given voice, wpm and pitch."""
+        """Speak `text` (UTF-8; `[[...]]` is read as espeak phonemes) with the given voice, wpm and pitch.
+
+        The result depends on what this process spoke before (see the module's docstring); once a process has
+        spoken here, `synthesize_isolated` refuses to run in it.
+        """
+        self.spoken = True
         self.set_voice(voice, rate, pitch, pitch_range)
         self._chunks, self._events = [], []
         data = text.encode("utf-8") + b"\0"
@@ -159,6 +198,22 @@ class Synthesizer:
         if not len(samples):
             raise EspeakError(f"{self.library}: no audio for {text!r} with voice {voice!r}")
         return Speech(samples, self.sample_rate, phoneme_spans(self._events, 1000.0 * len(samples) / self.sample_rate))
+
+
+def _speak_in_child(synthesizer: Synthesizer, pipe: int, seed: int, arguments: tuple) -> None:
+    """Run in the forked child of `synthesize_isolated`: never returns."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.srand(ctypes.c_uint(seed))
+        try:
+            result = synthesizer.synthesize(*arguments)
+        except EspeakError as e:
+            result = e
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(pipe, "wb") as out:
+            out.write(data)
+    finally:
+        os._exit(0)
 
 
 def phoneme_spans(events: list[tuple[int, str]], duration_ms: float) -> tuple[Phoneme, ...]:

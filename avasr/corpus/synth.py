@@ -11,10 +11,11 @@
         s07/u00012.mp4              25 fps, FRAME_SIZE x FRAME_SIZE colour, mp4v
         s07/u00012.phonemes.tsv     start_ms, end_ms, phoneme: contiguous spans covering the audio
 
-Everything is drawn from `seed`, and the same seed gives the same files byte for byte: each utterance has its own
-random streams, and the speech is synthesised in order in one fresh process (espeak-ng carries state from one
-utterance to the next), so nothing depends on the number of workers or on what ran before. The videos are then
-rendered in parallel. The audio is padded to last exactly a whole number of video frames.
+Everything is drawn from `seed`, and the same seed gives the same files byte for byte, in any process: each
+utterance has its own random streams, and its speech comes from a forked child of a worker that has never spoken,
+with espeak-ng's noise generator seeded per utterance (`Synthesizer.synthesize_isolated`), so nothing depends on
+the number of workers, on which worker made which utterance, or on what ran before. The audio is padded to last
+exactly a whole number of video frames.
 """
 
 from __future__ import annotations
@@ -264,32 +265,34 @@ def _part(path: Path) -> Path:
     return path.with_name(path.name.replace(".", ".part.", 1))
 
 
-def speak_utterance(utterance: Utterance, out_dir: Path, seed: int, write: bool = True) -> None:
+def speak_utterance(utterance: Utterance, out_dir: Path, seed: int) -> bool:
     """Synthesise one utterance and write its WAV and phoneme table (each appears atomically).
 
-    Called for every utterance in order, even those already written (`write=False`), because espeak-ng keeps
-    state from one synthesis to the next (its pitch-flutter index, its noise generator): the same audio needs
-    the same history, from a fresh process.
+    False when the WAV was already there. The synthesis runs isolated (see the module's docstring): the same
+    utterance gives the same samples whatever was spoken before.
     """
+    wav_path, _, tsv_path = utterance_paths(out_dir, utterance)
+    if wav_path.is_file():
+        return False
     speaker = utterance.speaker
-    speech = process_synthesizer().synthesize(
-        grammar.speech_text(utterance.words), speaker.voice, speaker.rate, speaker.pitch, speaker.pitch_range
-    )
-    if speech.sample_rate != SAMPLE_RATE:
-        raise CorpusError(f"espeak-ng produced {speech.sample_rate} Hz for {speaker.voice}, expected {SAMPLE_RATE}")
-    if not write:
-        return
     rng = np.random.default_rng([seed, SPEECH_STREAM, utterance.index])
     lead_ms, trail_ms = rng.uniform(*LEAD_SILENCE_MS), rng.uniform(*TRAIL_SILENCE_MS)
+    noise_seed = int(rng.integers(2**31))
+    speech = process_synthesizer().synthesize_isolated(
+        grammar.speech_text(utterance.words), speaker.voice, speaker.rate, speaker.pitch, speaker.pitch_range,
+        seed=noise_seed,
+    )  # fmt: skip
+    if speech.sample_rate != SAMPLE_RATE:
+        raise CorpusError(f"espeak-ng produced {speech.sample_rate} Hz for {speaker.voice}, expected {SAMPLE_RATE}")
     samples, lead = pad_to_frames(speech.samples, speech.sample_rate, lead_ms, trail_ms)
     duration_ms = 1000.0 * len(samples) / speech.sample_rate
     phonemes = shift_phonemes(speech.phonemes, 1000.0 * lead / speech.sample_rate, duration_ms)
-    wav_path, _, tsv_path = utterance_paths(out_dir, utterance)
     wav_path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(_part(wav_path), samples, speech.sample_rate, subtype="PCM_16", format="WAV")
     write_phoneme_table(_part(tsv_path), phonemes)
     _part(tsv_path).replace(tsv_path)
     _part(wav_path).replace(wav_path)  # last: a WAV means both files are there
+    return True
 
 
 def animate_utterance(utterance: Utterance, out_dir: Path, seed: int) -> bool:
@@ -306,21 +309,10 @@ def animate_utterance(utterance: Utterance, out_dir: Path, seed: int) -> bool:
     return True
 
 
-def speak_all(utterances: list[Utterance], out_dir: Path, seed: int) -> int:
-    """Speak every utterance in order (see `speak_utterance`); returns how many WAVs were written.
-
-    Run it in a fresh process (`build_corpus` does) for audio that does not depend on what was synthesised before.
-    """
-    written = 0
-    for utterance in tqdm(utterances, desc="speech", unit="utt", smoothing=0.1):
-        missing = not utterance_paths(out_dir, utterance)[0].is_file()
-        speak_utterance(utterance, out_dir, seed, write=missing)
-        written += missing
-    return written
-
-
-def _animate_job(job: tuple[Utterance, Path, int]) -> bool:
-    return animate_utterance(*job)
+def make_utterance(job: tuple[Utterance, Path, int]) -> tuple[bool, bool]:
+    """Speak and animate one utterance where its files are missing. -> (WAV written, MP4 written)."""
+    utterance, out_dir, seed = job
+    return speak_utterance(utterance, out_dir, seed), animate_utterance(utterance, out_dir, seed)
 
 
 def _init_worker() -> None:
@@ -382,25 +374,17 @@ def _is_complete(out_dir: Path, size: CorpusSize, seed: int) -> bool:
 
 
 def _render_all(utterances: list[Utterance], out_dir: Path, seed: int, workers: int) -> tuple[int, int]:
-    """Speech in one fresh process, in order; then video in `workers` processes. -> (WAVs, MP4s) written.
+    """Every utterance's speech and video in `workers` fresh processes. -> (WAVs, MP4s) written.
 
-    spawn, not fork: a fresh interpreter has a pristine espeak-ng, and a forked child would inherit OpenCV's
-    and espeak's threads and locks half-taken.
+    spawn, not fork: a fresh interpreter has an espeak-ng that has never spoken (the parent of each isolated
+    synthesis), and a forked child would inherit OpenCV's threads and locks half-taken.
     """
-    context = multiprocessing.get_context("spawn")
     jobs = [(u, out_dir, seed) for u in utterances]
-    spoken = 0
-    if not all(utterance_paths(out_dir, u)[0].is_file() for u in utterances):
-        with context.Pool(1) as speaker:
-            spoken = speaker.apply(speak_all, (utterances, out_dir, seed))
-            _finish(speaker)
-    progress = dict(total=len(jobs), desc="video", unit="utt", smoothing=0.1)
-    if workers <= 1:
-        return spoken, sum(tqdm((_animate_job(job) for job in jobs), **progress))
-    with context.Pool(workers, initializer=_init_worker) as pool:
-        animated = sum(tqdm(pool.imap_unordered(_animate_job, jobs, chunksize=4), **progress))
+    progress = dict(total=len(jobs), desc="corpus", unit="utt", smoothing=0.1)
+    with multiprocessing.get_context("spawn").Pool(max(workers, 1), initializer=_init_worker) as pool:
+        written = list(tqdm(pool.imap_unordered(make_utterance, jobs, chunksize=4), **progress))
         _finish(pool)
-    return spoken, animated
+    return sum(w for w, _ in written), sum(v for _, v in written)
 
 
 def _finish(pool) -> None:
