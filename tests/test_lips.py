@@ -2,6 +2,7 @@
 
 import os
 import pickle
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,6 +11,7 @@ from matplotlib import cbook
 
 from avasr.config import Config
 from avasr.data.lips import (
+    HAAR_CASCADE,
     MOUTH_BOX_SIDE,
     HaarLipCropper,
     LipTrack,
@@ -211,8 +213,15 @@ def test_crop_boxes_replicates_the_border_outside_the_frame():
     np.testing.assert_array_equal(crops[0, 0, 4:], [5, 15, 25, 35])  # sub-pixel: centres at x = 0.5, 1.5, ...
 
 
-def test_mouth_box_from_face():
-    assert mouth_box_from_face(100, 50, 80, 80) == (100 + 40 - 0.5, 50 + 0.76 * 80 - 0.5, 40.0)
+def test_the_mouth_box_is_half_a_face_wide_centred_across_it_and_on_the_lips_of_a_real_face():
+    # across: a face box of pixel columns 100 ... 179 (edges [100, 180)) is centred on their mean, in pixel centres
+    cx, _, side = mouth_box_from_face(100, 50, 80, 80)
+    assert (cx, side) == (np.arange(100, 180).mean(), 80 / 2)
+    # down: on the full-size portrait, the box from the face OpenCV finds is centred on the lips measured by eye
+    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / HAAR_CASCADE))
+    (face,) = cascade.detectMultiScale(cv2.equalizeHist(portrait()), scaleFactor=1.1, minNeighbors=5)
+    cx, cy, _ = mouth_box_from_face(*face)
+    assert np.abs(np.subtract((cx, cy), PORTRAIT_MOUTH)).max() < 0.025 * face[2]
 
 
 def test_haar_cropper_survives_pickling():
