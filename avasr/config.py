@@ -1,4 +1,10 @@
-"""The one configuration of avasr: seed defaults, overridable from the CLI and from a plain dict (a Tune trial).
+"""avasr's configuration: one dataclass per concern (model, features, decoding, data, training, augmentation),
+composed into `Config`, a training run's flat whole. Defaults are the original design's; every field is overridable
+from the CLI (a flag built from the field and its comment) and from a plain dict (a Tune trial).
+
+    build_model(config.model)       the network sees ModelConfig only
+    InferenceConfig                 model + features + decoding: what a shipped ONNX file carries
+    Config.from_dict(flat)          checkpoints, Tune spaces and MLflow params stay flat
 
 Fixed architectural constants live here too, so no module hides a magic number.
 """
@@ -33,172 +39,21 @@ class ConfigError(AvasrError, ValueError):
     """An unknown key, a wrong type or an invalid value in a configuration."""
 
 
-@dataclass(frozen=True)
-class Config:
-    # --- data --------------------------------------------------------------------------------------------------
-    train_manifest: str = ""  # audio_path|video_path|transcript per line; paths relative to the manifest
-    val_manifest: str = ""  # used for early stopping and LR decay (val WER)
-    output_dir: str = "outputs/run"  # checkpoints, training.log, metrics.csv
-    cache_dir: str = "data/cache"  # log-mels and lip crops cached by file content; "" disables; shared on a cluster
-    data_workers: int = 0  # processes that preprocess uncached utterances; 0 = one per CPU core
-    # read each utterance from the feature cache as batches need it (avasr.data.streaming) instead of holding the
-    # corpus in memory: memory stays flat as the corpus grows; with num_workers > 0 the reads overlap training
-    streaming: bool = False
-    # > 0: length-bucketed training batches of at most this many padded video frames (validation keeps batch_size):
-    # far less padding on corpora of mixed lengths (avasr.data.batching). 0: batches of batch_size, as the original
-    max_batch_frames: int = 0
-    # --- audio: the seed's front end ---------------------------------------------------------------------------
-    sample_rate: int = 16000  # every file is resampled to this
-    n_mels: int = 40  # log-mel bands
-    window_ms: float = 25.0  # STFT window (n_fft = 400 samples at 16 kHz)
-    hop_ms: float = 10.0  # 100 feature frames/s, 4 per video frame at 25 fps
-    # --- video -------------------------------------------------------------------------------------------------
-    fps: float = 25.0  # GRID and LRS are 25 fps (the seed says 30); other rates are converted to this
-    lip_size: int = 64  # lip crops are lip_size x lip_size grayscale
-    face_landmarker_model: str = ""  # a MediaPipe .task file: lip landmarks instead of the Haar face box (optional)
-    # --- model -------------------------------------------------------------------------------------------------
-    encoder_channels: tuple[int, ...] = (32, 64, 128)  # the seed's three conv layers, for both encoders
-    feature_dim: int = 512  # width of both encoders' outputs, of the fusion and of the temporal block
-    fusion: str = "adaptive"  # simple | weighted | attention | adaptive (the seed recommends adaptive)
-    modalities: str = "audio+video"  # audio | video | audio+video: the other stream is blanked (ablations)
-    temporal_layers: int = 3  # dilated temporal conv blocks after fusion: CTC needs context the seed lacked
-    temporal_kernel: int = 5  # with dilations 1, 2, 4 the receptive field is 29 frames (1.16 s at 25 fps)
-    dropout: float = 0.2  # the seed's dropout, in encoders, fusion and temporal block
-    # --- training ----------------------------------------------------------------------------------------------
-    batch_size: int = 16  # the seed's; lower to 8 when memory is short
-    epochs: int = 50  # upper bound; early stopping usually ends sooner
-    lr: float = 5e-4  # Adam
-    weight_decay: float = 0.0  # Adam's L2; the seed uses none
-    label_smoothing: float = 0.1  # weight of the uniform-posterior term added to CTC (see avasr.train)
-    grad_clip: float = 5.0  # max global grad norm; CTC gradients spike on hard utterances
-    patience: int = 5  # stop when val WER has not improved for this many epochs
-    # plateau: the seed's decay when val WER stalls; cosine: from lr down to lr * lr_final_ratio over `epochs`, per
-    # step, so a short run ends at a small LR instead of waiting for plateaus it has no epochs left to see
-    lr_schedule: str = "plateau"
-    lr_decay_factor: float = 0.5  # plateau: multiply the LR by this when val WER plateaus ...
-    lr_decay_patience: int = 2  # ... for this many epochs (shorter than `patience`, so decay comes first)
-    lr_final_ratio: float = 0.05  # cosine: the last step's LR as a fraction of lr
-    # Linear warm-up from ~0 to lr over this many epochs (fractions allowed): a high LR from the first step knocks
-    # CTC into its blank-only plateau; reached gradually it leaves the plateau sooner. 0: the seed's constant start.
-    warmup_epochs: float = 0.0
-    num_workers: int = 0  # DataLoader workers; features are in memory, so 0 is usually fastest
-    device: str = "auto"  # auto picks cuda when available
-    seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
-    # --- augmentation: training only, all off by default (the original trains on clean, whole inputs) ---------
-    # chance that a training utterance gets noise, each epoch anew. It is mixed into the waveform before the log-mel,
-    # as at evaluation (avasr.augment), so the training set keeps its clean speech in memory (64 kB per second), or
-    # a streamed one reads it with each item and holds a sample of voices for babble
-    noise_prob: float = 0.0
-    noise_kinds: tuple[str, ...] = NOISE_KINDS  # drawn uniformly; babble is other training speakers' speech
-    noise_snr_db: tuple[float, ...] = (-10.0, 20.0)  # (low, high): each noisy utterance's SNR, drawn uniformly
-    freq_masks: int = 0  # SpecAugment frequency masks per utterance, each 0..freq_mask_bands mel bands wide
-    freq_mask_bands: int = 8
-    audio_time_masks: int = 0  # time masks per utterance on the log-mel, each 0..time_mask_frames long
-    video_time_masks: int = 0  # the same on the lip crops (frames blanked), drawn independently of the audio's
-    time_mask_frames: int = 10  # in video frames (0.4 s at 25 fps; 4 mel frames each)
-    # chance that an utterance's audio or its video (either, equally likely) is blanked whole: one model then serves
-    # audio-only, video-only and audio-visual input, and learns to lean on the lips when the sound goes
-    modality_dropout: float = 0.0
-    # --- decoding ----------------------------------------------------------------------------------------------
-    decoder: str = "greedy"  # greedy | beam
-    beam_size: int = 5  # CTC prefix beam width
-    lexicon: str = ""  # optional word list (one word per line) that restricts beam search
-    extra: dict = field(default_factory=dict, compare=False)  # free-form tags (e.g. corpus id); never read by code
+class _Section:
+    """What every configuration dataclass shares: validation by each class's own `check` (collected along the
+    MRO, so a composed config checks every section it is made of), and plain-dict construction."""
 
     def __post_init__(self):
-        problems = []
-        if self.fusion not in FUSIONS:
-            problems.append(f"fusion={self.fusion!r} is not one of {', '.join(FUSIONS)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(f"lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
-        if not 0.0 <= self.lr_final_ratio <= 1.0 or self.warmup_epochs < 0:
-            problems.append(
-                f"lr_final_ratio must be in [0, 1] and warmup_epochs >= 0, got {self.lr_final_ratio} "
-                f"and {self.warmup_epochs}"
-            )
-        if self.decoder not in DECODERS:
-            problems.append(f"decoder={self.decoder!r} is not one of {', '.join(DECODERS)}")
-        if self.modalities not in MODALITIES:
-            problems.append(f"modalities={self.modalities!r} is not one of {', '.join(MODALITIES)}")
-        if self.device not in DEVICES:
-            problems.append(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
-        for name in (
-            "sample_rate",
-            "n_mels",
-            "lip_size",
-            "feature_dim",
-            "batch_size",
-            "epochs",
-            "beam_size",
-            "window_ms",
-            "hop_ms",
-            "patience",
-            "lr_decay_patience",
-            "temporal_layers",
-            "grad_clip",
-        ):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.seed < 2**32:  # numpy's seeding takes 32-bit seeds
-            problems.append(f"seed must be in [0, 2**32), got {self.seed}")
-        if self.max_batch_frames < 0:
-            problems.append(f"max_batch_frames must be >= 0, got {self.max_batch_frames}")
-        if self.streaming and not self.cache_dir:
-            problems.append("streaming reads the feature cache: set cache_dir")
-        if self.num_workers < 0 or self.data_workers < 0:
-            problems.append(f"num_workers and data_workers must be >= 0, got {self.num_workers}, {self.data_workers}")
-        if self.lr <= 0 or self.fps <= 0:
-            problems.append("lr and fps must be positive")
-        if self.temporal_kernel <= 0 or self.temporal_kernel % 2 == 0:
-            problems.append(
-                f"temporal_kernel must be odd and positive (frames stay centred), got {self.temporal_kernel}"
-            )
-        if not 0.0 < self.lr_decay_factor <= 1.0 or self.weight_decay < 0:
-            problems.append("lr_decay_factor must be in (0, 1] and weight_decay >= 0")
-        if any(c <= 0 for c in self.encoder_channels):
-            problems.append(f"encoder_channels must be positive, got {self.encoder_channels}")
-        for name in ("noise_prob", "modality_dropout"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        unknown_noise = [k for k in self.noise_kinds if k not in NOISE_KINDS]
-        if unknown_noise or not self.noise_kinds:
-            problems.append(f"noise_kinds must be some of {', '.join(NOISE_KINDS)}, got {self.noise_kinds}")
-        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
-            problems.append(f"noise_snr_db needs (low, high) with low <= high, got {self.noise_snr_db}")
-        for name in ("freq_masks", "freq_mask_bands", "audio_time_masks", "video_time_masks", "time_mask_frames"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lexicon and self.decoder != "beam":
-            problems.append("a lexicon restricts beam search only: set decoder='beam' with it")
-        if len(self.encoder_channels) != 3:
-            problems.append(f"encoder_channels needs 3 values (one per conv layer), got {self.encoder_channels}")
+        problems = [problem for check in self._checks() for problem in check(self)]
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
 
-    # --- derived values ----------------------------------------------------------------------------------------
-    @property
-    def n_fft(self) -> int:
-        return round(self.sample_rate * self.window_ms / 1000)
-
-    @property
-    def hop_length(self) -> int:
-        return round(self.sample_rate * self.hop_ms / 1000)
-
-    @property
-    def mel_frames_per_second(self) -> float:
-        return self.sample_rate / self.hop_length
-
-    @property
-    def audio_samples_per_video_frame(self) -> float:
-        return self.sample_rate / self.fps  # 640 at 16 kHz and 25 fps
-
-    # --- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict) -> Config:
+    def _checks(cls):
+        return [c.__dict__["check"] for c in reversed(cls.__mro__) if "check" in c.__dict__]
+
+    @classmethod
+    def from_dict(cls, values: dict):
         """Build from a plain dict (JSON, a Tune trial config). Unknown keys and wrong types are refused."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
@@ -216,6 +71,262 @@ class Config:
         return cls(**coerced)
 
     @classmethod
+    def of(cls, config):
+        """This section's fields of a larger config (e.g. `ModelConfig.of(config)`): the part a component sees."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict:
+        """Plain types only (tuples as lists): safe for JSON, MLflow params and torch.load(weights_only=True)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes):
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+# --- the sections: one concern each ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """What the network is: everything `build_model` reads, and nothing else."""
+
+    n_mels: int = 40  # log-mel bands: the audio encoder's input height
+    lip_size: int = 64  # lip crops are lip_size x lip_size grayscale: the video encoder's input
+    encoder_channels: tuple[int, ...] = (32, 64, 128)  # the original's three conv layers, for both encoders
+    feature_dim: int = 512  # width of both encoders' outputs, of the fusion and of the temporal block
+    fusion: str = "adaptive"  # simple | weighted | attention | adaptive (the original recommends adaptive)
+    temporal_layers: int = 3  # dilated temporal conv blocks after fusion: CTC needs context the original lacked
+    temporal_kernel: int = 5  # with dilations 1, 2, 4 the receptive field is 29 frames (1.16 s at 25 fps)
+    dropout: float = 0.2  # the original's dropout, in encoders, fusion and temporal block
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.fusion not in FUSIONS:
+            problems.append(f"fusion={self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        for name in ("n_mels", "lip_size", "feature_dim", "temporal_layers"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.temporal_kernel <= 0 or self.temporal_kernel % 2 == 0:
+            problems.append(
+                f"temporal_kernel must be odd and positive (frames stay centred), got {self.temporal_kernel}"
+            )
+        if any(c <= 0 for c in self.encoder_channels):
+            problems.append(f"encoder_channels must be positive, got {self.encoder_channels}")
+        if len(self.encoder_channels) != 3:
+            problems.append(f"encoder_channels needs 3 values (one per conv layer), got {self.encoder_channels}")
+        return problems
+
+
+@dataclass(frozen=True)
+class FeatureConfig(_Section):
+    """How media become the model's inputs (with ModelConfig's n_mels and lip_size): the front end."""
+
+    sample_rate: int = 16000  # every file is resampled to this
+    window_ms: float = 25.0  # STFT window (n_fft = 400 samples at 16 kHz)
+    hop_ms: float = 10.0  # 100 feature frames/s, 4 per video frame at 25 fps
+    fps: float = 25.0  # GRID and LRS are 25 fps (the original says 30); other rates are converted to this
+    face_landmarker_model: str = ""  # a MediaPipe .task file: lip landmarks instead of the Haar face box (optional)
+    modalities: str = "audio+video"  # audio | video | audio+video: the other stream is blanked (ablations)
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.modalities not in MODALITIES:
+            problems.append(f"modalities={self.modalities!r} is not one of {', '.join(MODALITIES)}")
+        for name in ("sample_rate", "window_ms", "hop_ms"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.fps <= 0:
+            problems.append(f"fps must be positive, got {self.fps}")
+        return problems
+
+    @property
+    def n_fft(self) -> int:
+        return round(self.sample_rate * self.window_ms / 1000)
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def mel_frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def audio_samples_per_video_frame(self) -> float:
+        return self.sample_rate / self.fps  # 640 at 16 kHz and 25 fps
+
+
+@dataclass(frozen=True)
+class DecodeOptions(_Section):
+    """How log-probabilities become text."""
+
+    decoder: str = "greedy"  # greedy | beam
+    beam_size: int = 5  # CTC prefix beam width
+    lexicon: str = ""  # optional word list (one word per line) that restricts beam search
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.decoder not in DECODERS:
+            problems.append(f"decoder={self.decoder!r} is not one of {', '.join(DECODERS)}")
+        if self.beam_size <= 0:
+            problems.append(f"beam_size must be positive, got {self.beam_size}")
+        if self.lexicon and self.decoder != "beam":
+            problems.append("a lexicon restricts beam search only: set decoder='beam' with it")
+        return problems
+
+    @property
+    def decoding(self) -> DecodeOptions:
+        return DecodeOptions.of(self)
+
+    def with_overrides(self, decoder: str | None = None, beam_size: int | None = None, lexicon: str | None = None):
+        """These options with the given ones (None or empty: keep) in their place; a lexicon implies beam search."""
+        overrides = {k: v for k, v in (("decoder", decoder), ("beam_size", beam_size), ("lexicon", lexicon)) if v}
+        if lexicon and not decoder:
+            overrides["decoder"] = "beam"
+        return self.replace(**overrides) if overrides else self
+
+
+@dataclass(frozen=True)
+class InferenceConfig(DecodeOptions, FeatureConfig, ModelConfig):
+    """What a shipped model needs to turn files into text: the network, its front end and its decoding. An ONNX
+    file carries exactly this in its metadata (never training paths or settings)."""
+
+    @property
+    def model(self) -> ModelConfig:
+        return ModelConfig.of(self)
+
+    @property
+    def features(self) -> FeatureConfig:
+        return FeatureConfig.of(self)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """Where the training data is and how it is read."""
+
+    train_manifest: str = ""  # audio_path|video_path|transcript per line; paths relative to the manifest
+    val_manifest: str = ""  # used for early stopping and LR decay (val WER)
+    output_dir: str = "outputs/run"  # checkpoints, training.log, metrics.csv
+    cache_dir: str = "data/cache"  # log-mels and lip crops cached by file content; "" disables; shared on a cluster
+    data_workers: int = 0  # processes that preprocess uncached utterances; 0 = one per CPU core
+    # read each utterance from the feature cache as batches need it (avasr.data.streaming) instead of holding the
+    # corpus in memory: memory stays flat as the corpus grows; with num_workers > 0 the reads overlap training
+    streaming: bool = False
+    # > 0: length-bucketed training batches of at most this many padded video frames (validation keeps batch_size):
+    # far less padding on corpora of mixed lengths (avasr.data.batching). 0: batches of batch_size, as the original
+    max_batch_frames: int = 0
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.max_batch_frames < 0:
+            problems.append(f"max_batch_frames must be >= 0, got {self.max_batch_frames}")
+        if self.streaming and not self.cache_dir:
+            problems.append("streaming reads the feature cache: set cache_dir")
+        if self.data_workers < 0:
+            problems.append(f"data_workers must be >= 0, got {self.data_workers}")
+        return problems
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """The optimisation: batches, the learning-rate schedule, early stopping, the device and the seed."""
+
+    batch_size: int = 16  # the original's; lower to 8 when memory is short
+    epochs: int = 50  # upper bound; early stopping usually ends sooner
+    lr: float = 5e-4  # Adam
+    weight_decay: float = 0.0  # Adam's L2; the original uses none
+    label_smoothing: float = 0.1  # weight of the uniform-posterior term added to CTC (see avasr.objective)
+    grad_clip: float = 5.0  # max global grad norm; CTC gradients spike on hard utterances
+    patience: int = 5  # stop when val WER has not improved for this many epochs
+    # plateau: the original's decay when val WER stalls; cosine: from lr down to lr * lr_final_ratio over `epochs`,
+    # per step, so a short run ends at a small LR instead of waiting for plateaus it has no epochs left to see
+    lr_schedule: str = "plateau"
+    lr_decay_factor: float = 0.5  # plateau: multiply the LR by this when val WER plateaus ...
+    lr_decay_patience: int = 2  # ... for this many epochs (shorter than `patience`, so decay comes first)
+    lr_final_ratio: float = 0.05  # cosine: the last step's LR as a fraction of lr
+    # Linear warm-up from ~0 to lr over this many epochs (fractions allowed): a high LR from the first step knocks
+    # CTC into its blank-only plateau; reached gradually it leaves the plateau sooner. 0: the original's constant LR.
+    warmup_epochs: float = 0.0
+    num_workers: int = 0  # DataLoader workers; features are in memory, so 0 is usually fastest
+    device: str = "auto"  # auto picks cuda when available
+    seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if not 0.0 <= self.lr_final_ratio <= 1.0 or self.warmup_epochs < 0:
+            problems.append(
+                f"lr_final_ratio must be in [0, 1] and warmup_epochs >= 0, got {self.lr_final_ratio} "
+                f"and {self.warmup_epochs}"
+            )
+        if self.device not in DEVICES:
+            problems.append(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
+        for name in ("batch_size", "epochs", "patience", "lr_decay_patience", "grad_clip"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.seed < 2**32:  # numpy's seeding takes 32-bit seeds
+            problems.append(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.lr <= 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if not 0.0 < self.lr_decay_factor <= 1.0 or self.weight_decay < 0:
+            problems.append("lr_decay_factor must be in (0, 1] and weight_decay >= 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class AugmentConfig(_Section):
+    """Training-time augmentation, all off by default (the original trains on clean, whole inputs)."""
+
+    # chance that a training utterance gets noise, each epoch anew. It is mixed into the waveform before the log-mel,
+    # as at evaluation (avasr.augment), so the training set keeps its clean speech in memory (64 kB per second), or
+    # a streamed one reads it with each item and holds a sample of voices for babble
+    noise_prob: float = 0.0
+    noise_kinds: tuple[str, ...] = NOISE_KINDS  # drawn uniformly; babble is other training speakers' speech
+    noise_snr_db: tuple[float, ...] = (-10.0, 20.0)  # (low, high): each noisy utterance's SNR, drawn uniformly
+    freq_masks: int = 0  # SpecAugment frequency masks per utterance, each 0..freq_mask_bands mel bands wide
+    freq_mask_bands: int = 8
+    audio_time_masks: int = 0  # time masks per utterance on the log-mel, each 0..time_mask_frames long
+    video_time_masks: int = 0  # the same on the lip crops (frames blanked), drawn independently of the audio's
+    time_mask_frames: int = 10  # in video frames (0.4 s at 25 fps; 4 mel frames each)
+    # chance that an utterance's audio or its video (either, equally likely) is blanked whole: one model then serves
+    # audio-only, video-only and audio-visual input, and learns to lean on the lips when the sound goes
+    modality_dropout: float = 0.0
+
+    def check(self) -> list[str]:
+        problems = []
+        for name in ("noise_prob", "modality_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        unknown_noise = [k for k in self.noise_kinds if k not in NOISE_KINDS]
+        if unknown_noise or not self.noise_kinds:
+            problems.append(f"noise_kinds must be some of {', '.join(NOISE_KINDS)}, got {self.noise_kinds}")
+        if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
+            problems.append(f"noise_snr_db needs (low, high) with low <= high, got {self.noise_snr_db}")
+        for name in ("freq_masks", "freq_mask_bands", "audio_time_masks", "video_time_masks", "time_mask_frames"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        return problems
+
+
+# --- the composition: a training run's whole configuration ----------------------------------------------------
+@dataclass(frozen=True)
+class Config(AugmentConfig, TrainConfig, DataConfig, InferenceConfig):
+    """A training run's configuration: the sections above, flat. Flat keys keep CLI flags (`--fusion`), Tune spaces
+    (`{"lr": ...}`), MLflow params and checkpoints readable; each component takes only its section
+    (`config.model`, `config.features`, `config.decoding`, `config.inference`)."""
+
+    extra: dict = field(default_factory=dict, compare=False)  # free-form tags (e.g. corpus id); never read by code
+
+    @property
+    def inference(self) -> InferenceConfig:
+        return InferenceConfig.of(self)
+
+    @classmethod
     def from_file(cls, path: str | Path, base: Config | None = None) -> Config:
         """The fields in a JSON file over `base` (the defaults when None)."""
         try:
@@ -226,12 +337,8 @@ class Config:
             raise ConfigError(f"{path}: a configuration file must hold one JSON object")
         return cls.from_dict({**base.to_dict(), **values} if base else values)
 
-    def to_dict(self) -> dict:
-        """Plain types only (tuples as lists): safe for JSON, MLflow params and torch.load(weights_only=True)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    def replace(self, **changes) -> Config:
-        return self.from_dict({**self.to_dict(), **changes})
+SECTIONS = (ModelConfig, FeatureConfig, DecodeOptions, DataConfig, TrainConfig, AugmentConfig)  # --help's order
 
 
 def _type_name(hint) -> str:
@@ -264,24 +371,33 @@ _CLI_FIELDS = {"extra"}  # not settable from the command line
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--<field-name>` (dashes) for every config field; defaults stay None so only given flags override."""
+    """Add `--<field-name>` (dashes) for every config field, one group per section; defaults stay None so only
+    given flags override."""
     from avasr.cli import add_dataclass_arguments  # avasr.cli is about entry points: imported only by them
 
-    group = parser.add_argument_group("configuration (defaults: the original design)")
-    add_dataclass_arguments(
-        group,
-        Config,
-        fields=[f.name for f in dataclasses.fields(Config) if f.name not in _CLI_FIELDS],
-        choices={
-            "fusion": FUSIONS,
-            "decoder": DECODERS,
-            "device": DEVICES,
-            "modalities": MODALITIES,
-            "lr_schedule": LR_SCHEDULES,
-            "noise_kinds": NOISE_KINDS,
-        },
-        keep_defaults=False,
-    )
+    choices = {
+        "fusion": FUSIONS,
+        "decoder": DECODERS,
+        "device": DEVICES,
+        "modalities": MODALITIES,
+        "lr_schedule": LR_SCHEDULES,
+        "noise_kinds": NOISE_KINDS,
+    }
+    for section in SECTIONS:
+        group = parser.add_argument_group(f"{_section_title(section)} (defaults: the original design)")
+        own = [f.name for f in dataclasses.fields(section) if f.name not in _CLI_FIELDS]
+        add_dataclass_arguments(group, section, fields=own, choices=choices, keep_defaults=False)
+
+
+def _section_title(section: type) -> str:
+    return {
+        ModelConfig: "model",
+        FeatureConfig: "features",
+        DecodeOptions: "decoding",
+        DataConfig: "data",
+        TrainConfig: "training",
+        AugmentConfig: "augmentation",
+    }[section]
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:

@@ -94,18 +94,8 @@ def decoding_for(
     lexicon: str | None = None,
 ) -> Decoding:
     """A loaded model with its config's decoding, overridden where given (a lexicon implies beam search)."""
-    config = decoding_config(config, decoder, beam_size, lexicon)
+    config = config.with_overrides(decoder, beam_size, lexicon)
     return Decoding(model, config, Lexicon.from_file(config.lexicon) if config.lexicon else None)
-
-
-def decoding_config(
-    config: Config, decoder: str | None = None, beam_size: int | None = None, lexicon: str | None = None
-) -> Config:
-    """`config` with its decoding overridden where given (falsy: keep); a lexicon implies beam search."""
-    overrides = {k: v for k, v in (("decoder", decoder), ("beam_size", beam_size), ("lexicon", lexicon)) if v}
-    if lexicon and not decoder:
-        overrides["decoder"] = "beam"
-    return config.replace(**overrides)
 
 
 def evaluate_checkpoint(

@@ -1,4 +1,4 @@
-"""Character vocabulary, transcript normalisation and the seed's per-utterance WER/CER helpers.
+"""Character vocabulary, transcript normalisation and the original's per-utterance WER/CER helpers.
 
 Vocabulary (29 symbols, index = position):
 
@@ -64,10 +64,10 @@ def decode(ids) -> str:
 
 
 def compute_wer(reference: str, hypothesis: str) -> float:
-    """Word error rate of one utterance (the seed's helper); corpus-level WER lives in avasr.metrics."""
+    """Word error rate of one utterance (the original's helper); corpus-level WER lives in avasr.metrics."""
     return jiwer.wer(reference, hypothesis) if reference else float(bool(hypothesis))
 
 
 def compute_cer(reference: str, hypothesis: str) -> float:
-    """Character error rate of one utterance (the seed's helper)."""
+    """Character error rate of one utterance (the original's helper)."""
     return jiwer.cer(reference, hypothesis) if reference else float(bool(hypothesis))

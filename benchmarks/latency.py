@@ -1,5 +1,5 @@
 """Deployment latency beside the original design's table: the model alone (PyTorch eager, ONNX fp32, ONNX int8 static
-and dynamic; batch 1 and 4 of the seed's 5 s input; 1 and 2 threads), its FLOPs against this machine's fp32 matmul
+and dynamic; batch 1 and 4 of the original's 5 s input; 1 and 2 threads), its FLOPs against this machine's fp32 matmul
 throughput, and a 5 s clip end to end through `AVASRInference.transcribe` (files on disk -> text) by stage.
 
     python benchmarks/latency.py                                   # the default-size model, random weights
@@ -41,7 +41,7 @@ from avasr.ship.latency import (
 )
 from avasr.ship.quantize import QUANTIZATIONS, calibration_feeds, quantize
 
-ORIGINAL_CPU = {1: (45.0, 55.0), 4: (120.0, 150.0)}  # the seed's table: batch -> (mean ms, p95 ms)
+ORIGINAL_CPU = {1: (45.0, 55.0), 4: (120.0, 150.0)}  # the original's table: batch -> (mean ms, p95 ms)
 BATCHES = (1, 4)
 THREADS = (1, 2)
 DEFAULT_CORPUS = Path("data/corpus/small")
@@ -49,7 +49,7 @@ CALIBRATION_RANDOM = 16  # random calibration feeds when there is no training da
 
 
 def five_second_clip(manifest: Path, folder: Path) -> tuple[Path, Path]:
-    """The manifest's first clip looped to the seed's 5 s (audio and video alike), written as WAV + mp4v."""
+    """The manifest's first clip looped to the original's 5 s (audio and video alike), written as WAV + mp4v."""
     entry = read_manifest(manifest)[0]
     waveform, rate = read_waveform(entry.audio_path)
     frames, _ = read_gray_frames(entry.video_path)

@@ -1,4 +1,4 @@
-"""Training throughput and peak memory per fusion on one fixed batch (the seed's batch 16 of 3 s clips), with the
+"""Training throughput and peak memory per fusion on one fixed batch (the original's batch 16 of 3 s clips), with the
 conv weights channels-last (the model's layout) and NCHW (the layout before); with
 --corpus, where an epoch's time goes and how fast each recipe learns, before and after issue 12's changes.
 

@@ -40,7 +40,7 @@ def test_invalid_values_name_the_valid_ones():
         Config(dropout=1.5)
     with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\*\*32\), got -1"):  # numpy refuses it in fit
         Config(seed=-1)
-    with pytest.raises(ConfigError, match="num_workers and data_workers must be >= 0, got -1, 0"):
+    with pytest.raises(ConfigError, match="num_workers must be >= 0, got -1"):
         Config(num_workers=-1)
 
 

@@ -80,7 +80,7 @@ def test_every_fusion_exports_with_dynamic_batch_and_length_and_matches_pytorch(
     assert isinstance(batch, str) and isinstance(frames, str)  # symbolic, not the example's 2 and 7
     assert inputs["audio_features"][:3] == [batch, 1, 40] and isinstance(inputs["audio_features"][3], str)
     assert inputs["video_features"][2:] == [1, 64, 64] and inputs["lengths"] == [batch]
-    assert read_config(path) == config
+    assert read_config(path) == config.inference
 
     report = check_parity(model, path)
     print(report.summary())
@@ -89,7 +89,7 @@ def test_every_fusion_exports_with_dynamic_batch_and_length_and_matches_pytorch(
 
 
 def test_the_original_two_input_feed_is_told_to_pass_lengths(small_export):
-    """The seed's snippet feeds audio_features and video_features only: onnxruntime names the missing input, and
+    """The original's snippet feeds audio_features and video_features only: onnxruntime names the missing input, and
     the graph's own doc string says what to pass."""
     _, config, path = small_export("adaptive")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

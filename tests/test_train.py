@@ -167,7 +167,7 @@ def test_learning_rate_warms_up_then_follows_its_schedule():
     plateau = Config(lr=1e-3, warmup_epochs=1.0, lr_decay_factor=0.5)
     assert [learning_rate(plateau, step, 3) for step in range(4)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
     assert learning_rate(plateau, 10, 3, lr_decays=2) == pytest.approx(2.5e-4)
-    assert learning_rate(Config(lr=1e-3), 0, 3) == 1e-3  # no warm-up: the seed's constant start
+    assert learning_rate(Config(lr=1e-3), 0, 3) == 1e-3  # no warm-up: the original's constant start
     cosine = Config(lr=1e-3, lr_schedule="cosine", epochs=4, warmup_epochs=0.0, lr_final_ratio=0.1)
     lrs = [learning_rate(cosine, step, 10) for step in range(41)]
     assert lrs[0] == pytest.approx(1e-3) and lrs[20] == pytest.approx(5.5e-4) and lrs[40] == pytest.approx(1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, NUM_CLASSES, Config
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, NUM_CLASSES, ModelConfig
 from avasr.model.encoders import AudioEncoder, VideoEncoder
 from avasr.model.fusion import FUSION_CLASSES
 from avasr.model.temporal import TemporalBlock
@@ -17,8 +17,9 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 class AVSRModel(nn.Module):
-    def __init__(self, config: Config):
+    def __init__(self, config: ModelConfig):
         super().__init__()
+        self.config = config
         dim = config.feature_dim
         self.audio_encoder = AudioEncoder(config)
         self.video_encoder = VideoEncoder(config)
@@ -38,8 +39,10 @@ class AVSRModel(nn.Module):
         return self.ctc_head(x).log_softmax(dim=-1)  # (B, T, C)
 
 
-def build_model(config: Config) -> AVSRModel:
-    return AVSRModel(config)
+def build_model(config: ModelConfig) -> AVSRModel:
+    """The network of `config`'s ModelConfig part: a training run's whole Config may be passed, the model keeps and
+    reads only its own section."""
+    return AVSRModel(ModelConfig.of(config))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""The seed's two encoders: three 3x3 conv layers (BN, ReLU, stride 2) and two FC layers to `feature_dim`.
+"""The original's two encoders: three 3x3 conv layers (BN, ReLU, stride 2) and two FC layers to `feature_dim`.
 
 Both return one feature vector per video frame (25 Hz), so fusion sees aligned sequences.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avasr.config import Config
+from avasr.config import ModelConfig
 
-VIDEO_POOLED_SIZE = 4  # the seed's video encoder flattens 128 x 4 x 4 before its first FC layer
+VIDEO_POOLED_SIZE = 4  # the original's video encoder flattens 128 x 4 x 4 before its first FC layer
 # Conv weights are kept channels-last: with oneDNN's NHWC kernels, one CPU thread trains an epoch of the smoke model
 # 1.2-1.3x faster than with NCHW weights, and a step of the original-size model 1.4-1.7x faster. Loading a state
 # dict copies values into this layout, so checkpoints of either layout load.
@@ -46,14 +46,14 @@ def fc_stack(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
 class AudioEncoder(nn.Module):
     """Log-mel -> one feature per 4 mel frames (100 Hz -> 25 Hz).
 
-    Stride 2 on frequency in all three layers (40 -> 20 -> 10 -> 5 bands, as the seed's 128x5 flatten); stride 2 on
+    Stride 2 on frequency in all three layers (40 -> 20 -> 10 -> 5 bands, as the original's 128x5 flatten); stride 2 on
     time in the first two only, which gives the x4 time reduction to the video rate.
     """
 
     TIME_STRIDES = (2, 2, 1)  # product = AUDIO_TIME_DOWNSAMPLING
     FREQ_STRIDES = (2, 2, 2)
 
-    def __init__(self, config: Config):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         c1, c2, c3 = config.encoder_channels
         self.convs = nn.Sequential(
@@ -92,7 +92,7 @@ class VideoEncoder(nn.Module):
 
     STRIDES = (2, 2, 2)
 
-    def __init__(self, config: Config):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         c1, c2, c3 = config.encoder_channels
         conv_size = conv_output_size(config.lip_size, self.STRIDES)

@@ -1,4 +1,4 @@
-"""Temporal context after fusion: the seed's encoders see one frame at a time, but CTC over characters needs
+"""Temporal context after fusion: the original's encoders see one frame at a time, but CTC over characters needs
 to know its neighbours. Residual blocks of dilated depthwise-separable 1-D convolutions are cheap (~0.27M
 parameters per block at D = 512), export cleanly to ONNX with dynamic lengths, and with masking their output
 for an utterance does not depend on how much padding its batch has."""

@@ -17,6 +17,7 @@ n_mels, H and W are fixed by the trained model and stay constants in the graph.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config, ConfigError, InferenceConfig
 from avasr.decode import greedy_decode
 from avasr.errors import AvasrError
 from avasr.text import SYMBOLS
@@ -50,11 +51,11 @@ EXAMPLE_FRAMES = 7
 MAX_BATCH = 1024
 MAX_FRAMES = 25 * 600  # ten minutes at 25 fps: a bound for the exporter's shape reasoning, not checked at run time
 PARITY_ATOL = 1e-4  # max |log p_onnx - log p_torch|; measured float32 differences are ~1e-6 (see tests)
-PARITY_FRAMES = (50, 125, 200)  # 2 s, the seed's 5 s and 8 s at 25 fps; none equals EXAMPLE_FRAMES
+PARITY_FRAMES = (50, 125, 200)  # 2 s, the original's 5 s and 8 s at 25 fps; none equals EXAMPLE_FRAMES
 PARITY_BATCHES = (1, 3)
 PARITY_PADDING = 9  # in a batch, utterances after the first are this many frames shorter: masking is exercised
 PROVIDERS = ("CPUExecutionProvider",)
-CONFIG_METADATA_KEY = "avasr_config"  # the training config as JSON, kept in the .onnx file's metadata
+CONFIG_METADATA_KEY = "avasr_config"  # InferenceConfig as JSON (model, features, decoding) in the metadata
 VOCABULARY_METADATA_KEY = "avasr_vocabulary"
 # The exporter warns that "batch" names one dimension of three inputs; it is one dimension, so that is intended.
 SHARED_DIM_WARNING = r".*axis name: batch will not be used"
@@ -77,7 +78,7 @@ class ParityError(AvasrError, AssertionError):
 
 # --- export ------------------------------------------------------------------------------------------------------
 def example_inputs(
-    config: Config,
+    config: InferenceConfig,
     batch: int,
     frames: int,
     device: torch.device | str = "cpu",
@@ -104,7 +105,7 @@ def dynamic_shapes() -> dict[str, dict[int, Dim]]:
     }
 
 
-def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
+def export_onnx(model: nn.Module, config: InferenceConfig, path: str | Path) -> Path:
     """Export `model` (built from `config`) to one self-contained .onnx file with dynamic batch and length.
 
     The model is traced in eval mode (its train/eval flag is restored afterwards). The weights are kept inside the
@@ -136,9 +137,8 @@ def export_onnx(model: nn.Module, config: Config, path: str | Path) -> Path:
     proto = program.model_proto
     for value in proto.graph.input:
         value.doc_string = INPUT_DOCS[value.name]
-    add_metadata(
-        proto, {CONFIG_METADATA_KEY: json.dumps(config.to_dict()), VOCABULARY_METADATA_KEY: json.dumps(list(SYMBOLS))}
-    )
+    stored = json.dumps(InferenceConfig.of(config).to_dict())  # never training paths or settings
+    add_metadata(proto, {CONFIG_METADATA_KEY: stored, VOCABULARY_METADATA_KEY: json.dumps(list(SYMBOLS))})
     onnx.save_model(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -164,8 +164,9 @@ def add_metadata(proto: onnx.ModelProto, values: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = None) -> Config:
-    """The training config stored in an exported file's (or loaded graph's) metadata."""
+def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = None) -> InferenceConfig:
+    """The model, features and decoding stored in an exported file's (or loaded graph's) metadata. A file whose
+    metadata holds a whole training Config (as older avasr exports do) gives its InferenceConfig part."""
     proto = (
         onnx_model
         if isinstance(onnx_model, onnx.ModelProto)
@@ -175,7 +176,13 @@ def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = No
     metadata = {p.key: p.value for p in proto.metadata_props}
     if CONFIG_METADATA_KEY not in metadata:
         raise ExportError(f"{where}: no {CONFIG_METADATA_KEY!r} metadata (not written by avasr.ship.export?)")
-    return Config.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
+    stored = json.loads(metadata[CONFIG_METADATA_KEY])
+    wanted = {f.name for f in dataclasses.fields(InferenceConfig)}
+    training_only = {f.name for f in dataclasses.fields(Config)} - wanted
+    try:
+        return InferenceConfig.from_dict({k: v for k, v in stored.items() if k not in training_only})
+    except ConfigError as e:
+        raise ExportError(f"{where}: its {CONFIG_METADATA_KEY!r} metadata is not an avasr model's: {e}") from None
 
 
 # --- parity ------------------------------------------------------------------------------------------------------

@@ -37,14 +37,13 @@ import onnx
 import torch
 
 from avasr.checkpoint import load_model
-from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, VIDEO_ONLY, Config
+from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, VIDEO_ONLY, InferenceConfig
 from avasr.data.audio import load_log_mel
 from avasr.data.lips import LipCropper, NoFaceError, default_cropper
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
 from avasr.decode import Lexicon, decode
 from avasr.errors import AvasrError
-from avasr.evaluation import decoding_config
 from avasr.features import (
     align_audio_to_video,
     check_durations,
@@ -96,7 +95,7 @@ class OnnxBackend:
 @dataclass(frozen=True)
 class LoadedModel:
     backend: Backend
-    config: Config
+    config: InferenceConfig  # a checkpoint gives its whole Config, an ONNX file the inference part
     torch_model: torch.nn.Module | None  # for export_onnx; None when loaded from ONNX
     onnx_model: onnx.ModelProto | None
 
@@ -158,7 +157,7 @@ class AVASRInference:
         with _threads(self.options.threads):
             loaded = load(model_path, device, self.options.threads)
         self.source = str(model_path)
-        self.config = decoding_config(loaded.config, self.options.decoder, self.options.beam_size, self.options.lexicon)
+        self.config = loaded.config.with_overrides(self.options.decoder, self.options.beam_size, self.options.lexicon)
         self.lexicon = Lexicon.from_file(self.config.lexicon) if self.config.lexicon else None
         self.backend = loaded.backend
         self._loaded = loaded

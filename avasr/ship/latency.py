@@ -1,4 +1,5 @@
-"""CPU inference latency on the seed's 5 s input: audio (B, 1, 40, 500), video (B, 125, 1, 64, 64); B = 1 by default.
+"""CPU inference latency on the original's 5 s input: audio (B, 1, 40, 500), video (B, 125, 1, 64, 64); B = 1 by
+default.
 
 Threads: one (onnxruntime: intra_op_num_threads = inter_op_num_threads = 1; PyTorch: torch.set_num_threads(1);
 eager PyTorch runs its ops one after another anyway). On a shared machine (the
