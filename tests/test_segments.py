@@ -33,7 +33,6 @@ def manifest(root, lines):
 
 
 # --- manifest lines -------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="manifests have no segments yet")
 def test_a_five_field_line_names_a_segment_and_a_three_field_line_the_whole_clip(clips):
     entries = read_manifest(manifest(clips, ["long.wav|long.mp4|bin blue|0.4|1.6", "long.wav|long.mp4|lay red"]))
     assert [e.segment for e in entries] == [(0.4, 1.6), None]
@@ -41,7 +40,6 @@ def test_a_five_field_line_names_a_segment_and_a_three_field_line_the_whole_clip
     assert entries[0].speaker == entries[1].speaker == clips.name
 
 
-@pytest.mark.xfail(strict=True, reason="manifests have no segments yet")
 def test_bad_segment_fields_are_errors_naming_file_and_line(clips):
     path = manifest(
         clips,
@@ -62,7 +60,6 @@ def test_bad_segment_fields_are_errors_naming_file_and_line(clips):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="manifests have no segments yet")
 def test_written_segments_read_back_and_whole_clips_keep_three_fields(clips, tmp_path):
     audio, video = clips / "long.wav", clips / "long.mp4"
     path = write_manifest(tmp_path / "m.txt", [(audio, video, "bin blue", 0.12, 2.32), (audio, video, "lay red")])
@@ -75,7 +72,6 @@ def test_written_segments_read_back_and_whole_clips_keep_three_fields(clips, tmp
 
 
 # --- what a segment loads -------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="the readers take no segment yet")
 def test_a_segment_reads_only_its_part_of_the_audio_and_the_video(clips):
     whole_audio, rate = read_waveform(clips / "long.wav")
     part, part_rate = read_waveform(clips / "long.wav", (0.4, 1.6))
@@ -87,7 +83,6 @@ def test_a_segment_reads_only_its_part_of_the_audio_and_the_video(clips):
     np.testing.assert_array_equal(frames, whole_video[10:40])  # frames 10 to 39 at 25 fps
 
 
-@pytest.mark.xfail(strict=True, reason="the readers take no segment yet")
 def test_a_segment_outside_its_clip_is_an_error_naming_the_file(clips):
     with pytest.raises(
         ValueError, match=rf"{clips / 'long.wav'}: segment 4-5 s starts after the audio ends \(3.00 s\)"
@@ -99,7 +94,6 @@ def test_a_segment_outside_its_clip_is_an_error_naming_the_file(clips):
         read_gray_frames(clips / "long.mp4", (4.0, 5.0))
 
 
-@pytest.mark.xfail(strict=True, reason="the dataset does not load segments yet")
 def test_segments_of_one_clip_are_separate_utterances_with_their_own_cache_entries(clips, tmp_path):
     lines = ["long.wav|long.mp4|bin blue|0.4|1.6", "long.wav|long.mp4|lay red|1.6|2.4", "long.wav|long.mp4|set z"]
     path = manifest(clips, lines)
@@ -113,7 +107,6 @@ def test_segments_of_one_clip_are_separate_utterances_with_their_own_cache_entri
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="manifests have no segments yet")
 def test_a_whole_clip_keeps_its_cache_key_and_each_segment_has_its_own(clips):
     seg_a, seg_b, whole = read_manifest(
         manifest(clips, ["long.wav|long.mp4|a|0.4|1.6", "long.wav|long.mp4|a|1.6|2.4", "long.wav|long.mp4|a"])

@@ -1,6 +1,8 @@
 """Audio front end: WAV -> mono -> 16 kHz -> 40-dim log-mel -> per-utterance normalisation.
 
 Output shape = (n_mels, T_a) at 100 frames/s (hop 10 ms). torchaudio >= 2.9 no longer reads files, so soundfile does.
+A segment (start, end) in seconds reads only that part of the file (a manifest line with offsets, avasr.data.manifest);
+a segment running past the end of the file is cut at the end, one that starts after it is an error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 import torchaudio
 
 from avasr.config import Config
+from avasr.data.manifest import segment_text
 from avasr.errors import AvasrError
 
 LOG_FLOOR = 1e-6  # added before the log so silent frames stay finite
@@ -24,10 +27,13 @@ class AudioError(AvasrError, ValueError):
     """An unreadable, corrupt or unusable audio file; the message names it."""
 
 
-def read_waveform(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read any soundfile-supported file and average its channels. shape = (N,) float32."""
+def read_waveform(path: str | Path, segment: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
+    """Read any soundfile-supported file (or its `segment`, seconds) and average its channels. shape = (N,) float32."""
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
+        with sf.SoundFile(str(path)) as f:
+            start, stop = _segment_samples(path, segment, f.samplerate, f.frames)
+            f.seek(start)
+            samples, rate = f.read(stop - start, dtype="float32", always_2d=True), f.samplerate  # (N, channels)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{path}: cannot read audio: {e}") from None
     if samples.shape[0] == 0:
@@ -35,6 +41,17 @@ def read_waveform(path: str | Path) -> tuple[np.ndarray, int]:
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
     return samples.mean(axis=1), rate
+
+
+def _segment_samples(path, segment: tuple[float, float] | None, rate: int, frames: int) -> tuple[int, int]:
+    """The samples [start, stop) of `segment` in a file of `frames` samples at `rate`; all of them when None."""
+    if segment is None:
+        return 0, frames
+    start, stop = round(segment[0] * rate), min(frames, round(segment[1] * rate))
+    if start >= frames:
+        raise AudioError(f"{path}: segment {segment_text(segment)} s starts after the audio ends "
+                         f"({frames / rate:.2f} s)")
+    return start, stop
 
 
 def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> torch.Tensor:
@@ -61,14 +78,15 @@ def log_mel(waveform: torch.Tensor, config: Config) -> torch.Tensor:
     return (features - mean) / (std + NORM_EPS)
 
 
-def load_speech(path: str | Path, config: Config) -> torch.Tensor:
-    """File -> mono speech at config.sample_rate. shape = (N,) float32; at least one analysis window long."""
-    waveform, rate = read_waveform(path)
+def load_speech(path: str | Path, config: Config, segment: tuple[float, float] | None = None) -> torch.Tensor:
+    """File (or its `segment`) -> mono speech at config.sample_rate. shape = (N,) float32; at least one analysis
+    window long."""
+    waveform, rate = read_waveform(path, segment)
     if len(waveform) < config.n_fft:
         raise AudioError(f"{path}: {len(waveform)} samples is shorter than one {config.window_ms} ms window")
     return resample(waveform, rate, config.sample_rate)
 
 
-def load_log_mel(path: str | Path, config: Config) -> torch.Tensor:
-    """File -> log-mel features. shape = (n_mels, T_a) float32 at config.mel_frames_per_second."""
-    return log_mel(load_speech(path, config), config)
+def load_log_mel(path: str | Path, config: Config, segment: tuple[float, float] | None = None) -> torch.Tensor:
+    """File (or its `segment`) -> log-mel features. shape = (n_mels, T_a) float32 at config.mel_frames_per_second."""
+    return log_mel(load_speech(path, config, segment), config)

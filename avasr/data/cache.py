@@ -7,6 +7,10 @@ through the index of each manifest (avasr.data.index), which remembers each entr
 modification time. Writes go to a temporary file in the same folder and are renamed into place: readers see a
 whole entry or none, and trials that build the same entry at the same time just both write it (rename is atomic,
 the contents are equal). On a cluster, point `cache_dir` at shared storage.
+
+A segment of a clip (a manifest line with offsets) is an utterance of its own: its key adds the offsets to the
+content, and its entry holds the features of that part only. A whole clip's key is the content alone, so entries
+made before segments existed are found again.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from avasr.config import Config
 from avasr.data.audio import load_log_mel
 from avasr.data.lips import NoFaceError, load_lips
-from avasr.data.manifest import ManifestEntry
+from avasr.data.manifest import ManifestEntry, segment_text
 from avasr.data.video import VideoError
 from avasr.errors import AvasrError
 
@@ -52,8 +56,11 @@ def file_digest(path: Path) -> str:
 
 
 def entry_key(entry: ManifestEntry) -> str:
-    """The cache key of an utterance: the content of both its files (reads them whole)."""
-    return hashlib.sha256((file_digest(entry.audio_path) + file_digest(entry.video_path)).encode()).hexdigest()
+    """The cache key of an utterance: the content of both its files (reads them whole), and its segment if any."""
+    content = file_digest(entry.audio_path) + file_digest(entry.video_path)
+    if entry.segment is not None:
+        content += f"|segment {segment_text(entry.segment)}"
+    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def preprocessing_key(config: Config) -> str:
@@ -63,9 +70,9 @@ def preprocessing_key(config: Config) -> str:
 
 def compute_features(entry: ManifestEntry, config: Config) -> Features:
     """Raises AudioError / VideoError naming the file; a video without a face gives Features with `no_face` set."""
-    mel = load_log_mel(entry.audio_path, config)
+    mel = load_log_mel(entry.audio_path, config, entry.segment)
     try:
-        crops = torch.from_numpy(load_lips(entry.video_path, config).crops)
+        crops = torch.from_numpy(load_lips(entry.video_path, config, segment=entry.segment).crops)
     except NoFaceError as e:
         return Features(mel, torch.zeros(0, config.lip_size, config.lip_size, dtype=torch.uint8), no_face=str(e))
     return Features(mel, crops)

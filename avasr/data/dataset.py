@@ -149,7 +149,7 @@ def utterance_from_features(entry: ManifestEntry, features: Features, config: Co
         targets=torch.tensor(encode(entry.transcript), dtype=torch.long),
         transcript=entry.transcript,
         streams=AUDIO_ONLY if features.no_face else AUDIO_VISUAL,
-        speech=load_speech(entry.audio_path, config) if keep_speech else None,
+        speech=load_speech(entry.audio_path, config, entry.segment) if keep_speech else None,
     )
 
 

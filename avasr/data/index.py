@@ -11,6 +11,9 @@ Not detected: a same-size rewrite whose mtime is then set back to the old one (`
 another file of the same size, or a coarse-mtime filesystem within one tick). `rehash=True` (`prepare.py --rehash`)
 ignores the index and hashes every file.
 
+Rows are keyed by the utterance: its two paths, and for a segment of a clip the segment too (avasr.data.manifest);
+the segments of one clip share the files' stamps but each has its own key and lengths.
+
 The index lives in the cache's preprocessing folder (one per preprocessing setting), one JSON file per manifest path.
 Rows come from `describe`, which whoever prepares the cache runs: inline, in a process pool (`run_locally`), or as
 Ray tasks over a cluster (avasr.data.prepare).
@@ -53,11 +56,25 @@ class IndexRow:
     mel_frames: int  # log-mel frames before alignment
     crop_frames: int  # lip crops; 0 when the video has no face
     no_face: str = ""  # why there are no crops; "" when there are
+    segment: tuple[float, float] | None = None  # the manifest entry's segment; None: the whole clip
 
     @classmethod
     def from_json(cls, values: dict) -> "IndexRow":
+        segment = values.get("segment")
         return cls(**{**values, "audio_stamp": tuple(values["audio_stamp"]),
-                      "video_stamp": tuple(values["video_stamp"])})
+                      "video_stamp": tuple(values["video_stamp"]), "segment": tuple(segment) if segment else None})
+
+    @property
+    def utterance(self) -> UtteranceKey:
+        return utterance_key(self.audio, self.video, self.segment)
+
+
+# (audio path, video path) of a whole clip; (audio path, video path, segment) of a segment
+UtteranceKey = tuple[str, str] | tuple[str, str, tuple[float, float]]
+
+
+def utterance_key(audio: str, video: str, segment: tuple[float, float] | None) -> UtteranceKey:
+    return (audio, video) if segment is None else (audio, video, segment)
 
 
 # (row, features computed now) or the error naming the file
@@ -86,7 +103,7 @@ def describe(entry: ManifestEntry, cache: FeatureCache) -> Described:
     except Exception as e:  # a decoder's own error on a malformed file: one file must not stop a whole corpus
         return f"{entry.video_path}: {type(e).__name__} while featurising: {e}"
     row = IndexRow(str(entry.audio_path), str(entry.video_path), *stamps, key, features.mel.shape[1],
-                   features.crops.shape[0], features.no_face)
+                   features.crops.shape[0], features.no_face, entry.segment)
     return row, built
 
 
@@ -116,13 +133,13 @@ def run_locally(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tu
 
 
 class CacheIndex:
-    """One manifest's rows, keyed by the utterance's two paths."""
+    """One manifest's rows, keyed by the utterance's two paths and segment."""
 
     def __init__(self, cache: FeatureCache, manifest: str | Path):
         name = hashlib.sha256(str(Path(manifest).resolve()).encode()).hexdigest()[:16]
         self.path = cache.root / INDEX_FOLDER / f"{name}.json"
         self.cache = cache
-        self.rows: dict[tuple[str, str], IndexRow] = {}
+        self.rows: dict[UtteranceKey, IndexRow] = {}
         self.dirty = False  # rows added or dropped since loading: only then is the file rewritten
 
     @classmethod
@@ -133,7 +150,7 @@ class CacheIndex:
             stored = json.loads(index.path.read_text())
             if stored.get("format") == INDEX_FORMAT:
                 rows = [IndexRow.from_json(values) for values in stored["rows"]]
-                index.rows = {(row.audio, row.video): row for row in rows}
+                index.rows = {row.utterance: row for row in rows}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not an index this code wrote
             pass
         return index
@@ -148,7 +165,7 @@ class CacheIndex:
             pass
         return None
 
-    def set_rows(self, rows: dict[tuple[str, str], IndexRow]) -> None:
+    def set_rows(self, rows: dict[UtteranceKey, IndexRow]) -> None:
         """The manifest's rows as now known (utterances no longer listed drop out)."""
         if rows != self.rows:
             self.rows, self.dirty = rows, True
@@ -200,7 +217,7 @@ def index_manifests(manifests: Sequence[str | Path], config: Config, runner: Run
     when interrupted: what was described stays known."""
     cache = FeatureCache(config.cache_dir, config)
     listed = [(str(m), read_manifest(m), CacheIndex.load(cache, m)) for m in manifests]
-    found: dict[tuple[str, str], IndexRow | str] = {}
+    found: dict[UtteranceKey, IndexRow | str] = {}
     for _, entries, index in listed:  # every index first: a row one manifest's index knows serves all of them
         for entry in entries:
             pair = _pair(entry)
@@ -221,7 +238,7 @@ def index_manifests(manifests: Sequence[str | Path], config: Config, runner: Run
             row, built = result
             counts.built += built
             counts.frames_built += row.crop_frames if built else 0
-            found[(row.audio, row.video)] = row
+            found[row.utterance] = row
             if time.monotonic() - saved > SAVE_EVERY_S:
                 _save_known(listed, found)
                 saved = time.monotonic()
@@ -230,12 +247,12 @@ def index_manifests(manifests: Sequence[str | Path], config: Config, runner: Run
     return [IndexedManifest(path, entries, [found[_pair(e)] for e in entries]) for path, entries, _ in listed], counts
 
 
-def _pair(entry: ManifestEntry) -> tuple[str, str]:
-    return str(entry.audio_path), str(entry.video_path)
+def _pair(entry: ManifestEntry) -> UtteranceKey:
+    return utterance_key(str(entry.audio_path), str(entry.video_path), entry.segment)
 
 
 def _save_known(listed: list[tuple[str, list[ManifestEntry], CacheIndex]],
-                found: dict[tuple[str, str], IndexRow | str]) -> None:
+                found: dict[UtteranceKey, IndexRow | str]) -> None:
     """Each index gets the rows of its own manifest's utterances known so far."""
     for _, entries, index in listed:
         index.set_rows({pair: found[pair] for pair in map(_pair, entries)

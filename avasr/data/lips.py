@@ -333,11 +333,13 @@ def default_cropper(config: Config) -> LipCropper:
     return _cropper_for(config.face_landmarker_model)
 
 
-def load_lips(path: str | Path, config: Config, cropper: LipCropper | None = None) -> LipTrack:
-    """Video file -> lip crops at `config.fps`, shape = (T_v, config.lip_size, config.lip_size) uint8, and a report.
+def load_lips(path: str | Path, config: Config, cropper: LipCropper | None = None,
+              segment: tuple[float, float] | None = None) -> LipTrack:
+    """Video file (or its `segment`, seconds) -> lip crops at `config.fps`, shape = (T_v, config.lip_size,
+    config.lip_size) uint8, and a report.
 
     `cropper` defaults to `default_cropper(config)` (Haar). Raises VideoError / NoFaceError naming the file.
     """
-    frames, fps = read_gray_frames(path)
+    frames, fps = read_gray_frames(path, segment)
     frames = resample_frames(frames, fps, config.fps)
     return (cropper or default_cropper(config)).crop(frames, config.lip_size, where=str(path))

@@ -66,7 +66,7 @@ class StreamingDataset(Dataset):
         chosen: list[ManifestEntry] = []
         while len(chosen) < size and any(queues):
             chosen += [queue.pop() for queue in queues if queue][: size - len(chosen)]
-        return [(e.utterance_id, e.speaker, load_speech(e.audio_path, self.config).numpy())
+        return [(e.utterance_id, e.speaker, load_speech(e.audio_path, self.config, e.segment).numpy())
                 for e in tqdm(chosen, desc="reading babble voices", unit="utt")]
 
     @property

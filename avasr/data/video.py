@@ -9,6 +9,10 @@ Errors: an unreadable, corrupt or frame-less file raises `VideoError`, a video w
 VIDEOIO(FFMPEG) ...`) are silenced: they would only come before that clearer error. A track's duration is
 `len(track.crops) / config.fps` seconds, which the dataset compares with its audio to catch videos much shorter
 than their audio.
+
+A segment (start, end) in seconds keeps the frames from round(start * fps) up to, not including, round(end * fps)
+(a manifest line with offsets, avasr.data.manifest); decoding stops at its end. A segment running past the last frame
+is cut there; one that starts after it is an error.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avasr.data.manifest import segment_text
 from avasr.errors import AvasrError
 
 # FFmpeg's own log ("[mov,mp4,... @ 0x...] moov atom not found") bypasses OpenCV's logging API; OpenCV reads this
@@ -34,9 +39,41 @@ class VideoError(AvasrError, ValueError):
     """A video that cannot give frames: missing, unreadable, corrupt, no frames, no frame rate. Names the file."""
 
 
-def read_gray_frames(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode every frame as grayscale. Returns frames shape = (T, H, W) uint8 and the source frame rate."""
+def read_gray_frames(path: str | Path, segment: tuple[float, float] | None = None) -> tuple[np.ndarray, float]:
+    """Decode every frame (or those of `segment`, seconds) as grayscale. Returns frames shape = (T, H, W) uint8 and
+    the source frame rate."""
     path = Path(path)
+    with _opened(path) as capture:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        has_rate = math.isfinite(fps) and fps > 0
+        if segment is not None and not has_rate:
+            raise _no_frame_rate(path, fps)
+        first, stop = (0, math.inf) if segment is None else (round(segment[0] * fps), round(segment[1] * fps))
+        frames, index = [], 0
+        while index < stop and capture.grab():  # grab() only demuxes and decodes: frames before `first` cost less
+            if index >= first:
+                ok, frame = capture.retrieve()
+                if not ok:
+                    break
+                frames.append(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+            index += 1
+    if not frames and index == 0:
+        raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video)")
+    if not has_rate:
+        raise _no_frame_rate(path, fps)
+    if not frames:
+        raise VideoError(f"{path}: segment {segment_text(segment)} s starts after the video ends ({index} frames at "
+                         f"{fps:g} fps)")
+    return np.stack(frames), float(fps)
+
+
+def _no_frame_rate(path: Path, fps: float) -> VideoError:
+    return VideoError(f"{path}: the container gives no frame rate (got {fps}); re-encode it with one")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[cv2.VideoCapture]:
+    """An open capture of `path` with OpenCV's warnings silenced; VideoError naming the file when it cannot open."""
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
     with opencv_errors_only():
@@ -44,20 +81,9 @@ def read_gray_frames(path: str | Path) -> tuple[np.ndarray, float]:
         try:
             if not capture.isOpened():
                 raise VideoError(f"{path}: cannot open the video (corrupt or not a video container)")
-            fps = capture.get(cv2.CAP_PROP_FPS)
-            frames = []
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                frames.append(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+            yield capture
         finally:
             capture.release()
-    if not frames:
-        raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video)")
-    if not (math.isfinite(fps) and fps > 0):
-        raise VideoError(f"{path}: the container gives no frame rate (got {fps}); re-encode it with one")
-    return np.stack(frames), float(fps)
 
 
 @contextmanager
