@@ -2,12 +2,16 @@
 and dynamic; batch 1 and 4 of the original's 5 s input; 1 and 2 threads), its FLOPs against this machine's fp32 matmul
 throughput, and a 5 s clip end to end through `AVASRInference.transcribe` (files on disk -> text) by stage.
 
-    python benchmarks/latency.py                                   # the default-size model, random weights
-    python benchmarks/latency.py --checkpoint outputs/sweeps/NAME/.../best_model.pth   # a trained one: adds
-        # WER/CER of fp32 and int8 on its test split (unseen speakers), int8 calibrated on its training utterances
+    python benchmarks/latency.py --clip-manifest data/corpus/medium/test_manifest.txt   # default-size model, random
+    python benchmarks/latency.py --clip-manifest data/corpus/medium/test_manifest.txt \
+        --checkpoint outputs/sweeps/NAME/.../best_model.pth   # a trained one: adds WER/CER of fp32 and int8 on its
+        # test split (unseen speakers), int8 calibrated on its training utterances
+
+The end-to-end clip is the first utterance of --clip-manifest, looped to 5 s.
 
 compute-bound = FLOPs / (measured fp32 matmul GFLOP/s at that thread count): the time the model would take if all
-of it ran at BLAS speed. Every number is measured in this one run; the machine's load shows in p95.
+of it ran at BLAS speed. Every number is measured in this one run; the machine's load shows in p95. int8's gain
+depends on the CPU (VNNI, AMX): compare ratios only between runs on the same machine.
 """
 
 import argparse

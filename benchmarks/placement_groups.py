@@ -1,4 +1,5 @@
-"""Issue 9 in isolation: kill a trial while its Ray Train run trains, over and over, and see who gives its CPUs back.
+"""The placement-group leak avasr.sweep.resources guards against, in isolation: kill a trial while its Ray Train run
+trains, over and over, and see who gives its CPUs back.
 
 Each round starts an actor that stands for a Tune trial (a Tune function is an actor that calls
 `TorchTrainer.fit()`), waits for its Train worker's first report, kills the actor as Tune does when ASHA stops a

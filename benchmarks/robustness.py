@@ -1,4 +1,4 @@
-"""What the lips add in noise, checked against issue 11's goals: train one model (or take a checkpoint), then report
+"""What the lips add in noise, checked against the goals below: train one model (or take a checkpoint), then report
 audio-only, video-only and audio-visual WER at each SNR on the unseen test speakers, greedy and with the lexicon,
 and what the augmentation costs per epoch.
 
@@ -9,11 +9,10 @@ and what the augmentation costs per epoch.
         --modality-dropout 0.3 --freq-masks 2 --audio-time-masks 2 --video-time-masks 1 --data-workers 1
     python benchmarks/robustness.py --corpus data/corpus/full --checkpoint outputs/bench-robustness/best_model.pth
 
-The first meets every goal below (2026-12-02, 2 cores: 33.5 min of training, 41 min in all). The same flags with
-`--corpus data/corpus/medium --epochs 70 --patience 70` train in 11.6 min and meet all but the clean lexicon goal
-(2.0 %, all of its errors in the letter slot): `medium` has 37 training examples of each letter, `full` 173.
+The same flags with `--corpus data/corpus/medium --epochs 70 --patience 70` are the quicker recipe. Results, times
+and which goals each meets: docs/benchmarks.md ("Noise").
 
-Goals (issue 11): AV WER <= 0.4 x audio WER at 0 and -5 dB babble; AV never worse than the better single stream;
+Goals: AV WER <= 0.4 x audio WER at 0 and -5 dB babble; AV never worse than the better single stream;
 with the lexicon AV <= 15 % at 0 dB, clean AV <= 1 % (<= 5 % greedy), video alone <= 30 %.
 """
 

@@ -15,7 +15,7 @@ throughput over --real-epochs epochs streamed against in memory.
 
     python benchmarks/scale.py [--sizes 1000 5000 20000] [--steps 30] [--real-corpus data/corpus/smoke]
 
-Goals (issue 13): peak memory <= 1.2x from the smallest to the largest size; warm start of 20,000 <= 10 s;
+Goals: peak memory <= 1.2x from the smallest to the largest size; warm start of 20,000 <= 10 s;
 padding <= 15 % with buckets; streaming within 10 % of in-memory throughput on the real corpus.
 """
 

@@ -16,7 +16,7 @@ core-seconds.
     python benchmarks/sweep_cpu.py --out outputs/sweep_cpu --again     # report and plot again from processes.csv
 
 --epochs N: the smoke space with N epochs (its other values unchanged): a short run shows what starting a trial
-costs, a full one (default: the space's 25) what the helpers cost while trials train.
+costs, a full one (default: the space's own) what the helpers cost while trials train.
 """
 
 from __future__ import annotations

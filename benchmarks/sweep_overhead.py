@@ -12,10 +12,9 @@ time goes, and the ratios (goal: at most 1.25).
 
     python benchmarks/sweep_overhead.py [--epochs 30] [--cpus N] [--corpus data/corpus/smoke]
 
-On a machine other jobs keep busy, pass --cpus 1: with two threads on a loaded 2-core machine
-an epoch of the plain loop took 30-48 s instead of 1.2 s (the threads wait for each other), drowning what is
-measured here. The load average is printed with the result: compare runs made under
-similar load.
+On a machine other jobs keep busy, pass --cpus 1: with two threads on a loaded 2-core machine the threads wait
+for each other and an epoch of the plain loop takes many times longer, drowning what is measured here. The load
+average is printed with the result: compare runs made under similar load.
 
 Where the time goes is read off the runs themselves: every epoch's `seconds` (training + validation; metrics.csv
 in the plain loop, `epoch/seconds` in MLflow for the sweep), MLflow's timestamps (a child run is created when its

@@ -1,6 +1,7 @@
 """Training throughput and peak memory per fusion on one fixed batch (the original's batch 16 of 3 s clips), with the
 conv weights channels-last (the model's layout) and NCHW (the layout before); with
---corpus, where an epoch's time goes and how fast each recipe learns, before and after issue 12's changes.
+--corpus, where an epoch's time goes and how fast each recipe learns: the smoke space's earlier recipe against its
+current one.
 
 Fixed batch: each fusion runs in its own fresh process so peak memory is its own: CPU = peak resident set size of
 the process (ru_maxrss) over its baseline before the model exists; CUDA = torch.cuda.max_memory_allocated.
@@ -13,7 +14,7 @@ first epoch with val WER <= 0.5, the best val WER and the best checkpoint's test
 "after" is tune_spaces/smoke.py now. Ray's own per-trial cost is benchmarks/sweep_overhead.py's.
 
     python benchmarks/train_step.py [--model original|smoke] [--steps 10] [--batch-size 16] [--seconds 3] [--device cpu]
-    python benchmarks/train_step.py --corpus data/corpus/small [--fusions simple attention] [--epochs 25]
+    python benchmarks/train_step.py --corpus data/corpus/medium [--fusions simple attention] [--epochs 12]
 """
 
 import argparse
@@ -60,7 +61,7 @@ def fixed_batch(config: Config, batch_size: int, seconds: float) -> Batch:
 
 
 MODEL_FIELDS = ("lip_size", "encoder_channels", "feature_dim", "temporal_layers")  # what --model smoke takes
-# conv weight layouts compared: the model's own (channels-last) first, then NCHW (the layout before 2026-12-02)
+# conv weight layouts compared: the model's own (channels-last) first, then NCHW (the layout the model used before)
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
@@ -129,7 +130,7 @@ BEFORE = {
     "encoder_channels": [8, 16, 32],
     "feature_dim": 128,
     "temporal_layers": 2,
-}  # smoke.py before issue 12
+}  # the smoke space's earlier recipe: a constant LR, halved on plateaus
 STAGES = ("data_s", "step_s", "eval_s", "save_s")
 WER_GOAL = 0.5
 

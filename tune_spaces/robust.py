@@ -1,4 +1,4 @@
-"""The four fusions trained to lean on the lips when the sound goes (issue 11): noise mixed into the training speech,
+"""The four fusions trained to lean on the lips when the sound goes: noise mixed into the training speech,
 SpecAugment and lip masks, and modality dropout, on the `medium` corpus (936 training utterances):
 
     python experiments/sweep_fusion.py --space robust --name robust-medium \\
@@ -6,9 +6,9 @@ SpecAugment and lip masks, and modality dropout, on the `medium` corpus (936 tra
         --test-manifest data/corpus/medium/test_manifest.txt --select-on val_wer_snr0_babble
     python experiments/robustness.py --sweep robust-medium      # A, V and AV WER against SNR per fusion
 
-The recipe is benchmarks/modalities.py's small model (0.2M parameters) with the augmentation of the issue's first
-measured model (benchmarks/robustness.py), cut to 30 epochs: about 20 s each on one core, 10 min a trial. The
-champion is chosen on the val WER in babble at 0 dB, the condition this sweep is for.
+The recipe is benchmarks/modalities.py's small model (0.2M parameters) with benchmarks/robustness.py's
+augmentation, cut to 30 epochs; two trials train side by side. The champion is chosen on the val WER in babble at
+0 dB, the condition this sweep is for. Its results: docs/benchmarks.md ("Which fusion leans on the lips").
 """
 
 from ray import tune

@@ -11,9 +11,9 @@ from torch import nn
 from avasr.config import ModelConfig
 
 VIDEO_POOLED_SIZE = 4  # the original's video encoder flattens 128 x 4 x 4 before its first FC layer
-# Conv weights are kept channels-last: with oneDNN's NHWC kernels, one CPU thread trains an epoch of the smoke model
-# 1.2-1.3x faster than with NCHW weights, and a step of the original-size model 1.4-1.7x faster. Loading a state
-# dict copies values into this layout, so checkpoints of either layout load.
+# Conv weights are kept channels-last: on CPU, oneDNN's NHWC kernels train faster than NCHW weights, for the small
+# model and the original-size one (benchmarks/train_step.py; docs/benchmarks.md). Loading a state dict copies values
+# into this layout, so checkpoints of either layout load.
 CONV_LAYOUT = torch.channels_last
 
 

@@ -1,17 +1,15 @@
 """The cluster's CPUs and GPUs always come back: placement groups orphaned by dead Train controllers are removed by
 the sweep itself, and a trial that cannot get its resources is told who holds them.
 
-Why (issue 9; reproduced by benchmarks/placement_groups.py): a Ray Train run reserves its workers' CPUs/GPUs in a
-placement group created by its `TrainController` actor. Such a group is not detached, so Ray's GCS frees it only
-when both its creator actor and its creator *job* are dead; the job is the sweep's driver, which lives on. When Tune
-stops a trial (ASHA) or a trial's actor dies, its controller dies with it and only Ray Train's best-effort
-`PlacementGroupCleaner` (a detached actor polling the State API) can free the group. In a loop of such kills
-(benchmarks/placement_groups.py, 2 CPUs) the first kills were freed within a second, then from the third or fourth
-on every group stayed CREATED with its creator DEAD and that run's cleaner ALIVE but no longer monitoring (py-spy:
-no monitor thread): 3 of 6 kills, and every one of the four earlier probes. Inside a sweep a second path showed up:
-Tune removes a stopped trial's own placement group, Ray destroys the controller that ran in it, and GCS then keeps
-the controller's group with `creator_actor_dead: false` although the actor table says DEAD. Either way those CPUs
-were lost until the driver exited, and the next trials waited for them forever.
+Why: a Ray Train run reserves its workers' CPUs/GPUs in a placement group created by its `TrainController` actor.
+Such a group is not detached, so Ray's GCS frees it only when both its creator actor and its creator *job* are dead;
+the job is the sweep's driver, which lives on. When Tune stops a trial (ASHA) or a trial's actor dies, its
+controller dies with it, and only Ray Train's best-effort `PlacementGroupCleaner` (a detached actor polling the
+State API) can free the group; it does not always (benchmarks/placement_groups.py reproduces it; docs/decisions.md
+has the evidence). Inside a sweep a second path leaks too: Tune removes a stopped trial's own placement group, Ray
+destroys the controller that ran in it, and GCS keeps the controller's group with `creator_actor_dead: false`
+although the actor table says DEAD. Either way the CPUs stay reserved until the driver exits, and the next trials
+wait for them forever.
 
 The rule applied here is GCS's own lifetime rule with "job dead" replaced by "creator actor dead": a non-detached
 group whose creating actor is dead can never be used again (its workers were that actor's, and died with it), so
