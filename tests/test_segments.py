@@ -117,7 +117,6 @@ def test_a_whole_clip_keeps_its_cache_key_and_each_segment_has_its_own(clips):
 
 
 # --- the length filter ----------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="the loading policy has no length filter yet")
 def test_the_length_filter_skips_few_frames_and_odd_audio_rates_and_counts_them(clips, tmp_path):
     path = manifest(clips, ["long.wav|long.mp4|bin blue", "few.wav|few.mp4|a", "slow.wav|slow.mp4|lay red"])
     for config in (CONFIG, CONFIG.replace(cache_dir=str(tmp_path / "cache"))):  # in memory, and through the index

@@ -5,7 +5,12 @@ Loading policy (documented fallbacks and skips, counted and reported; everything
   blanked, as modality dropout and `modalities="audio"` blank it, and a centre crop is never passed off as lips.
   A video-only configuration has nothing left to use, so there such an utterance is skipped (`no_face`);
 - an utterance with fewer fused frames than CTC needs (labels + adjacent repeats) is skipped (`too_short`),
-  because its loss would be infinite.
+  because its loss would be infinite;
+- the length filter (as torchaudio's AV-ASR example filters LRS3): an utterance of fewer than MIN_VIDEO_FRAMES
+  video frames is skipped (`few_frames`), and so is one whose audio runs at other than sample_rate / fps audio
+  samples per video frame (640 at 16 kHz and 25 fps) by more than AV_RATE_TOLERANCE (`av_rate`): 560-720 keeps
+  clips whose audio and video agree. A pair that differs by more than features.MAX_AV_MISMATCH_SECONDS is no
+  length quirk but a broken pair, and stays an error naming its files.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from avasr.features import (align_audio_to_video, check_durations, ctc_min_frame
 from avasr.text import encode
 
 LOAD_CHUNK = 4  # utterances per pool job when loading without the cache
+MIN_VIDEO_FRAMES = 12  # the length filter's shortest utterance: 0.48 s at 25 fps
+AV_RATE_TOLERANCE = 0.125  # audio samples per video frame within 12.5 % of sample_rate / fps: 560-720 at defaults
 
 
 class DataError(AvasrError, ValueError):
@@ -52,6 +59,7 @@ class Utterance:
     transcript: str
     streams: str = AUDIO_VISUAL  # the streams its files gave: AUDIO_ONLY when its video has no face
     speech: torch.Tensor | None = None  # shape = (N,) float32 clean speech at sample_rate, when asked to keep it
+    mel_frames: int = 0  # log-mel frames before alignment to the video (the length filter's audio length); 0: unknown
 
 
 class Batch(NamedTuple):
@@ -82,11 +90,12 @@ class Batch(NamedTuple):
 class LoadReport:
     loaded: int = 0
     audio_only: list[str] = field(default_factory=list)  # loaded, but no face in the video: audio alone
-    skipped: dict[str, list[str]] = field(default_factory=lambda: {"no_face": [], "too_short": []})
+    skipped: dict[str, list[str]] = field(
+        default_factory=lambda: {"no_face": [], "too_short": [], "few_frames": [], "av_rate": []})
 
-    def admit(self, entry: ManifestEntry, streams: str, frames: int, config: Config) -> bool:
-        """Apply the loading policy (module docstring) to an utterance of `frames` video frames: True to keep it;
-        otherwise its skip is recorded."""
+    def admit(self, entry: ManifestEntry, streams: str, frames: int, config: Config, mel_frames: int = 0) -> bool:
+        """Apply the loading policy (module docstring) to an utterance of `frames` video frames and `mel_frames`
+        log-mel frames (0: unknown, the rate is then not checked): True to keep it; otherwise its skip is recorded."""
         if streams == AUDIO_ONLY and config.modalities == VIDEO_ONLY:
             self.skipped["no_face"].append(f"{entry.where} ({entry.video_path})")
             return False
@@ -94,9 +103,26 @@ class LoadReport:
         if frames < needed:
             self.skipped["too_short"].append(f"{entry.utterance_id} ({frames} frames < {needed} needed)")
             return False
+        if not self._passes_length_filter(entry, frames, mel_frames, config):
+            return False
         if streams == AUDIO_ONLY:
             self.audio_only.append(f"{entry.where} ({entry.video_path})")
         self.loaded += 1
+        return True
+
+    def _passes_length_filter(self, entry: ManifestEntry, frames: int, mel_frames: int, config: Config) -> bool:
+        if frames < MIN_VIDEO_FRAMES:
+            self.skipped["few_frames"].append(f"{entry.utterance_id} ({frames} frames < {MIN_VIDEO_FRAMES})")
+            return False
+        if not mel_frames:
+            return True
+        nominal = config.sample_rate / config.fps
+        low, high = round(nominal * (1 - AV_RATE_TOLERANCE)), round(nominal * (1 + AV_RATE_TOLERANCE))
+        rate = (mel_frames - 1) * config.hop_length / frames  # centred STFT: N // hop + 1 frames
+        if not low <= rate <= high:
+            self.skipped["av_rate"].append(
+                f"{entry.utterance_id} ({rate:.0f} audio samples per video frame, outside {low}-{high})")
+            return False
         return True
 
     def finish(self, path, total: int, errors: list[str], stacklevel: int = 3) -> None:
@@ -150,6 +176,7 @@ def utterance_from_features(entry: ManifestEntry, features: Features, config: Co
         transcript=entry.transcript,
         streams=AUDIO_ONLY if features.no_face else AUDIO_VISUAL,
         speech=load_speech(entry.audio_path, config, entry.segment) if keep_speech else None,
+        mel_frames=mel.shape[1],
     )
 
 
@@ -192,7 +219,8 @@ def select_indexed(indexed: IndexedManifest, config: Config,
         except VideoError as e:
             errors.append(f"{entry.where}: {e}")
             continue
-        if report.admit(entry, AUDIO_ONLY if row.no_face else AUDIO_VISUAL, indexed_frames(row, config), config):
+        if report.admit(entry, AUDIO_ONLY if row.no_face else AUDIO_VISUAL, indexed_frames(row, config), config,
+                        row.mel_frames):
             kept.append((entry, row))
     return kept, report, errors
 
@@ -230,7 +258,7 @@ class AVDataset(Dataset):
         for entry, loaded in zip(entries, loads):
             if isinstance(loaded, Exception):
                 errors.append(f"{entry.where}: {loaded}")
-            elif report.admit(entry, loaded.streams, loaded.video.shape[0], config):
+            elif report.admit(entry, loaded.streams, loaded.video.shape[0], config, loaded.mel_frames):
                 utterances.append(loaded)
         report.finish(path, len(entries), errors)
         return cls(utterances, report)
