@@ -1,8 +1,9 @@
-"""What every entry point shares: flags built from the dataclass they fill, and errors.
+"""What every entry point shares: flags built from the dataclass they fill, errors and warnings.
 
 A user's mistake (an AvasrError: a bad manifest, config, file or space) ends with
 one clear line on stderr and exit status 1. Every other exception (a torch shape mismatch, an out-of-memory) is not
-the user's to fix and keeps its traceback."""
+the user's to fix and keeps its traceback. A warning (a video with no face, an index that cannot be saved) is one
+line too, `warning: <message>`, without the source line that raised it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -22,12 +24,25 @@ FAILED = 1
 
 
 def run(main: Callable[[], object]) -> None:
+    shown_before, warnings.showwarning = warnings.showwarning, show_warning
     try:
         status = main()
     except AvasrError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         raise SystemExit(FAILED) from None
+    finally:
+        warnings.showwarning = shown_before
     raise SystemExit(status if isinstance(status, int) else 0)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for a person at a terminal: `warning: <message>` on one line. Python's own format adds
+    the file, line number and source line that raised it, which say nothing to someone running a command."""
+    text = " ".join(str(message).split())
+    try:
+        (file or sys.stderr).write(f"warning: {text}\n")
+    except (AttributeError, OSError):  # no stderr, or a closed one: a warning must not end the run
+        pass
 
 
 # --- flags built from a dataclass --------------------------------------------------------------------------------
