@@ -1,14 +1,21 @@
 """The command-line entry points, run as a user runs them (subprocesses on real files)."""
 
+import csv
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from avasr.checkpoint import BEST_CHECKPOINT
+from avasr.evaluation import evaluate_checkpoint
+from avasr.train import fit
 from tests.media import write_clip
+from tests.synthetic import TINY as SYNTHETIC_TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSCRIPTS = ["bin blue", "lay red", "set green now", "place at"]
@@ -45,6 +52,9 @@ def test_every_script_has_help():
     assert len(helps) == len(scripts) >= 10
     for script, text in zip(scripts, helps):
         assert "usage:" in text and text.count("usage:") == 1, (script, text[-500:])
+    transcribe = " ".join(helps[scripts.index(str(ROOT / "experiments" / "transcribe.py"))].split())
+    threads = transcribe.split("--threads THREADS ")[1].split(" --")[0]
+    assert threads.endswith("(default: 1)"), threads  # README: one thread by default
 
 
 @pytest.mark.slow
@@ -97,6 +107,54 @@ def test_two_epoch_training_then_evaluation(tmp_path):
     assert "utterances: 4" in printed and "decoder: beam" in printed
     rows = (out / "predictions.tsv").read_text().splitlines()
     assert rows[0] == "id\treference\thypothesis\twer\tcer" and len(rows) == 5
+
+
+def hypotheses(predictions: Path) -> dict[str, str]:
+    return {row["id"]: row["hypothesis"] for row in csv.DictReader(predictions.open(), delimiter="\t")}
+
+
+@pytest.mark.slow
+def test_evaluate_feeds_the_model_only_the_streams_asked_for(tmp_path):
+    """Each lip video is paired once with a tone and once with noise, and a tiny model learns to tell the pair
+    apart by its audio: on both streams their hypotheses differ, with --modalities video they are equal."""
+    lines = []
+    for i in range(2):
+        wav, _ = write_clip(tmp_path / "tone", f"u{i}", 1.2 + 0.2 * i)
+        tone, rate = sf.read(wav, dtype="float32")
+        (tmp_path / "noise").mkdir(exist_ok=True)
+        sf.write(tmp_path / "noise" / f"u{i}.wav", np.random.default_rng(i).normal(0, 0.2, len(tone)), rate)
+        lines += [f"tone/u{i}.wav|tone/u{i}.mp4|bin blue", f"noise/u{i}.wav|tone/u{i}.mp4|lay red"]
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("\n".join(lines) + "\n")
+    config = SYNTHETIC_TINY.replace(
+        train_manifest=str(manifest),
+        val_manifest=str(manifest),
+        output_dir=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "cache"),
+        data_workers=1,
+        epochs=40,
+        patience=40,
+    )
+    fit(config)
+    checkpoint = tmp_path / "run" / BEST_CHECKPOINT
+
+    evaluate_checkpoint(checkpoint, manifest, predictions_path=tmp_path / "both.tsv")
+    both = hypotheses(tmp_path / "both.tsv")
+    assert all(both[f"tone/u{i}"] != both[f"noise/u{i}"] for i in range(2)), both
+    printed = run(
+        "evaluate.py",
+        "--checkpoint",
+        str(checkpoint),
+        "--manifest",
+        str(manifest),
+        "--modalities",
+        "video",
+        "--save-predictions",
+        str(tmp_path / "video.tsv"),
+    )
+    assert "input: video" in printed and "utterances: 4" in printed
+    video = hypotheses(tmp_path / "video.tsv")
+    assert all(video[f"tone/u{i}"] == video[f"noise/u{i}"] for i in range(2)), video
 
 
 def test_show_crops_writes_a_grid_image(tmp_path):
