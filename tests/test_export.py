@@ -124,13 +124,16 @@ def test_trained_model_transcribes_the_same_text_in_onnxruntime(trained):
 
 
 @pytest.mark.slow
-def test_full_size_default_model_exports_and_its_cpu_latency_is_measured(tmp_path):
+def test_full_size_default_model_exports_within_parity_and_its_cpu_latency_is_measured(tmp_path):
     config = Config()
     torch.manual_seed(0)
     model = build_model(config).eval()
     path = export_onnx(model, config, tmp_path / "default.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default.onnx"]  # weights inside, no .data file
     assert path.stat().st_size > 4 * count_parameters(model)  # float32 weights
+    report = check_parity(model, path)  # README: log-probs within 1e-4 and the same text at the default size too
+    print(report.summary())
+    assert PARITY_ATOL == 1e-4 and report.max_abs_diff <= PARITY_ATOL and report.texts_equal
 
     onnx_ms = onnx_cpu_latency(path, runs=LATENCY_RUNS, warmup=2)
     torch_ms = torch_cpu_latency(model, config, runs=LATENCY_RUNS, warmup=2)
