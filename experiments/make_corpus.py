@@ -1,6 +1,9 @@
-"""Build the built-in offline audio-visual GRID corpus (espeak-ng speech + a lip-synced face video).
+"""Build the built-in offline audio-visual GRID corpus: espeak-ng, festival and flite voices, lip-synced faces.
 
 python experiments/make_corpus.py --size smoke --out data/corpus/smoke
+
+Manifests: train, val (seen voices and faces), test_unseen_voice, test_unseen_face, and test (a speech engine
+and faces held out of training entirely). docs/corpus.md describes the voices, faces and splits.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import logging
 from pathlib import Path
 
 from avasr.cli import run
-from avasr.corpus.synth import SIZES, build_corpus
+from avasr.corpus.synth import SIZES, SPLITS, build_corpus
 
 DEFAULT_OUT = "data/corpus/{size}"
 
@@ -19,8 +22,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--size", choices=sorted(SIZES), default="smoke",
-        help="smoke: 200 utterances, 16+4 speakers (~10 s on 2 cores); medium: 1200, 24+4 (~2 min); "
-        "full: 6000, 32+8 speakers",
+        help="smoke: 200 utterances, 14 training speakers + 2 per test split; small: 480, 18 + 2 x 3; "
+        "medium: 1200, 24 + 4 x 3; full: 6000, 32 + 8 x 3",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=42, help="same seed, same corpus (default: 42)")
@@ -31,7 +34,8 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or Path(DEFAULT_OUT.format(size=args.size))
     corpus = build_corpus(out, size=args.size, seed=args.seed, workers=args.workers)
-    print(f"corpus ready: {corpus} (train_manifest.txt, val_manifest.txt, test_manifest.txt, speakers.tsv)")
+    manifests = ", ".join(f"{split}_manifest.txt" for split in SPLITS)
+    print(f"corpus ready: {corpus} ({manifests}, speakers.tsv, corpus.json)")
     return corpus
 
 

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian packages avasr needs when they are missing: espeak-ng (speech synthesis for the built-in
-# corpus, used through libespeak-ng.so.1), ffmpeg (audio extraction from LRS-style MP4s), and chromium with
-# chromium-driver (the headless browser the MLflow UI test drives through selenium).
+# Installs the Debian packages avasr needs when they are missing: the built-in corpus's three speech engines,
+# espeak-ng (used through libespeak-ng.so.1), festival with its English voices festvox-kallpc16k,
+# festvox-kdlpc16k and festvox-us-slt-hts, and flite; ffmpeg (audio extraction from LRS-style MP4s); and chromium
+# with chromium-driver (the headless browser the MLflow UI test drives through selenium).
 # Silent when everything is already there.
 set -euo pipefail
 
 missing=()
 ldconfig -p 2>/dev/null | grep -q 'libespeak-ng.so.1 ' || missing+=(espeak-ng libespeak-ng1)
+command -v festival >/dev/null 2>&1 || missing+=(festival)
+voices=/usr/share/festival/voices
+[ -d "$voices/english/kal_diphone" ] || missing+=(festvox-kallpc16k)
+[ -d "$voices/english/ked_diphone" ] || missing+=(festvox-kdlpc16k)
+[ -d "$voices/us/cmu_us_slt_arctic_hts" ] || missing+=(festvox-us-slt-hts)
+command -v flite >/dev/null 2>&1 || missing+=(flite)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

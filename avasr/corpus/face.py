@@ -1,14 +1,13 @@
-"""A talking face: a real frontal photograph whose mouth follows a phoneme sequence through visemes.
+"""A talking face: a portrait whose mouth follows a phoneme sequence through visemes.
 
-Why a photograph and not a drawn face: the lip pipeline finds faces with OpenCV's Haar frontal-face cascade,
-which is trained on photographs and often misses cartoons. matplotlib (already a dependency) ships
-`grace_hopper.jpg`, a frontal portrait, so no new package and no download is needed. The photo's own lips are
-inpainted away once; every frame then draws a mouth (lips, dark opening, teeth, tongue) whose opening, width,
-rounding and teeth follow the visemes with smooth coarticulation, lowers the jaw with the opening, closes the
-eyelids for blinks, and moves the head a little. Each speaker has its own face position, scale, skin tone,
-lighting and mouth proportions (`FaceStyle`).
+A `Portrait` is a frontal face without lips and its landmarks: the photograph that matplotlib ships
+(`grace_hopper.jpg`, its lips inpainted away once; landmarks measured once on it, named constants below) or a
+generated face (`avasr.corpus.faces`). Every frame draws a mouth (lips, dark opening, teeth, tongue) whose
+opening, width, rounding and teeth follow the visemes with smooth coarticulation, lowers the jaw with the opening,
+closes the eyelids for blinks, and moves the head a little. The mouth's proportions and colour belong to the
+portrait; each speaker has its own face position, scale and lighting (`FaceStyle`).
 
-Landmarks were measured once on the photo (512 x 600 pixels) and are named constants below.
+Phoneme names are espeak-ng's mnemonics or the ARPAbet of festival and flite; both map onto the same visemes.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ PHOTO_NAME = "grace_hopper.jpg"
 FRAME_SIZE = 160  # frames are FRAME_SIZE x FRAME_SIZE, BGR uint8
 
 # --- landmarks on the photo (pixels) ----------------------------------------------------------------------------
+# The mouth's geometry below is given at this photo's scale (a face box of FACE_BOX_SIZE pixels) and scaled with
+# the face box of every portrait.
 FACE_CENTER = (266.0, 216.0)  # centre of the Haar face box (155, 105)-(377, 327)
 FACE_BOX_SIZE = 222.0  # side of that box
 MOUTH_CENTER = (265.0, 279.0)  # middle of the closed lips
@@ -35,9 +36,6 @@ EYE_CENTERS = ((221.0, 190.0), (307.0, 186.0))  # left, right (in the image)
 EYE_AXES = (12.0, 6.5)
 LID_SAMPLE_ABOVE = 3.0  # the closed lid takes the colour of the skin this far above the eye
 CHIN_Y = 330.0  # the jaw shift fades out here
-SKIN_REGION_CENTER = (266, 250)  # skin tint only inside this ellipse: not the flag behind her
-SKIN_REGION_AXES = (120, 160)
-SKIN_MEAN_BGR = (114.0, 144.0, 221.0)  # mean colour of her cheeks and forehead
 LIP_BGR = (95.0, 105.0, 200.0)
 MOUTH_INSIDE_BGR = (55.0, 50.0, 110.0)
 TEETH_BGR = (200.0, 215.0, 225.0)
@@ -45,7 +43,7 @@ TONGUE_BGR = (110.0, 110.0, 190.0)
 LASH_BGR = (40, 40, 60)
 LASH_WIDTH = 0.9  # relative to the eye's half-width
 
-# --- mouth geometry, in photo pixels at the photo's scale --------------------------------------------------------
+# --- mouth geometry, in photo pixels at the photo's scale (a face box of FACE_BOX_SIZE) ---------------------------
 MAX_OPENING = 25.0  # lip gap at open = 1 (a third of the mouth width); bigger dark holes defeat the Haar cascade
 UPPER_LIP = 6.0  # lip thickness
 LOWER_LIP = 8.0
@@ -112,6 +110,17 @@ PHONEME_VISEMES: dict[str, str] = {
     **dict.fromkeys(["E", "@", "a#", "e@", "eI", "e", "@2", "@5"], "mid"),
     # ";" is espeak's palatal glide between two vowels ("p eight" -> p i: ; eI)
     **dict.fromkeys(["i:", "I", "i", "i@", "I@", "y", "j", ";"], "spread"),
+    # ARPAbet (festival, flite), where it is not already espeak's: "y" is the glide in both, "ax" the schwa
+    **dict.fromkeys(["pau", "h#", "brth"], "rest"),
+    **dict.fromkeys(["dh", "th"], "dental"),
+    **dict.fromkeys(["sh", "zh", "ch", "jh"], "postalveolar"),
+    **dict.fromkeys(["ng", "hh"], "velar"),
+    **dict.fromkeys(["er", "axr"], "approximant"),
+    **dict.fromkeys(["uw", "uh"], "rounded"),
+    **dict.fromkeys(["aa", "ae", "ay", "aw"], "open"),
+    **dict.fromkeys(["ao", "ow", "oy"], "open_rounded"),
+    **dict.fromkeys(["eh", "ey", "ax", "ah"], "mid"),
+    **dict.fromkeys(["iy", "ih"], "spread"),
 }
 UNKNOWN_VISEME = "mid"  # a phoneme missing from the table gets a neutral half-open mouth
 _VOWEL_FALLBACK = {"a": "open", "e": "mid", "i": "spread", "o": "open_rounded", "u": "rounded", "@": "mid"}
@@ -131,26 +140,71 @@ LIGHT_GAIN_LIMITS = (0.2, 2.0)  # the lighting gradient never blacks out or doub
 
 @dataclass(frozen=True)
 class FaceStyle:
-    """One speaker's look. Sizes in output pixels; colours BGR."""
+    """One speaker's face: which portrait, where, how big and how lit. Sizes in output pixels."""
 
+    identity: str  # the portrait's name (avasr.corpus.faces)
     face_size: float  # side of the face box in the frame
     center: tuple[float, float]  # face-box centre in the frame
-    skin_bgr: tuple[float, float, float]  # target mean skin colour
     light_angle: float  # radians in image coordinates (y down): the side the light comes from; 3 pi / 2 = above
     light_strength: float  # 0 = flat; 0.4 = one side 40 % brighter than the middle
     brightness: float  # overall gain
-    mouth_width: float  # relative to the photo's mouth
+
+
+@dataclass(frozen=True, eq=False)
+class Portrait:
+    """A frontal face without lips, and where its features are. Points (x, y) and sizes in its own pixels."""
+
+    name: str
+    image: np.ndarray  # shape = (H, W, 3) uint8 BGR
+    face_center: tuple[float, float]  # centre of its Haar face box
+    face_box_size: float  # side of that box
+    mouth_center: tuple[float, float]  # middle of the closed lips
+    mouth_half_width: float  # corner to centre
+    eye_centers: tuple[tuple[float, float], tuple[float, float]]  # left, right (in the image)
+    eye_axes: tuple[float, float]
+    chin_y: float  # the jaw shift fades out here
+    jaw_half_width: float  # the region that moves with the jaw
+    lip_bgr: tuple[float, float, float]
     lip_thickness: float  # relative to the photo's lips
-    articulation: float  # how far this speaker opens the mouth (1 = the viseme table)
+    articulation: float  # how far this face opens its mouth (1 = the viseme table)
+
+    def rest_mouth_in_frame(self, style: FaceStyle) -> tuple[float, float]:
+        """Where the closed mouth is in a frame without head motion: (x, y) in output pixels."""
+        scale = style.face_size / self.face_box_size
+        return tuple(c + (m - f) * scale for c, m, f in zip(style.center, self.mouth_center, self.face_center))
+
+
+REST_MOUTH = VISEMES["rest"].shape
+
+
+def photo_portrait() -> Portrait:
+    """matplotlib's photograph of Grace Hopper with its lips inpainted away."""
+    return Portrait(
+        name="hopper",
+        image=load_photo(),
+        face_center=FACE_CENTER,
+        face_box_size=FACE_BOX_SIZE,
+        mouth_center=MOUTH_CENTER,
+        mouth_half_width=MOUTH_HALF_WIDTH,
+        eye_centers=EYE_CENTERS,
+        eye_axes=EYE_AXES,
+        chin_y=CHIN_Y,
+        jaw_half_width=JAW_HALF_WIDTH,
+        lip_bgr=LIP_BGR,
+        lip_thickness=1.0,
+        articulation=1.0,
+    )
+
+
+def neutral_style(portrait: Portrait) -> FaceStyle:
+    """The portrait at its own scale, unlit: for measuring it."""
+    return FaceStyle(portrait.name, portrait.face_box_size, portrait.face_center, 0.0, 0.0, 1.0)
 
 
 # --- the photo ----------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
-def load_photo() -> tuple[np.ndarray, np.ndarray]:
-    """The portrait with its own lips inpainted away, and a soft skin mask.
-
-    shape = (600, 512, 3) uint8 BGR and (600, 512, 1) float32 in [0, 1].
-    """
+def load_photo() -> np.ndarray:
+    """The photo with its own lips inpainted away. shape = (600, 512, 3) uint8 BGR."""
     path = matplotlib.cbook.get_sample_data(PHOTO_NAME, asfileobj=False)
     photo = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if photo is None:
@@ -158,8 +212,7 @@ def load_photo() -> tuple[np.ndarray, np.ndarray]:
     lips = np.zeros(photo.shape[:2], np.uint8)
     cv2.ellipse(lips, _int_point(MOUTH_CENTER), LIP_AXES, 0, 0, 360, 255, -1)
     lipless = cv2.inpaint(photo, lips, 7, cv2.INPAINT_TELEA)
-    lipless = _smooth_inside(lipless, lips)
-    return lipless, _skin_mask(photo)
+    return _smooth_inside(lipless, lips)
 
 
 def _smooth_inside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -167,15 +220,6 @@ def _smooth_inside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     soft = cv2.GaussianBlur(mask, (0, 0), 3).astype(np.float32)[..., None] / 255.0
     blurred = cv2.GaussianBlur(image, (0, 0), 4)
     return (image * (1 - soft) + blurred * soft).astype(np.uint8)
-
-
-def _skin_mask(photo: np.ndarray) -> np.ndarray:
-    ycrcb = cv2.cvtColor(photo, cv2.COLOR_BGR2YCrCb)
-    skin = cv2.inRange(ycrcb, (0, 135, 85), (235, 180, 135))
-    region = np.zeros_like(skin)
-    cv2.ellipse(region, SKIN_REGION_CENTER, SKIN_REGION_AXES, 0, 0, 360, 255, -1)
-    mask = cv2.GaussianBlur(cv2.bitwise_and(skin, region), (0, 0), 4)
-    return (mask.astype(np.float32) / 255.0)[..., None]
 
 
 def _int_point(p: tuple[float, float]) -> tuple[int, int]:
@@ -256,20 +300,18 @@ def head_track(n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarra
 class FaceRenderer:
     """Renders frames of one speaker's face: `render(mouth, blink, head)` -> (FRAME_SIZE, FRAME_SIZE, 3) uint8."""
 
-    def __init__(self, style: FaceStyle):
-        self.style = style
-        photo, skin = load_photo()
-        self.scale = style.face_size / FACE_BOX_SIZE
-        tinted = _tint_skin(photo, skin, style.skin_bgr)
-        self.base = cv2.resize(tinted, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA)
-        gain = np.array(style.skin_bgr) / np.array(SKIN_MEAN_BGR)
+    def __init__(self, portrait: Portrait, style: FaceStyle):
+        self.portrait, self.style = portrait, style
+        self.scale = style.face_size / portrait.face_box_size  # portrait pixels -> output pixels
+        self.unit = style.face_size / FACE_BOX_SIZE  # the mouth geometry's photo pixels -> output pixels
+        self.base = cv2.resize(portrait.image, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA)
         self.colors = {
-            "lip": tuple(np.clip(np.array(LIP_BGR) * gain, 0, 255).tolist()),
+            "lip": portrait.lip_bgr,
             "inside": MOUTH_INSIDE_BGR,
             "teeth": TEETH_BGR,
-            "tongue": tuple(np.clip(np.array(TONGUE_BGR) * np.sqrt(gain), 0, 255).tolist()),
+            "tongue": TONGUE_BGR,
         }
-        self.eyelid_colors = [self._eyelid_color(c) for c in EYE_CENTERS]
+        self.eyelid_colors = [self._eyelid_color(c) for c in portrait.eye_centers]
         self.light = _light_field(style)
 
     def _at_scale(self, point: tuple[float, float]) -> tuple[float, float]:
@@ -277,29 +319,35 @@ class FaceRenderer:
 
     def _eyelid_color(self, eye: tuple[float, float]) -> tuple[float, ...]:
         """Skin just above the eye: the colour of a closed lid."""
-        x, y = (round(v) for v in self._at_scale((eye[0], eye[1] - EYE_AXES[1] - LID_SAMPLE_ABOVE)))
+        above = self.portrait.eye_axes[1] + LID_SAMPLE_ABOVE * self.portrait.face_box_size / FACE_BOX_SIZE
+        x, y = (round(v) for v in self._at_scale((eye[0], eye[1] - above)))
         patch = self.base[max(y - 1, 0) : y + 2, max(x - 3, 0) : x + 4]  # 3 x 7 pixels
         return tuple(patch.reshape(-1, 3).mean(axis=0).tolist())
 
     def render(self, mouth: np.ndarray, blink: float, head: np.ndarray) -> np.ndarray:
         """mouth: shape = (5,) MOUTH_PARAMETERS; blink: 0..1; head: shape = (4,) from `head_track`."""
-        image = self.base.copy()
-        gap = MAX_OPENING * self.scale * self.style.articulation * float(mouth[0])
-        self._drop_jaw(image, gap * (1 - UPPER_LIP_TRAVEL))
-        self._draw_mouth(image, mouth, gap)
+        image = self.draw_static(mouth)
         if blink > 0:
-            for eye, color in zip(EYE_CENTERS, self.eyelid_colors):
+            for eye, color in zip(self.portrait.eye_centers, self.eyelid_colors):
                 self._draw_eyelid(image, eye, blink, color)
         return self._place(image, head)
+
+    def draw_static(self, mouth: np.ndarray) -> np.ndarray:
+        """The scaled portrait with this mouth (and its jaw), before head motion, placement and light."""
+        image = self.base.copy()
+        gap = MAX_OPENING * self.unit * self.portrait.articulation * float(mouth[0])
+        self._drop_jaw(image, gap * (1 - UPPER_LIP_TRAVEL))
+        self._draw_mouth(image, mouth, gap)
+        return image
 
     def _draw_mouth(self, image: np.ndarray, mouth: np.ndarray, gap: float) -> None:
         """Lips, then the opening with teeth and tongue; `gap` is the lip gap in scaled pixels."""
         _open, width, round_, teeth, tongue = (float(v) for v in mouth)
-        s, style = self.scale, self.style
-        roi, (cx, cy) = _region(image, self._at_scale(MOUTH_CENTER), MOUTH_REGION_HALF * s)
-        half_width = MOUTH_HALF_WIDTH * s * style.mouth_width * width
+        s = self.unit
+        roi, (cx, cy) = _region(image, self._at_scale(self.portrait.mouth_center), MOUTH_REGION_HALF * s)
+        half_width = self.portrait.mouth_half_width * self.scale * width
         pout = 1 + ROUNDED_LIP_GROWTH * round_  # protruded lips look fuller
-        upper, lower = (t * s * style.lip_thickness * pout for t in (UPPER_LIP, LOWER_LIP))
+        upper, lower = (t * s * self.portrait.lip_thickness * pout for t in (UPPER_LIP, LOWER_LIP))
         top = cy - gap * UPPER_LIP_TRAVEL  # the opening spans top .. top + gap
         lips_centre = (cx, top + gap / 2 + (lower - upper) / 2)
         lips_axes = (half_width + LIP_CORNER * s, gap / 2 + (upper + lower) / 2)
@@ -325,9 +373,9 @@ class FaceRenderer:
         """Move the skin below the mouth down by `shift` pixels, fading out at the chin's bottom and sides."""
         if shift < MIN_GAP_PIXELS / 2:
             return
-        cx, cy = self._at_scale(MOUTH_CENTER)
-        chin = CHIN_Y * self.scale
-        half = JAW_HALF_WIDTH * self.scale
+        cx, cy = self._at_scale(self.portrait.mouth_center)
+        chin = self.portrait.chin_y * self.scale
+        half = self.portrait.jaw_half_width * self.scale
         x0, x1 = max(int(cx - half), 0), min(int(cx + half) + 1, image.shape[1])
         y0, y1 = max(int(cy), 0), min(int(chin) + 1, image.shape[0])
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -338,7 +386,7 @@ class FaceRenderer:
 
     def _draw_eyelid(self, image: np.ndarray, eye: tuple[float, float], closure: float, color) -> None:
         """Cover the eye from the top down to `closure` of its height, with a dark lash line at the edge."""
-        ax, ay = EYE_AXES[0] * self.scale, EYE_AXES[1] * self.scale
+        ax, ay = self.portrait.eye_axes[0] * self.scale, self.portrait.eye_axes[1] * self.scale
         roi, (ex, ey) = _region(image, self._at_scale(eye), max(ax, ay) + 2)  # + 2: room for anti-aliasing
         mask = np.zeros(roi.shape[:2], np.uint8)
         self._ellipse(mask, (ex, ey), (ax, ay), 255)
@@ -360,7 +408,7 @@ class FaceRenderer:
         """Rotate/shift/zoom the face by the head motion, put it at the speaker's position, light it."""
         dx, dy, angle, zoom = (float(v) for v in head)
         style = self.style
-        face = self._at_scale(FACE_CENTER)
+        face = self._at_scale(self.portrait.face_center)
         matrix = cv2.getRotationMatrix2D(face, angle, 1.0 + zoom)
         matrix[0, 2] += style.center[0] + dx * style.face_size - face[0]
         matrix[1, 2] += style.center[1] + dy * style.face_size - face[1]
@@ -377,12 +425,6 @@ def _region(image: np.ndarray, centre: tuple[float, float], half: float) -> tupl
     return image[y0:y1, x0:x1], (centre[0] - x0, centre[1] - y0)
 
 
-def _tint_skin(photo: np.ndarray, skin: np.ndarray, skin_bgr: tuple[float, float, float]) -> np.ndarray:
-    gain = (np.array(skin_bgr, np.float32) / np.array(SKIN_MEAN_BGR, np.float32))[None, None, :]
-    tinted = photo.astype(np.float32) * (1 + skin * (gain - 1))
-    return np.clip(tinted, 0, 255).astype(np.uint8)
-
-
 def _light_field(style: FaceStyle) -> np.ndarray:
     """A linear lighting gradient across the frame from `light_angle`. shape = (FRAME_SIZE, FRAME_SIZE, 1)."""
     ys, xs = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float32)
@@ -391,15 +433,8 @@ def _light_field(style: FaceStyle) -> np.ndarray:
     return np.clip(field, *LIGHT_GAIN_LIMITS)[..., None].astype(np.float32)
 
 
-@functools.lru_cache(maxsize=64)
-def renderer_for(style: FaceStyle) -> FaceRenderer:
-    """One renderer per speaker and process: building one tints and rescales the whole photo."""
-    return FaceRenderer(style)
-
-
-def render_video(style: FaceStyle, phonemes, n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
+def render_video(renderer: FaceRenderer, phonemes, n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
     """All frames of one utterance. shape = (n_frames, FRAME_SIZE, FRAME_SIZE, 3), uint8 BGR."""
-    renderer = renderer_for(style)
     mouths = mouth_track(phonemes, n_frames, fps)
     blinks = blink_track(n_frames, fps, rng)
     heads = head_track(n_frames, fps, rng)

@@ -22,6 +22,8 @@ GRID_WORDS: dict[str, tuple[str, ...]] = {
 # What espeak-ng is given instead of a word. It reads a lone "a" as the article (a schwa); GRID says the
 # letter name, so that one letter is passed as espeak phonemes. Every other letter espeak already names.
 SPOKEN_FORMS = {"a": "[['eI]]"}
+# festival and flite (the CMU lexicon) read "ay" as the letter's name, /ey/.
+SPOKEN_FORMS_CMU = {"a": "ay"}
 
 
 def sample_sentences(n: int, rng: np.random.Generator) -> list[tuple[str, ...]]:
@@ -44,7 +46,7 @@ def transcript(words: tuple[str, ...]) -> str:
 
 
 def speech_text(words: tuple[str, ...]) -> str:
-    """The text handed to espeak-ng for these words."""
+    """The text handed to espeak-ng for these words (festival and flite: `SPOKEN_FORMS_CMU`)."""
     return " ".join(SPOKEN_FORMS.get(w, w) for w in words)
 
 

@@ -1,21 +1,27 @@
-"""The built-in offline audio-visual corpus: GRID sentences spoken by espeak-ng voices, lip-synced face video.
+"""The built-in offline audio-visual corpus: GRID sentences spoken by three speech engines, lip-synced faces.
 
     corpus_dir/
-        corpus.json                 id, size, seed, counts, rates; written last: its presence means "complete"
-        speakers.tsv                one row per speaker: voice, rate, pitch, face placement/tone/lighting, split
+        corpus.json                 id, size, seed, counts, rates, manifests, and every speaker's engine, voice,
+                                    prosody, channel and face; written last: its presence means "complete"
+        speakers.tsv                the same speakers, one row each
         lexicon.txt                 the 51 GRID words (for beam search with a lexicon)
-        train_manifest.txt          training speakers
-        val_manifest.txt            training speakers, other utterances
-        test_manifest.txt           unseen speakers
-        s07/u00012.wav              22050 Hz mono int16 (espeak's own rate: the loader resamples)
+        train_manifest.txt          training speakers: seen voices and faces
+        val_manifest.txt            the same speakers, other utterances
+        test_unseen_voice_manifest.txt   voices never heard in training, of engines that were, in front of seen faces
+        test_unseen_face_manifest.txt    training speakers' voices in front of faces never seen in training
+        test_manifest.txt           the hardest: a speech engine and faces held out of training entirely
+        s07/u00012.wav              16 kHz mono int16
         s07/u00012.mp4              25 fps, FRAME_SIZE x FRAME_SIZE colour, mp4v
         s07/u00012.phonemes.tsv     start_ms, end_ms, phoneme: contiguous spans covering the audio
 
+Speakers come in four groups (`GROUPS`), one per evaluation split; `avasr.corpus.voices` says which engines and
+voices each may use, `avasr.corpus.faces` which faces are held out. Utterances go round-robin over the speakers.
+
 Everything is drawn from `seed`, and the same seed gives the same files byte for byte, in any process: each
-utterance has its own random streams, and its speech comes from a forked child of a worker that has never spoken,
-with espeak-ng's noise generator seeded per utterance (`Synthesizer.synthesize_isolated`), so nothing depends on
-the number of workers, on which worker made which utterance, or on what ran before. The audio is padded to last
-exactly a whole number of video frames.
+utterance has its own random streams; espeak-ng speaks in a forked child of a worker that has never spoken, its
+noise generator seeded per utterance (`Synthesizer.synthesize_isolated`), and festival and flite keep no state
+between utterances; so nothing depends on the number of workers, on which worker made which utterance, or on what
+ran before. The audio is padded to last exactly a whole number of video frames.
 """
 
 from __future__ import annotations
@@ -34,44 +40,40 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from avasr.corpus import face, grammar
-from avasr.corpus.espeak import Phoneme, library_version, process_synthesizer
+from avasr.corpus import face, faces, grammar, voices
+from avasr.corpus.espeak import Phoneme, library_version
 from avasr.data.manifest import write_manifest
 from avasr.errors import AvasrError, OutputError
 
-GENERATOR_VERSION = 1  # bump when the output of the same seed changes
-SAMPLE_RATE = 22050  # espeak-ng's own rate, kept: the training loader resamples
+GENERATOR_VERSION = 2  # bump when the output of the same seed changes
+SAMPLE_RATE = voices.SAMPLE_RATE
 FPS = 25
 VIDEO_FOURCC = "mp4v"
 VAL_EVERY = 10  # every 10th utterance of each training speaker goes to validation
 PAUSE = "_"  # phoneme name of the padded silences
 
-# --- speakers ---------------------------------------------------------------------------------------------------
-# espeak-ng English accents (their voice files are in the Debian package) and its voice variants.
-LANGUAGES = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
-RATE_WPM = (135, 185)  # espeak's default is 175
-PITCH = (25, 75)  # 0..100, 50 = the variant's own
-PITCH_RANGE = (25, 80)  # intonation: 0 is monotone
+# --- speakers: groups and the split each one's utterances go to ---------------------------------------------------
+TRAIN, UNSEEN_VOICE, UNSEEN_FACE, UNSEEN_ENGINE = "train", "unseen_voice", "unseen_face", "unseen_engine"
+GROUPS = (TRAIN, UNSEEN_VOICE, UNSEEN_FACE, UNSEEN_ENGINE)
+SPLITS = ("train", "val", "test_unseen_voice", "test_unseen_face", "test")  # manifests: f"{split}_manifest.txt"
+GROUP_SPLIT = {UNSEEN_VOICE: "test_unseen_voice", UNSEEN_FACE: "test_unseen_face", UNSEEN_ENGINE: "test"}
+SPLIT_MEANING = {
+    "train": "seen voices and faces",
+    "val": "seen voices and faces, other utterances",
+    "test_unseen_voice": "voices never heard in training (espeak-ng variants, festival's ked), seen faces",
+    "test_unseen_face": "training speakers' voices, faces never seen in training",
+    "test": "a speech engine (flite) and faces never heard or seen in training: the hardest",
+}
+FESTIVAL_EVERY = 3  # every third training speaker is a festival voice, the others espeak-ng
+
+# --- faces: placement and light per speaker -----------------------------------------------------------------------
 LEAD_SILENCE_MS = (150, 400)  # neutral mouth before and after the sentence
 TRAIL_SILENCE_MS = (150, 400)
 FACE_SIZE = (72.0, 104.0)  # side of the face box in the frame, pixels
 FACE_MARGIN = 4.0  # the whole face box stays this far inside the frame
-SKIN_TONES_BGR = (  # from fair to dark; the photo's own tone is (114, 144, 221)
-    (140.0, 165.0, 232.0),
-    (114.0, 144.0, 221.0),
-    (95.0, 130.0, 195.0),
-    (85.0, 128.0, 172.0),
-    (70.0, 104.0, 160.0),
-    (55.0, 80.0, 128.0),
-    (50.0, 68.0, 112.0),
-)
 LIGHT_ANGLE = (np.pi, 2 * np.pi)  # from the left over the top to the right: light from below defeats Haar
 LIGHT_STRENGTH = (0.05, 0.3)
 BRIGHTNESS = (0.75, 1.15)
-MOUTH_WIDTH = (0.88, 1.12)
-LIP_THICKNESS = (0.8, 1.25)
-ARTICULATION = (0.75, 1.2)
 
 SPEAKER_STREAM, SENTENCE_STREAM, SPEECH_STREAM, RENDER_STREAM = 1, 2, 3, 4  # independent streams, one seed
 
@@ -86,40 +88,54 @@ class CorpusError(AvasrError, RuntimeError):
 class CorpusSize:
     utterances: int
     train_speakers: int
-    test_speakers: int  # unseen in training
+    unseen_voice_speakers: int
+    unseen_face_speakers: int
+    unseen_engine_speakers: int
 
     @property
     def name(self) -> str:
         named = [name for name, size in SIZES.items() if size == self]
-        return named[0] if named else f"{self.utterances}utt{self.train_speakers}+{self.test_speakers}spk"
+        if named:
+            return named[0]
+        groups = (self.unseen_voice_speakers, self.unseen_face_speakers, self.unseen_engine_speakers)
+        return f"{self.utterances}utt{self.train_speakers}+{'+'.join(map(str, groups))}spk"
+
+    def speakers(self, group: str) -> int:
+        return getattr(self, f"{group}_speakers")
 
 
 SIZES = {
-    "smoke": CorpusSize(utterances=200, train_speakers=16, test_speakers=4),
-    "small": CorpusSize(utterances=480, train_speakers=20, test_speakers=4),
-    # the smoke sweep's (make sweep): 12 epochs of it cost what 25 of small did and generalise better to unseen
-    # speakers (tune_spaces/smoke.py); also enough for lip reading to show
-    "medium": CorpusSize(utterances=1200, train_speakers=24, test_speakers=4),
-    "full": CorpusSize(utterances=6000, train_speakers=32, test_speakers=8),
-}
+    "smoke": CorpusSize(utterances=200, train_speakers=14, unseen_voice_speakers=2, unseen_face_speakers=2,
+                        unseen_engine_speakers=2),
+    "small": CorpusSize(utterances=480, train_speakers=18, unseen_voice_speakers=2, unseen_face_speakers=2,
+                        unseen_engine_speakers=2),
+    # the smoke sweep's (make sweep); also enough for lip reading to show
+    "medium": CorpusSize(utterances=1200, train_speakers=24, unseen_voice_speakers=4, unseen_face_speakers=4,
+                         unseen_engine_speakers=4),
+    "full": CorpusSize(utterances=6000, train_speakers=32, unseen_voice_speakers=8, unseen_face_speakers=8,
+                       unseen_engine_speakers=8),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Speaker:
     id: str  # "s07": also the speaker's folder
-    split: str  # "train" (train + val) or "test" (unseen)
-    voice: str  # espeak-ng voice with variant, e.g. "en-gb-scotland+f3"
-    rate: int  # words per minute
-    pitch: int
-    pitch_range: int
+    group: str  # GROUPS
+    voice: voices.Voice
     face: face.FaceStyle
+    voice_of: str = ""  # an unseen-face speaker speaks with this training speaker's voice
+
+    @property
+    def split(self) -> str:
+        """Where this speaker's utterances go ("train" also means val)."""
+        return GROUP_SPLIT.get(self.group, "train")
 
 
 @dataclass(frozen=True)
 class Utterance:
     index: int
     speaker: Speaker
-    split: str  # train | val | test
+    split: str  # SPLITS
     words: tuple[str, ...]
 
     @property
@@ -128,61 +144,87 @@ class Utterance:
 
 
 # --- planning -----------------------------------------------------------------------------------------------------
-def make_speakers(n_train: int, n_test: int, seed: int) -> list[Speaker]:
-    """Distinct (accent, variant) voices, accents as balanced as possible; the last n_test are the unseen ones."""
+def make_speakers(size: CorpusSize, seed: int) -> list[Speaker]:
+    """Every speaker, group after group (train, unseen voice, unseen face, unseen engine), numbered s01, s02, ...
+
+    Voices are distinct within each engine's pool as long as it lasts (then they repeat with other prosody and
+    channel); unseen-face speakers reuse the voices of training speakers, round-robin; faces go round-robin over
+    the training faces (train, unseen voice) or the held-out faces (unseen face, unseen engine), shuffled by seed.
+    """
     rng = np.random.default_rng([seed, SPEAKER_STREAM])
-    n = n_train + n_test
-    if n > len(LANGUAGES) * len(VARIANTS):
-        raise ValueError(f"at most {len(LANGUAGES) * len(VARIANTS)} distinct voices, asked for {n}")
-    voices = _balanced_voices(n, rng)
-    return [
-        Speaker(
-            id=f"s{k + 1:02d}",
-            split="train" if k < n_train else "test",
-            voice=voices[k],
-            rate=int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)),
-            pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
-            pitch_range=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
-            face=_face_style(rng),
-        )
-        for k in range(n)
-    ]
+    seen_faces, held_out_faces = _shuffled(faces.training_faces(), rng), _shuffled(faces.HELD_OUT, rng)
+    train_voices = _train_engine_voices(size.train_speakers, rng)
+    unseen_voices = _unseen_engine_voices(size.unseen_voice_speakers, rng)
+    engine_voices = [voices.flite_voice(voices.FLITE_VOICES[k % len(voices.FLITE_VOICES)])
+                     for k in range(size.unseen_engine_speakers)]  # fmt: skip
+    speakers: list[Speaker] = []
+
+    def add(group: str, voice: voices.Voice, identity: str, voice_of: str = "") -> None:
+        speaker_id = f"s{len(speakers) + 1:02d}"
+        speakers.append(Speaker(speaker_id, group, voice, _face_style(identity, rng), voice_of))
+
+    for k, engine_voice in enumerate(train_voices):
+        add(TRAIN, voices.draw_voice(engine_voice, rng), seen_faces[k % len(seen_faces)])
+    for k, engine_voice in enumerate(unseen_voices):
+        add(UNSEEN_VOICE, voices.draw_voice(engine_voice, rng), seen_faces[(k + 1) % len(seen_faces)])
+    trained = [s for s in speakers if s.group == TRAIN]
+    for k in range(size.unseen_face_speakers):
+        source = trained[k % len(trained)]
+        add(UNSEEN_FACE, source.voice, held_out_faces[k % len(held_out_faces)], voice_of=source.id)
+    for k, engine_voice in enumerate(engine_voices):
+        add(UNSEEN_ENGINE, voices.draw_voice(engine_voice, rng), held_out_faces[(k + 1) % len(held_out_faces)])
+    return speakers
 
 
-def _balanced_voices(n: int, rng: np.random.Generator) -> list[str]:
-    """Round-robin over shuffled accents, each with its own shuffled variants: n distinct voices."""
-    languages = [LANGUAGES[i] for i in rng.permutation(len(LANGUAGES))]
-    variants = {lang: [VARIANTS[i] for i in rng.permutation(len(VARIANTS))] for lang in languages}
-    voices = []
-    for k in range(n):
-        language = languages[k % len(languages)]
-        voices.append(f"{language}+{variants[language][k // len(languages)]}")
-    return voices
+def _shuffled(items, rng: np.random.Generator) -> list:
+    return [items[i] for i in rng.permutation(len(items))]
 
 
-def _face_style(rng: np.random.Generator) -> face.FaceStyle:
+def _train_engine_voices(n: int, rng: np.random.Generator) -> list[voices.EngineVoice]:
+    """Every FESTIVAL_EVERY-th speaker a festival training voice (alternating), the others espeak-ng's."""
+    n_festival = n // FESTIVAL_EVERY
+    espeak = _espeak_voices(n - n_festival, voices.ESPEAK_TRAIN_VARIANTS, rng)
+    festival = [voices.festival_voice(voices.FESTIVAL_TRAIN_VOICES[k % len(voices.FESTIVAL_TRAIN_VOICES)])
+                for k in range(n_festival)]  # fmt: skip
+    return [festival.pop(0) if k % FESTIVAL_EVERY == FESTIVAL_EVERY - 1 and festival else espeak.pop(0)
+            for k in range(n)]  # fmt: skip
+
+
+def _unseen_engine_voices(n: int, rng: np.random.Generator) -> list[voices.EngineVoice]:
+    """Half espeak-ng's unseen variants, half festival's unseen voices, alternating (espeak-ng first)."""
+    espeak = _espeak_voices(n - n // 2, voices.ESPEAK_UNSEEN_VARIANTS, rng)
+    festival = [voices.festival_voice(voices.FESTIVAL_UNSEEN_VOICES[k % len(voices.FESTIVAL_UNSEEN_VOICES)])
+                for k in range(n // 2)]  # fmt: skip
+    return [espeak.pop(0) if k % 2 == 0 else festival.pop(0) for k in range(n)]
+
+
+def _espeak_voices(n: int, variants: tuple[str, ...], rng: np.random.Generator) -> list[voices.EngineVoice]:
+    """n espeak-ng voices: distinct variants while they last, each with an accent, accents as balanced as possible."""
+    order = _shuffled(variants, rng)
+    accents = _shuffled(voices.ESPEAK_ACCENTS, rng)
+    return [voices.espeak_voice(accents[k % len(accents)], order[k % len(order)]) for k in range(n)]
+
+
+def _face_style(identity: str, rng: np.random.Generator) -> face.FaceStyle:
     size = float(rng.uniform(*FACE_SIZE))
     low, high = size / 2 + FACE_MARGIN, face.FRAME_SIZE - size / 2 - FACE_MARGIN
     return face.FaceStyle(
+        identity=identity,
         face_size=round(size, 2),
         center=(round(float(rng.uniform(low, high)), 2), round(float(rng.uniform(low, high)), 2)),
-        skin_bgr=SKIN_TONES_BGR[rng.integers(len(SKIN_TONES_BGR))],
         light_angle=round(float(rng.uniform(*LIGHT_ANGLE)), 3),
         light_strength=round(float(rng.uniform(*LIGHT_STRENGTH)), 3),
         brightness=round(float(rng.uniform(*BRIGHTNESS)), 3),
-        mouth_width=round(float(rng.uniform(*MOUTH_WIDTH)), 3),
-        lip_thickness=round(float(rng.uniform(*LIP_THICKNESS)), 3),
-        articulation=round(float(rng.uniform(*ARTICULATION)), 3),
     )
 
 
 def plan_corpus(size: CorpusSize, seed: int) -> tuple[list[Speaker], list[Utterance]]:
     """Speakers and every utterance's speaker, split and sentence; utterances go round-robin over speakers.
 
-    Test utterances are those of the unseen speakers; every VAL_EVERY-th utterance of each training speaker
-    goes to validation.
+    Every VAL_EVERY-th utterance of each training speaker goes to validation; the other groups' utterances go
+    to their own test split.
     """
-    speakers = make_speakers(size.train_speakers, size.test_speakers, seed)
+    speakers = make_speakers(size, seed)
     sentences = grammar.sample_sentences(size.utterances, np.random.default_rng([seed, SENTENCE_STREAM]))
     per_speaker: Counter[str] = Counter()
     utterances = []
@@ -190,7 +232,9 @@ def plan_corpus(size: CorpusSize, seed: int) -> tuple[list[Speaker], list[Uttera
         speaker = speakers[index % len(speakers)]
         count = per_speaker[speaker.id]
         per_speaker[speaker.id] += 1
-        split = "test" if speaker.split == "test" else ("val" if count % VAL_EVERY == VAL_EVERY - 1 else "train")
+        split = speaker.split
+        if split == "train" and count % VAL_EVERY == VAL_EVERY - 1:
+            split = "val"
         utterances.append(Utterance(index, speaker, split, words))
     if not any(u.split == "val" for u in utterances):  # a tiny corpus: still one validation utterance
         last = max(i for i, u in enumerate(utterances) if u.split == "train")
@@ -268,22 +312,15 @@ def _part(path: Path) -> Path:
 def speak_utterance(utterance: Utterance, out_dir: Path, seed: int) -> bool:
     """Synthesise one utterance and write its WAV and phoneme table (each appears atomically).
 
-    False when the WAV was already there. The synthesis runs isolated (see the module's docstring): the same
-    utterance gives the same samples whatever was spoken before.
+    False when the WAV was already there. The same utterance gives the same samples in any process (see
+    `voices.speak`).
     """
     wav_path, _, tsv_path = utterance_paths(out_dir, utterance)
     if wav_path.is_file():
         return False
-    speaker = utterance.speaker
     rng = np.random.default_rng([seed, SPEECH_STREAM, utterance.index])
     lead_ms, trail_ms = rng.uniform(*LEAD_SILENCE_MS), rng.uniform(*TRAIL_SILENCE_MS)
-    noise_seed = int(rng.integers(2**31))
-    speech = process_synthesizer().synthesize_isolated(
-        grammar.speech_text(utterance.words), speaker.voice, speaker.rate, speaker.pitch, speaker.pitch_range,
-        seed=noise_seed,
-    )  # fmt: skip
-    if speech.sample_rate != SAMPLE_RATE:
-        raise CorpusError(f"espeak-ng produced {speech.sample_rate} Hz for {speaker.voice}, expected {SAMPLE_RATE}")
+    speech = voices.speak(utterance.speaker.voice, utterance.words, int(rng.integers(2**31)))
     samples, lead = pad_to_frames(speech.samples, speech.sample_rate, lead_ms, trail_ms)
     duration_ms = 1000.0 * len(samples) / speech.sample_rate
     phonemes = shift_phonemes(speech.phonemes, 1000.0 * lead / speech.sample_rate, duration_ms)
@@ -303,7 +340,8 @@ def animate_utterance(utterance: Utterance, out_dir: Path, seed: int) -> bool:
     info = soundfile.info(wav_path)
     n_frames = round(info.frames * FPS / info.samplerate)
     rng = np.random.default_rng([seed, RENDER_STREAM, utterance.index])
-    frames = face.render_video(utterance.speaker.face, read_phoneme_table(tsv_path), n_frames, FPS, rng)
+    renderer = faces.renderer_for(utterance.speaker.face)
+    frames = face.render_video(renderer, read_phoneme_table(tsv_path), n_frames, FPS, rng)
     write_video(_part(mp4_path), frames)
     _part(mp4_path).replace(mp4_path)
     return True
@@ -328,7 +366,7 @@ def corpus_id(size: CorpusSize, seed: int) -> str:
 def build_corpus(
     out_dir: str | Path, size: str | CorpusSize = "smoke", seed: int = 42, workers: int | None = None
 ) -> Path:
-    """Build (or finish) the corpus in `out_dir` and return that folder, which holds the three manifests.
+    """Build (or finish) the corpus in `out_dir` and return that folder, which holds the manifests (`SPLITS`).
 
     `size`: "smoke" (200 utterances), "small" (480), "medium" (1200), "full" (6000) or a CorpusSize. Returns at
     once when a complete corpus with the same id (size, seed, generator version) is there; utterances already
@@ -341,7 +379,7 @@ def build_corpus(
     out_dir = Path(out_dir)
     if _is_complete(out_dir, size, seed):
         return out_dir
-    espeak_version = library_version()  # a missing libespeak-ng is reported here, not in every worker
+    engines = {voices.ESPEAK: library_version(), **voices.program_versions()}  # a missing engine: said here
     speakers, utterances = plan_corpus(size, seed)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -350,9 +388,8 @@ def build_corpus(
     log.info("building corpus %s in %s", corpus_id(size, seed), out_dir)
     spoken, animated = _render_all(utterances, out_dir, seed, workers or os.cpu_count() or 1)
     _write_manifests(out_dir, utterances)
-    write_speaker_table(out_dir / "speakers.tsv", speakers, utterances)
     (out_dir / "lexicon.txt").write_text("\n".join(grammar.vocabulary()) + "\n", encoding="utf-8")
-    _write_description(out_dir, size, seed, espeak_version, speakers, utterances)
+    _write_description(out_dir, size, seed, engines, speakers, utterances)
     log.info("%s: %d utterances (%d WAVs, %d MP4s written now)", out_dir, len(utterances), spoken, animated)
     return out_dir
 
@@ -370,7 +407,7 @@ def _is_complete(out_dir: Path, size: CorpusSize, seed: int) -> bool:
             f"{out_dir} already holds corpus {found.get('id')!r}, not {corpus_id(size, seed)!r}: "
             "choose another folder or delete this one"
         )
-    return all((out_dir / f"{split}_manifest.txt").is_file() for split in ("train", "val", "test"))
+    return all((out_dir / f"{split}_manifest.txt").is_file() for split in SPLITS)
 
 
 def _render_all(utterances: list[Utterance], out_dir: Path, seed: int, workers: int) -> tuple[int, int]:
@@ -394,7 +431,7 @@ def _finish(pool) -> None:
 
 
 def _write_manifests(out_dir: Path, utterances: list[Utterance]) -> None:
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         rows = []
         for u in utterances:
             if u.split == split:
@@ -404,44 +441,59 @@ def _write_manifests(out_dir: Path, utterances: list[Utterance]) -> None:
 
 
 SPEAKER_COLUMNS = (
-    "speaker", "split", "voice", "rate_wpm", "pitch", "pitch_range", "utterances", "face_size", "center_x",
-    "center_y", "skin_b", "skin_g", "skin_r", "light_angle", "light_strength", "brightness", "mouth_width",
-    "lip_thickness", "articulation",
+    "speaker", "group", "split", "engine", "voice", "recordings", "voice_of", "rate", "semitones", "pitch_range",
+    "tract", "loudness_dbfs", "eq_db", "reverb_s", "reverb_mix", "face", "utterances", "face_size", "center_x",
+    "center_y", "mouth_x", "mouth_y", "light_angle", "light_strength", "brightness",
 )  # fmt: skip
 
 
-def write_speaker_table(path: Path, speakers: list[Speaker], utterances: list[Utterance]) -> None:
-    counts = Counter(u.speaker.id for u in utterances)
+def describe_speaker(speaker: Speaker, utterances: int) -> dict:
+    """One speaker, flat and JSON-ready: its group, voice (engine, prosody, channel) and face."""
+    style = speaker.face
+    mouth = faces.portrait(style.identity).rest_mouth_in_frame(style)
+    return {
+        "speaker": speaker.id, "group": speaker.group, "split": speaker.split, **speaker.voice.describe(),
+        "voice_of": speaker.voice_of, "face": style.identity, "utterances": utterances,
+        "face_size": style.face_size, "center_x": style.center[0], "center_y": style.center[1],
+        "mouth_x": round(mouth[0], 2), "mouth_y": round(mouth[1], 2), "light_angle": style.light_angle,
+        "light_strength": style.light_strength, "brightness": style.brightness,
+    }  # fmt: skip
+
+
+def write_speaker_table(path: Path, rows: list[dict]) -> None:
+    """speakers.tsv: SPEAKER_COLUMNS of `describe_speaker`'s rows (the EQ gains joined by commas)."""
     lines = ["\t".join(SPEAKER_COLUMNS)]
-    for s in speakers:
-        f = s.face
-        values = (
-            s.id, s.split, s.voice, s.rate, s.pitch, s.pitch_range, counts[s.id], f.face_size, *f.center,
-            *f.skin_bgr, f.light_angle, f.light_strength, f.brightness, f.mouth_width, f.lip_thickness,
-            f.articulation,
-        )  # fmt: skip
-        lines.append("\t".join(str(v) for v in values))
+    for row in rows:
+        cells = (",".join(map(str, row[c])) if isinstance(row[c], list) else str(row[c]) for c in SPEAKER_COLUMNS)
+        lines.append("\t".join(cells))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _write_description(
-    out_dir: Path, size: CorpusSize, seed: int, espeak: str, speakers: list[Speaker], utterances: list[Utterance]
+    out_dir: Path, size: CorpusSize, seed: int, engines: dict, speakers: list[Speaker], utterances: list[Utterance]
 ) -> None:
     """corpus.json, written last and atomically: a folder with it is a complete corpus."""
+    counts = Counter(u.speaker.id for u in utterances)
+    rows = [describe_speaker(s, counts[s.id]) for s in speakers]
+    write_speaker_table(out_dir / "speakers.tsv", rows)
     description = {
         "id": corpus_id(size, seed),
         "size": size.name,
         "seed": seed,
         "generator_version": GENERATOR_VERSION,
-        "espeak_ng": espeak,
+        "engines": engines,
         "utterances": len(utterances),
-        "splits": dict(sorted(Counter(u.split for u in utterances).items())),
-        "speakers": dict(sorted(Counter(s.split for s in speakers).items())),
+        "splits": {split: sum(u.split == split for u in utterances) for split in SPLITS},
+        "manifests": {split: f"{split}_manifest.txt" for split in SPLITS},
+        "split_meaning": SPLIT_MEANING,
+        "groups": {group: sum(s.group == group for s in speakers) for group in GROUPS},
+        "held_out": {"engine": voices.HELD_OUT_ENGINE, "faces": list(faces.HELD_OUT)},
         "sample_rate": SAMPLE_RATE,
         "fps": FPS,
         "frame_size": face.FRAME_SIZE,
         "face_photo": face.PHOTO_NAME,
         "size_spec": asdict(size),
+        "speakers": rows,
     }
     tmp = out_dir / "corpus.json.tmp"
     tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
