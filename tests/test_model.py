@@ -107,6 +107,34 @@ def test_adaptive_fusion_is_the_gated_mix_of_the_readme():
     np.testing.assert_allclose(module(a, v, None).detach().double().numpy(), expected, rtol=0, atol=1e-6)
 
 
+def test_attention_fusion_is_the_windowed_cross_attention_of_the_readme():
+    """Audio queries the video within +-5 frames (8 heads), then audio concat LayerNorm(video + attended) is projected
+    (linear, ReLU): computed here in numpy from the module's weights."""
+    torch.manual_seed(0)
+    D, T, heads = 16, 14, 8
+    module = FUSION_CLASSES["attention"](D, 0.0).eval()
+    a, v = torch.randn(1, T, D), torch.randn(1, T, D)
+    weights = {name: p.detach().double().numpy() for name, p in module.named_parameters()}
+    in_w, in_b = weights["attn.in_proj_weight"], weights["attn.in_proj_bias"]
+    an, vn = a[0].double().numpy(), v[0].double().numpy()
+    q, k, values = (x @ in_w[i * D : (i + 1) * D].T + in_b[i * D : (i + 1) * D] for i, x in enumerate((an, vn, vn)))
+    steps = np.arange(T)
+    far = np.abs(steps[:, None] - steps[None, :]) > 5
+    context = []
+    for h in np.split(np.arange(D), heads):
+        scores = q[:, h] @ k[:, h].T / np.sqrt(len(h))
+        scores[far] = -np.inf
+        p = np.exp(scores - scores.max(axis=1, keepdims=True))
+        context.append(p / p.sum(axis=1, keepdims=True) @ values[:, h])
+    x = vn + np.concatenate(context, axis=1) @ weights["attn.out_proj.weight"].T + weights["attn.out_proj.bias"]
+    normed = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
+    normed = normed * weights["norm.weight"] + weights["norm.bias"]
+    proj_w, proj_b = (w for name, w in weights.items() if name.startswith("proj."))  # the Linear before the ReLU
+    expected = np.maximum(np.concatenate([an, normed], axis=1) @ proj_w.T + proj_b, 0)
+    got = module(a, v, lengths_to_mask(torch.tensor([T]), T))[0].detach().double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_every_fusion_uses_both_streams_at_every_frame(fusion):
     torch.manual_seed(0)
