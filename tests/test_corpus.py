@@ -22,7 +22,8 @@ from avasr.data.lips import HaarLipCropper
 from avasr.data.manifest import read_manifest
 from avasr.text import encode, normalize
 
-# 6 speakers: s01, s02 espeak-ng, s03 festival (train); s04 unseen voice; s05 unseen face; s06 flite (test)
+# 6 speakers: s01, s02 espeak-ng, s03 festival (train, 3 utterances each); s04 unseen voice, s05 unseen face (2 each);
+# s06 flite (test, 1)
 TINY = synth.CorpusSize(
     utterances=14, train_speakers=3, unseen_voice_speakers=1, unseen_face_speakers=1, unseen_engine_speakers=1
 )
@@ -291,7 +292,7 @@ def test_there_are_at_least_8_faces_and_3_engines():
 def test_tiny_corpus_layout_and_splits(tiny_corpus):
     description = json.loads((tiny_corpus / "corpus.json").read_text())
     assert description["id"] == "gridsynth-14utt3+1+1+1spk-seed7-v2"
-    assert description["splits"] == {"train": 7, "val": 1, "test_unseen_voice": 2, "test_unseen_face": 2, "test": 2}
+    assert description["splits"] == {"train": 8, "val": 1, "test_unseen_voice": 2, "test_unseen_face": 2, "test": 1}
     assert description["manifests"] == {split: f"{split}_manifest.txt" for split in SPLITS}
     assert description["groups"] == {"train": 3, "unseen_voice": 1, "unseen_face": 1, "unseen_engine": 1}
     assert description["held_out"] == {"engine": "flite", "faces": list(faces.HELD_OUT)}
@@ -300,7 +301,7 @@ def test_tiny_corpus_layout_and_splits(tiny_corpus):
         for split in SPLITS
         for e in read_manifest(tiny_corpus / f"{split}_manifest.txt")
     }
-    assert speakers == {"s01": "train", "s02": "val", "s03": "train", "s04": "test_unseen_voice",
+    assert speakers == {"s01": "train", "s02": "train", "s03": "val", "s04": "test_unseen_voice",
                         "s05": "test_unseen_face", "s06": "test"}  # fmt: skip
     rows = description["speakers"]
     assert [(r["engine"], r["group"]) for r in rows] == [
@@ -439,6 +440,15 @@ def test_other_seed_other_sentences():
     _, second = synth.plan_corpus(synth.SIZES["smoke"], seed=43)
     assert [u.words for u in first] != [u.words for u in second]
     assert [u.words for u in first] == [u.words for u in synth.plan_corpus(synth.SIZES["smoke"], seed=42)[1]]
+
+
+def test_make_corpus_draws_the_faces_grid(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "make_corpus.py"), "--faces-grid", str(tmp_path / "faces.png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert cv2.imread(str(tmp_path / "faces.png")).shape == (2 * 128 + 20, len(faces.identity_names()) * 128, 3)
 
 
 def test_make_corpus_help():

@@ -354,3 +354,24 @@ def _draw_glasses(image: np.ndarray, identity: FaceIdentity) -> np.ndarray:
 def renderer_for(style: face.FaceStyle) -> face.FaceRenderer:
     """One renderer per speaker and process: building one rescales the whole portrait."""
     return face.FaceRenderer(portrait(style.identity), style)
+
+
+def contact_sheet(size: int = 128) -> np.ndarray:
+    """Every identity, mouth closed above mouth open, named; held-out faces marked with *.
+
+    shape = (2 * size + 20, n_identities * size, 3), uint8 BGR.
+    """
+    label_height = 20
+    columns = []
+    for name in identity_names():
+        style = face.FaceStyle(name, 0.62 * size, (size / 2, size / 2 + 0.04 * size), 1.5 * np.pi, 0.0, 1.0)
+        renderer = face.FaceRenderer(portrait(name), style)
+        rows = [
+            renderer.render(np.array(face.VISEMES[v].shape, np.float32), 0.0, np.zeros(4)) for v in ("rest", "open")
+        ]
+        frames = np.vstack([cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in rows])
+        label = np.full((label_height, size, 3), 255, np.uint8)
+        text = f"{name}*" if name in HELD_OUT else name
+        cv2.putText(label, text, (4, label_height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        columns.append(np.vstack([label, frames]))
+    return np.hstack(columns)

@@ -15,7 +15,8 @@
         s07/u00012.phonemes.tsv     start_ms, end_ms, phoneme: contiguous spans covering the audio
 
 Speakers come in four groups (`GROUPS`), one per evaluation split; `avasr.corpus.voices` says which engines and
-voices each may use, `avasr.corpus.faces` which faces are held out. Utterances go round-robin over the speakers.
+voices each may use, `avasr.corpus.faces` which faces are held out. Utterances go round-robin over the speakers,
+training speakers taking TRAIN_TURNS turns a round.
 
 Everything is drawn from `seed`, and the same seed gives the same files byte for byte, in any process: each
 utterance has its own random streams; espeak-ng speaks in a forked child of a worker that has never spoken, its
@@ -65,6 +66,7 @@ SPLIT_MEANING = {
     "test": "a speech engine (flite) and faces never heard or seen in training: the hardest",
 }
 FESTIVAL_EVERY = 3  # every third training speaker is a festival voice, the others espeak-ng
+TRAIN_TURNS = 2  # a training speaker has twice as many utterances as a test speaker: most of the data trains
 
 # --- faces: placement and light per speaker -----------------------------------------------------------------------
 LEAD_SILENCE_MS = (150, 400)  # neutral mouth before and after the sentence
@@ -219,17 +221,19 @@ def _face_style(identity: str, rng: np.random.Generator) -> face.FaceStyle:
 
 
 def plan_corpus(size: CorpusSize, seed: int) -> tuple[list[Speaker], list[Utterance]]:
-    """Speakers and every utterance's speaker, split and sentence; utterances go round-robin over speakers.
+    """Speakers and every utterance's speaker, split and sentence.
 
-    Every VAL_EVERY-th utterance of each training speaker goes to validation; the other groups' utterances go
-    to their own test split.
+    Utterances go round-robin over the speakers, each training speaker taking TRAIN_TURNS turns a round. Every
+    VAL_EVERY-th utterance of each training speaker goes to validation; the other groups' utterances go to their
+    own test split.
     """
     speakers = make_speakers(size, seed)
+    turns = speakers + [s for s in speakers if s.group == TRAIN] * (TRAIN_TURNS - 1)
     sentences = grammar.sample_sentences(size.utterances, np.random.default_rng([seed, SENTENCE_STREAM]))
     per_speaker: Counter[str] = Counter()
     utterances = []
     for index, words in enumerate(sentences):
-        speaker = speakers[index % len(speakers)]
+        speaker = turns[index % len(turns)]
         count = per_speaker[speaker.id]
         per_speaker[speaker.id] += 1
         split = speaker.split
