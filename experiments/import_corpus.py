@@ -1,7 +1,9 @@
-"""Import a downloaded GRID or LRS2/LRS3 corpus: write manifests (and, for LRS, extract 16 kHz WAVs) under --out.
+"""Import a downloaded GRID or LRS2/LRS3 corpus: write manifests (and extract 16 kHz WAVs) under --out.
 
-python experiments/import_corpus.py --format grid --root data/grid --out data/grid_manifests --zenodo-remap
+python experiments/import_corpus.py --format grid --root data/grid --out data/grid_manifests
 python experiments/import_corpus.py --format lrs3 --root data/lrs3 --out data/lrs3_manifests --jobs 8
+
+The layouts each format expects, what each split becomes and what is skipped: docs/data.md.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import sys
 from pathlib import Path
 
 from avasr.corpus.grid import (
+    ALIGNMENT_FOLDER,
+    AUDIO_MODES,
+    GRID_FRAMES,
     GRID_TEST_SPEAKERS,
     GRID_VAL_PERCENT,
     NO_ALIGNMENT,
@@ -23,29 +28,40 @@ from avasr.corpus.lrs import import_lrs
 FORMATS = ("grid", "lrs2", "lrs3")
 
 
-def import_corpus(
-    corpus_format: str,
-    root: Path,
-    out: Path,
-    *,
-    zenodo_remap: bool = False,
-    test_speakers: tuple[str, ...] = GRID_TEST_SPEAKERS,
-    val_percent: int = GRID_VAL_PERCENT,
-    jobs: int | None = None,
-) -> ImportReport:
+def import_corpus(corpus_format: str, root: Path, out: Path, args: argparse.Namespace) -> ImportReport:
     if corpus_format == "grid":
-        return import_grid(root, out, zenodo_remap=zenodo_remap, test_speakers=test_speakers, val_percent=val_percent)
+        return import_grid(
+            root,
+            out,
+            audio=args.grid_audio,
+            frames=args.frames,
+            zenodo_remap=args.zenodo_remap,
+            test_speakers=tuple(args.test_speakers),
+            val_percent=args.val_percent,
+            jobs=args.jobs,
+        )
     if corpus_format in ("lrs2", "lrs3"):
-        return import_lrs(root, out, jobs=jobs, corpus=corpus_format.upper())
+        return import_lrs(root, out, jobs=args.jobs, corpus=corpus_format.upper())
     raise CorpusError(f"unknown corpus format {corpus_format!r} (known: {', '.join(FORMATS)})")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--format", required=True, choices=FORMATS, help="corpus layout (lrs2 and lrs3 share one)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="corpus layout")
     parser.add_argument("--root", required=True, type=Path, help="the unpacked corpus")
-    parser.add_argument("--out", required=True, type=Path, help="where manifests (and LRS audio) are written")
+    parser.add_argument("--out", required=True, type=Path, help="where manifests (and extracted audio) are written")
+    parser.add_argument("--jobs", type=int, default=None, help="videos decoded / ffmpeg processes at once (CPU cores)")
     grid = parser.add_argument_group("GRID")
+    grid.add_argument(
+        "--grid-audio",
+        choices=AUDIO_MODES,
+        default="auto",
+        help="auto: raw 50 kHz WAV beside the video, else the video's track; mpg: the track; raw: raw WAVs only; "
+        "25k: audio_25k put back on the video's timeline by the alignment (default: auto)",
+    )
+    grid.add_argument(
+        "--frames", type=int, default=GRID_FRAMES, help=f"frames a video must have (default {GRID_FRAMES}; 0: any)"
+    )
     grid.add_argument(
         "--zenodo-remap",
         action="store_true",
@@ -55,25 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         "--test-speakers", nargs="+", default=list(GRID_TEST_SPEAKERS), help="held-out speakers (default: LipNet's)"
     )
     grid.add_argument("--val-percent", type=int, default=GRID_VAL_PERCENT, help="share of other clips for val")
-    lrs = parser.add_argument_group("LRS2/LRS3")
-    lrs.add_argument("--jobs", type=int, default=None, help="parallel ffmpeg processes (default: CPU cores)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        report = import_corpus(
-            args.format,
-            args.root,
-            args.out,
-            zenodo_remap=args.zenodo_remap,
-            test_speakers=tuple(args.test_speakers),
-            val_percent=args.val_percent,
-            jobs=args.jobs,
-        )
+        report = import_corpus(args.format, args.root, args.out, args)
     except CorpusError as e:
         print(f"import_corpus: {e}", file=sys.stderr)
         return 1
     print(report.summary())
     unaligned = len(report.skipped.get(NO_ALIGNMENT, []))
-    if args.format == "grid" and not args.zenodo_remap and unaligned > report.total_kept:
+    zenodo_layout = (args.root / ALIGNMENT_FOLDER).is_dir()
+    if args.format == "grid" and zenodo_layout and not args.zenodo_remap and unaligned > report.total_kept:
         print(f"hint: {unaligned} clips lack an alignment; for the Zenodo release try --zenodo-remap", file=sys.stderr)
     return 0
 

@@ -71,6 +71,18 @@ def _no_frame_rate(path: Path, fps: float) -> VideoError:
     return VideoError(f"{path}: the container gives no frame rate (got {fps}); re-encode it with one")
 
 
+def count_frames(path: str | Path) -> int:
+    """The frames a video decodes to (without converting them); VideoError naming the file when it has none."""
+    path = Path(path)
+    with _opened(path) as capture:
+        count = 0
+        while capture.grab():
+            count += 1
+    if not count:
+        raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video)")
+    return count
+
+
 @contextmanager
 def _opened(path: Path) -> Iterator[cv2.VideoCapture]:
     """An open capture of `path` with OpenCV's warnings silenced; VideoError naming the file when it cannot open."""
