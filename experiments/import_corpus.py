@@ -23,7 +23,7 @@ from avasr.corpus.grid import (
     ImportReport,
     import_grid,
 )
-from avasr.corpus.lrs import import_lrs
+from avasr.corpus.lrs import LRS3_VAL_PERCENT, MAX_SECONDS, MIN_PAUSE, import_lrs2, import_lrs3
 
 FORMATS = ("grid", "lrs2", "lrs3")
 
@@ -37,11 +37,15 @@ def import_corpus(corpus_format: str, root: Path, out: Path, args: argparse.Name
             frames=args.frames,
             zenodo_remap=args.zenodo_remap,
             test_speakers=tuple(args.test_speakers),
-            val_percent=args.val_percent,
+            val_percent=GRID_VAL_PERCENT if args.val_percent is None else args.val_percent,
             jobs=args.jobs,
         )
-    if corpus_format in ("lrs2", "lrs3"):
-        return import_lrs(root, out, jobs=args.jobs, corpus=corpus_format.upper())
+    cutting = dict(max_seconds=args.max_seconds, min_pause=args.min_pause, jobs=args.jobs)
+    if corpus_format == "lrs2":
+        return import_lrs2(root, out, **cutting)
+    if corpus_format == "lrs3":
+        percent = LRS3_VAL_PERCENT if args.val_percent is None else args.val_percent
+        return import_lrs3(root, out, val_ids=args.val_ids, val_percent=percent, **cutting)
     raise CorpusError(f"unknown corpus format {corpus_format!r} (known: {', '.join(FORMATS)})")
 
 
@@ -51,6 +55,13 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", required=True, type=Path, help="the unpacked corpus")
     parser.add_argument("--out", required=True, type=Path, help="where manifests (and extracted audio) are written")
     parser.add_argument("--jobs", type=int, default=None, help="videos decoded / ffmpeg processes at once (CPU cores)")
+    parser.add_argument(
+        "--val-percent",
+        type=int,
+        default=None,
+        help=f"GRID: share of the non-test clips for val (default {GRID_VAL_PERCENT}); LRS3: share of the trainval "
+        f"talks held out for val (default {LRS3_VAL_PERCENT}), a hash of the names",
+    )
     grid = parser.add_argument_group("GRID")
     grid.add_argument(
         "--grid-audio",
@@ -70,7 +81,21 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--test-speakers", nargs="+", default=list(GRID_TEST_SPEAKERS), help="held-out speakers (default: LipNet's)"
     )
-    grid.add_argument("--val-percent", type=int, default=GRID_VAL_PERCENT, help="share of other clips for val")
+    lrs = parser.add_argument_group("LRS2/LRS3")
+    lrs.add_argument(
+        "--max-seconds",
+        type=float,
+        default=MAX_SECONDS,
+        help=f"clips with a word table (pretrain) whose words run longer are cut at pauses (default {MAX_SECONDS:g})",
+    )
+    lrs.add_argument(
+        "--min-pause", type=float, default=MIN_PAUSE, help=f"pauses longer than this may cut (default {MIN_PAUSE:g} s)"
+    )
+    lrs.add_argument(
+        "--val-ids",
+        type=Path,
+        help="LRS3: a file of trainval talk folders (or <talk>/<NNNNN> clip ids) held out for val, instead of the hash",
+    )
     return parser
 
 

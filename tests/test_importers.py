@@ -13,7 +13,7 @@ import soundfile as sf
 
 from avasr.corpus import grid, lrs
 from avasr.corpus.grid import CorpusError, grid_split, read_alignment
-from avasr.corpus.lrs import import_lrs, read_lrs_transcript
+from avasr.corpus.lrs import read_lrs_transcript
 from avasr.data.manifest import read_manifest
 from tests.media import face_frames
 
@@ -352,7 +352,7 @@ def test_grid_videos_with_the_wrong_frame_count_or_undecodable_are_skipped_and_c
     assert anyhow.kept["train"] == 2  # any frame count on request; an undecodable video never
 
 
-# --- LRS3 ------------------------------------------------------------------------------------------------------
+# --- LRS: transcripts, audio extraction and bad input, on tiny clips ---------------------------------------------
 def _lrs_clip(root: Path, media, name: str, text: str | None, video: str | None = "mp4", encoding="iso-8859-1"):
     """name: "<split>/<video_id>/<NNNNN>"; text None: no .txt; video: "mp4" | "silent_mp4" | None."""
     stem = root / name
@@ -382,10 +382,10 @@ def lrs_root(tmp_path, media) -> Path:
     return root
 
 
-def test_lrs_import_writes_one_manifest_per_split_folder(lrs_root, tmp_path):
+def test_lrs_import_keeps_usable_clips_and_counts_every_skip(lrs_root, tmp_path):
     out = tmp_path / "out"
-    report = import_lrs(lrs_root, out, jobs=2)
-    assert report.kept == {"test": 1, "trainval": 2}
+    report = lrs.import_lrs3(lrs_root, out, jobs=2)
+    assert report.kept == {"train": 2, "val": 0, "test": 1}
     assert set(report.skipped) == {
         lrs.OUT_OF_VOCABULARY, lrs.EMPTY_TRANSCRIPT, lrs.NO_TRANSCRIPT, lrs.NO_VIDEO, lrs.EXTRACTION_FAILED
     }  # fmt: skip
@@ -395,7 +395,7 @@ def test_lrs_import_writes_one_manifest_per_split_folder(lrs_root, tmp_path):
     assert report.skipped[lrs.NO_VIDEO] == ["trainval/0akiEFwtkyA/00004"]
     (failure,) = report.skipped[lrs.EXTRACTION_FAILED]
     assert failure.startswith(str(lrs_root / "trainval/0akiEFwtkyA/00005.mp4"))
-    entries = read_manifest(out / "trainval_manifest.txt")
+    entries = read_manifest(out / "train_manifest.txt")
     assert [(e.video_path, e.transcript) for e in entries] == [
         ((lrs_root / "trainval/0af00UcTOSc/00001.mp4").resolve(), "so we're going to talk"),
         ((lrs_root / "trainval/0af00UcTOSc/00002.mp4").resolve(), "it was funny"),
@@ -407,7 +407,7 @@ def test_lrs_import_writes_one_manifest_per_split_folder(lrs_root, tmp_path):
 
 
 def test_lrs_extracted_audio_is_16k_mono_and_holds_the_track(lrs_root, tmp_path):
-    import_lrs(lrs_root, tmp_path / "out", jobs=1)
+    lrs.import_lrs3(lrs_root, tmp_path / "out", jobs=1)
     wav = tmp_path / "out/audio/test/0Fi83BHQsMA/00002.wav"
     samples, rate = sf.read(wav)
     assert rate == 16000 and samples.ndim == 1  # the MP4's track is 44.1 kHz stereo
@@ -418,16 +418,16 @@ def test_lrs_extracted_audio_is_16k_mono_and_holds_the_track(lrs_root, tmp_path)
 
 def test_lrs_cached_wav_is_reused_until_the_video_is_newer(lrs_root, tmp_path):
     out = tmp_path / "out"
-    import_lrs(lrs_root, out, jobs=1)
+    lrs.import_lrs3(lrs_root, out, jobs=1)
     wav = out / "audio/test/0Fi83BHQsMA/00002.wav"
     old = wav.stat().st_mtime_ns - 10**9
     os.utime(wav, ns=(old, old))  # older than before, but still newer than the MP4 (copied earlier)
     video = lrs_root / "test/0Fi83BHQsMA/00002.mp4"
     os.utime(video, ns=(old - 10**9, old - 10**9))
-    import_lrs(lrs_root, out, jobs=1)
+    lrs.import_lrs3(lrs_root, out, jobs=1)
     assert wav.stat().st_mtime_ns == old  # not extracted again
     os.utime(video, ns=(old + 10**9, old + 10**9))  # the video changed after the WAV was made
-    import_lrs(lrs_root, out, jobs=1)
+    lrs.import_lrs3(lrs_root, out, jobs=1)
     assert wav.stat().st_mtime_ns > old + 10**9
 
 
@@ -435,7 +435,7 @@ def test_lrs_txt_without_text_line_names_the_file(lrs_root, tmp_path, media):
     bad = "trainval/0af00UcTOSc/00003"
     _lrs_clip(lrs_root, media, bad, "Conf:  4\n\nWORD START END ASDSCORE\n")
     with pytest.raises(CorpusError, match=rf"{lrs_root / bad}.txt: no 'Text:' line"):
-        import_lrs(lrs_root, tmp_path / "out")
+        lrs.import_lrs3(lrs_root, tmp_path / "out")
 
 
 def test_lrs_transcript_reading_strips_tags_and_decodes_latin1(tmp_path):
@@ -447,13 +447,13 @@ def test_lrs_transcript_reading_strips_tags_and_decodes_latin1(tmp_path):
 def test_lrs_without_ffmpeg_points_at_make_setup(lrs_root, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     with pytest.raises(CorpusError, match="ffmpeg not found on PATH.*make setup"):
-        import_lrs(lrs_root, tmp_path / "out")
+        lrs.import_lrs3(lrs_root, tmp_path / "out")
 
 
 def test_lrs_root_without_split_folders_is_refused(tmp_path):
     (tmp_path / "lrs3" / "trainval").mkdir(parents=True)
     with pytest.raises(CorpusError, match="no split folders"):
-        import_lrs(tmp_path / "lrs3", tmp_path / "out")
+        lrs.import_lrs3(tmp_path / "lrs3", tmp_path / "out")
 
 
 # --- command line ----------------------------------------------------------------------------------------------
@@ -541,7 +541,6 @@ def lrs2_root(tmp_path, lrs_media) -> Path:
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="LRS2's official lists are ignored: main/ is one split")
 def test_lrs2_splits_come_from_the_official_lists(lrs2_root, tmp_path):
     out = tmp_path / "out"
     report = lrs.import_lrs2(lrs2_root, out, jobs=2)
@@ -560,7 +559,6 @@ def test_lrs2_splits_come_from_the_official_lists(lrs2_root, tmp_path):
     assert "programme" in report.summary()  # "speaker" here is the BBC programme a clip comes from
 
 
-@pytest.mark.xfail(strict=True, reason="LRS2's official lists are ignored")
 def test_lrs2_clip_in_two_lists_or_a_missing_list_is_an_error(lrs2_root, tmp_path):
     (lrs2_root / "val.txt").write_text("5536038039829982468/00001\n5535415699068794046/00002\n")
     with pytest.raises(
@@ -597,7 +595,6 @@ def _speakers(manifest: Path) -> set[str]:
     return {e.speaker for e in read_manifest(manifest)}
 
 
-@pytest.mark.xfail(strict=True, reason="LRS3 has no validation split")
 def test_lrs3_validation_is_speaker_disjoint_from_train_and_pretrain(lrs3_root, tmp_path):
     out = tmp_path / "out"
     report = lrs.import_lrs3(lrs3_root, out, jobs=2)
@@ -608,7 +605,6 @@ def test_lrs3_validation_is_speaker_disjoint_from_train_and_pretrain(lrs3_root, 
     assert "val: 1 of 3 trainval folders held out" in report.summary()
 
 
-@pytest.mark.xfail(strict=True, reason="LRS3 has no validation split")
 def test_lrs3_validation_talks_from_an_id_file(lrs3_root, tmp_path):
     ids = tmp_path / "val_ids.txt"
     ids.write_text("# held out\n0akiEFwtkyA/00001\n")  # a folder, or a clip naming its folder
@@ -620,7 +616,6 @@ def test_lrs3_validation_talks_from_an_id_file(lrs3_root, tmp_path):
         lrs.import_lrs3(lrs3_root, tmp_path / "out", val_ids=ids)
 
 
-@pytest.mark.xfail(strict=True, reason="pretrain clips are used whole")
 def test_lrs3_pretrain_clips_longer_than_the_limit_are_cut_at_pauses(lrs3_root, tmp_path):
     out = tmp_path / "out"
     lrs.import_lrs3(lrs3_root, out, max_seconds=2.5, min_pause=0.4, jobs=2)
@@ -637,7 +632,6 @@ def test_lrs3_pretrain_clips_longer_than_the_limit_are_cut_at_pauses(lrs3_root, 
     assert (whole.transcript, whole.segment) == ("so we look at this now", None)
 
 
-@pytest.mark.xfail(strict=True, reason="pretrain clips are used whole")
 def test_cutting_at_pauses_keeps_segments_within_the_limit_and_drops_speech_without_a_pause():
     words = [lrs.Word(w, s, e) for w, s, e in LONG_WORDS]
     segments, dropped = lrs.cut_at_pauses(words, max_seconds=2.5, min_pause=0.4)
@@ -649,7 +643,6 @@ def test_cutting_at_pauses_keeps_segments_within_the_limit_and_drops_speech_with
     assert [s.text for s in segments] == ["SO WE", "LOOK AT"] and dropped == [(2.6, 3.8)]  # 1.2 s without a pause
 
 
-@pytest.mark.xfail(strict=True, reason="word tables are not read")
 def test_word_table_is_read_and_frame_blocks_are_not_words(tmp_path):
     path = tmp_path / "00001.txt"
     path.write_text(_words_txt(LONG_WORDS[:2]) + "\n" + _frames_txt("X").split("\n\n")[1])
@@ -691,8 +684,8 @@ def downloads(tmp_path, grid_media, lrs2_root, lrs3_root) -> dict[str, tuple[Pat
     "corpus, train, val",
     [
         ("grid", "train", "test"),
-        pytest.param("lrs2", "train", "val", marks=pytest.mark.xfail(strict=True, reason="LRS2 has no train split")),
-        pytest.param("lrs3", "pretrain", "val", marks=pytest.mark.xfail(strict=True, reason="LRS3 has no val split")),
+        ("lrs2", "train", "val"),
+        ("lrs3", "pretrain", "val"),
     ],
 )
 def test_import_then_prepare_then_one_epoch_of_training(downloads, tmp_path, corpus, train, val):
