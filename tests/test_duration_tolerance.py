@@ -30,10 +30,11 @@ def test_the_tolerance_is_a_quarter_second_either_way(mel_frames, video_frames, 
 
 
 def test_files_just_inside_load_and_just_outside_name_the_line(tmp_path):
-    write_clip(tmp_path, "inside", 1.0, video_seconds=1.24)  # 31 frames at 25 fps
-    write_clip(tmp_path, "outside", 1.0, video_seconds=1.28)  # 32 frames
+    # 3 s: long enough that 0.24 s more video stays within the loader's audio-rate filter (560-720 samples a frame)
+    write_clip(tmp_path, "inside", 3.0, video_seconds=3.24)  # 81 frames at 25 fps
+    write_clip(tmp_path, "outside", 3.0, video_seconds=3.28)  # 82 frames
     (tmp_path / "inside.txt").write_text("inside.wav|inside.mp4|bin blue\n")
     assert len(AVDataset.from_manifest(tmp_path / "inside.txt", CONFIG, progress=False)) == 1
     (tmp_path / "both.txt").write_text("inside.wav|inside.mp4|bin blue\noutside.wav|outside.mp4|bin blue\n")
-    with pytest.raises(DataError, match=r"both\.txt:2: .*outside\.mp4: video lasts 1\.28 s but its audio .*1\.00 s"):
+    with pytest.raises(DataError, match=r"both\.txt:2: .*outside\.mp4: video lasts 3\.28 s but its audio .*3\.00 s"):
         AVDataset.from_manifest(tmp_path / "both.txt", CONFIG, progress=False)
