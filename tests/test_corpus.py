@@ -139,8 +139,13 @@ def test_resampling_keeps_a_tone_and_the_equaliser_sets_its_level():
     boosted = voices.resample(tone, 22050, 16000, eq_db=(0.0, 0.0, 6.0, 0.0, 0.0, 0.0))
     assert 20 * np.log10(np.std(boosted) / np.std(out)) == pytest.approx(6.0, abs=0.01)
     tract = voices.resample(tone, 22050 * 1.1, 16000)  # a 10 % smaller speaker: higher and shorter
-    assert len(tract) == round(16000 / 1.1)
-    assert np.argmax(np.abs(np.fft.rfft(tract))) * 16000 / len(tract) == pytest.approx(1100, abs=1)
+    stretch = len(tract) / 16000  # seconds: the tone lasted 1 s
+    assert stretch == pytest.approx(1 / 1.1, rel=0.01)
+    assert np.argmax(np.abs(np.fft.rfft(tract))) / len(tract) * 16000 == pytest.approx(1000 / stretch, abs=1.5)
+
+
+def test_fast_lengths_have_only_small_prime_factors():
+    assert [voices.fast_length(n) for n in (1, 13, 4471, 16000, 35768)] == [1, 14, 4480, 16000, 35840]
 
 
 def test_room_response_decays_60_db_over_its_length_and_loudness_is_set():

@@ -186,9 +186,18 @@ def _soft(mask: np.ndarray, blur: float) -> np.ndarray:
 
 
 def _paint(image: np.ndarray, mask: np.ndarray, color, alpha: float = 1.0) -> np.ndarray:
-    """Blend `color` (BGR, or an image) into `image` where `mask` (0..1) says, at most `alpha`."""
-    weight = (mask * alpha)[..., None]
-    return image * (1 - weight) + np.asarray(color, np.float32) * weight
+    """Blend `color` (BGR, or an image) into `image` where `mask` (0..1) says, at most `alpha`; in place.
+
+    Only the mask's bounding box is touched: most strokes cover a small part of the canvas.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return image
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    weight = (mask[box] * alpha)[..., None]
+    color = np.asarray(color, np.float32)
+    image[box] = image[box] * (1 - weight) + (color[box] if color.ndim == 3 else color) * weight
+    return image
 
 
 def _head_mask(identity: FaceIdentity, blur: float = 2.0) -> np.ndarray:
