@@ -296,7 +296,7 @@ def test_there_are_at_least_8_faces_and_3_engines():
 
 def test_tiny_corpus_layout_and_splits(tiny_corpus):
     description = json.loads((tiny_corpus / "corpus.json").read_text())
-    assert description["id"] == "gridsynth-14utt3+1+1+1spk-seed7-v2"
+    assert description["id"] == "gridsynth-14utt3+1+1+1spk-seed7-v3"
     assert description["splits"] == {"train": 8, "val": 1, "test_unseen_voice": 2, "test_unseen_face": 2, "test": 1}
     assert description["manifests"] == {split: f"{split}_manifest.txt" for split in SPLITS}
     assert description["groups"] == {"train": 3, "unseen_voice": 1, "unseen_face": 1, "unseen_engine": 1}
@@ -436,7 +436,7 @@ def test_complete_corpus_is_kept_and_another_one_refused(tiny_corpus):
     stamp = (tiny_corpus / "train_manifest.txt").stat().st_mtime_ns
     assert synth.build_corpus(tiny_corpus, size=TINY, seed=7) == tiny_corpus
     assert (tiny_corpus / "train_manifest.txt").stat().st_mtime_ns == stamp
-    with pytest.raises(synth.CorpusError, match=r"already holds corpus 'gridsynth-14utt3\+1\+1\+1spk-seed7-v2'"):
+    with pytest.raises(synth.CorpusError, match=r"already holds corpus 'gridsynth-14utt3\+1\+1\+1spk-seed7-v3'"):
         synth.build_corpus(tiny_corpus, size=TINY, seed=8)
 
 

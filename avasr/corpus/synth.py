@@ -46,7 +46,7 @@ from avasr.corpus.espeak import Phoneme, library_version
 from avasr.data.manifest import write_manifest
 from avasr.errors import AvasrError, OutputError
 
-GENERATOR_VERSION = 2  # bump when the output of the same seed changes
+GENERATOR_VERSION = 3  # bump when the output of the same seed changes
 SAMPLE_RATE = voices.SAMPLE_RATE
 FPS = 25
 VIDEO_FOURCC = "mp4v"
