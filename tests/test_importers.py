@@ -1,4 +1,5 @@
-"""GRID and LRS3 importers on tiny corpora built here in the real layouts (ffmpeg-made mpg/mp4, soundfile WAVs)."""
+"""The GRID, LRS2 and LRS3 importers on small corpora built here as the real downloads unpack (ffmpeg-made MPEG-1
+and MP4 of a real face with their audio tracks, soundfile WAVs, the corpora's own text formats)."""
 
 import itertools
 import os
@@ -23,20 +24,19 @@ FFMPEG_QUIET = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"
 TONE_HZ = 440
 
 
-# --- media made once by ffmpeg, copied into each layout -------------------------------------------------------
+# --- tiny test-pattern MP4s for the LRS edge cases (a tone track, stereo; or none) ------------------------------
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("media")
     video = ["-f", "lavfi", "-i", "testsrc=size=32x32:rate=25"]
     tone = ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:sample_rate=44100"]
     commands = {
-        "mpg": [*video, "-frames:v", "3", "-c:v", "mpeg1video"],  # GRID: MPEG-1
         "mp4": [*video, *tone, "-t", "0.2", "-ac", "2", "-c:v", "mpeg4", "-c:a", "aac", "-shortest"],  # stereo
         "silent_mp4": [*video, "-t", "0.2", "-c:v", "mpeg4"],  # no audio stream
     }
     made = {}
     for name, args in commands.items():
-        path = folder / f"{name}.{'mpg' if name == 'mpg' else 'mp4'}"
+        path = folder / f"{name}.mp4"
         subprocess.run([*FFMPEG_QUIET, *args, str(path)], check=True)
         made[name] = path
     return made
