@@ -49,8 +49,9 @@ def _segment_samples(path, segment: tuple[float, float] | None, rate: int, frame
         return 0, frames
     start, stop = round(segment[0] * rate), min(frames, round(segment[1] * rate))
     if start >= frames:
-        raise AudioError(f"{path}: segment {segment_text(segment)} s starts after the audio ends "
-                         f"({frames / rate:.2f} s)")
+        raise AudioError(
+            f"{path}: segment {segment_text(segment)} s starts after the audio ends ({frames / rate:.2f} s)"
+        )
     return start, stop
 
 

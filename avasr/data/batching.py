@@ -21,8 +21,7 @@ BUCKET_WINDOW = 1024
 
 
 class LengthBucketSampler(Sampler[list[int]]):
-    def __init__(self, lengths: Sequence[int], max_frames: int, seed: int, epoch: int = 0,
-                 window: int = BUCKET_WINDOW):
+    def __init__(self, lengths: Sequence[int], max_frames: int, seed: int, epoch: int = 0, window: int = BUCKET_WINDOW):
         if max_frames <= 0:
             raise ValueError(f"max_frames must be positive, got {max_frames}")
         self.batches = bucketed_batches(np.asarray(lengths), max_frames, np.random.default_rng([seed, epoch]), window)
@@ -38,7 +37,7 @@ def bucketed_batches(lengths: np.ndarray, max_frames: int, rng: np.random.Genera
     order = rng.permutation(len(lengths))
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
-        chunk = order[start:start + window]
+        chunk = order[start : start + window]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batch: list[int] = []
         for index in chunk.tolist():  # ascending lengths: the newest utterance is the batch's longest

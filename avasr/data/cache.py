@@ -104,8 +104,10 @@ class FeatureCache:
             return Features(stored["mel"], stored["crops"], stored.get("no_face", "")), False
         features = compute_features(entry, self.config)
         if entry_key(entry) != key:
-            raise VideoError(f"{entry.audio_path} or {entry.video_path} changed while it was being featurised (or "
-                             f"since it was indexed): run again")
+            raise VideoError(
+                f"{entry.audio_path} or {entry.video_path} changed while it was being featurised (or "
+                f"since it was indexed): run again"
+            )
         self.put(self.path_of(key), features)
         return features, True
 

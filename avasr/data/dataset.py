@@ -23,12 +23,16 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from avasr.config import (AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, LIP_PIXEL_MEAN, LIP_PIXEL_STD, VIDEO_ONLY,
-                          Config)
+from avasr.config import (
+    AUDIO_ONLY,
+    AUDIO_TIME_DOWNSAMPLING,
+    AUDIO_VISUAL,
+    VIDEO_ONLY,
+    Config,
+)
 from avasr.data.audio import AudioError, load_speech
 from avasr.data.cache import FeatureCache, Features, compute_features
 from avasr.data.index import IndexedManifest, IndexRow, index_manifests
@@ -36,8 +40,14 @@ from avasr.data.manifest import ManifestEntry, read_manifest
 from avasr.data.pool import in_processes, worker_count
 from avasr.data.video import VideoError
 from avasr.errors import AvasrError
-from avasr.features import (align_audio_to_video, check_durations, ctc_min_frames, keep_modalities,
-                             lip_crops_to_tensor, video_frames_of_audio)
+from avasr.features import (
+    align_audio_to_video,
+    check_durations,
+    ctc_min_frames,
+    keep_modalities,
+    lip_crops_to_tensor,
+    video_frames_of_audio,
+)
 from avasr.text import encode
 
 LOAD_CHUNK = 4  # utterances per pool job when loading without the cache
@@ -75,14 +85,14 @@ class Batch(NamedTuple):
     streams: list[str]  # per row: AUDIO_VISUAL, or AUDIO_ONLY when the video had no face (its row is zeros)
     speech: list[torch.Tensor]  # per row shape = (N_i,) clean speech, when the dataset keeps it; [] otherwise
 
-    def keep_modalities(self, modalities: str) -> "Batch":
+    def keep_modalities(self, modalities: str) -> Batch:
         """Blank the stream that `modalities` leaves out (zeros = the mean of standardised features)."""
         if modalities == AUDIO_VISUAL:
             return self
         audio, video = keep_modalities(self.audio, self.video, modalities)
         return self._replace(audio=audio, video=video)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return self._replace(**{k: v.to(device) for k, v in self._asdict().items() if torch.is_tensor(v)})
 
 
@@ -91,7 +101,8 @@ class LoadReport:
     loaded: int = 0
     audio_only: list[str] = field(default_factory=list)  # loaded, but no face in the video: audio alone
     skipped: dict[str, list[str]] = field(
-        default_factory=lambda: {"no_face": [], "too_short": [], "few_frames": [], "av_rate": []})
+        default_factory=lambda: {"no_face": [], "too_short": [], "few_frames": [], "av_rate": []}
+    )
 
     def admit(self, entry: ManifestEntry, streams: str, frames: int, config: Config, mel_frames: int = 0) -> bool:
         """Apply the loading policy (module docstring) to an utterance of `frames` video frames and `mel_frames`
@@ -121,7 +132,8 @@ class LoadReport:
         rate = (mel_frames - 1) * config.hop_length / frames  # centred STFT: N // hop + 1 frames
         if not low <= rate <= high:
             self.skipped["av_rate"].append(
-                f"{entry.utterance_id} ({rate:.0f} audio samples per video frame, outside {low}-{high})")
+                f"{entry.utterance_id} ({rate:.0f} audio samples per video frame, outside {low}-{high})"
+            )
             return False
         return True
 
@@ -129,8 +141,11 @@ class LoadReport:
         """Warn about audio-only utterances; raise DataError listing every unusable one, or when none is left.
         `stacklevel`: the warning names the caller's caller (the code that loaded the dataset)."""
         if self.audio_only:
-            warnings.warn(f"{path}: no face in {len(self.audio_only)} of {total} videos: those utterances "
-                          f"run on audio alone ({self.audio_only[0]}, ...)", stacklevel=stacklevel)
+            warnings.warn(
+                f"{path}: no face in {len(self.audio_only)} of {total} videos: those utterances "
+                f"run on audio alone ({self.audio_only[0]}, ...)",
+                stacklevel=stacklevel,
+            )
         if errors:
             raise DataError(f"{path}: {len(errors)} unusable utterance(s):\n" + "\n".join(f"  {e}" for e in errors))
         if not self.loaded:
@@ -155,8 +170,9 @@ def indexed_frames(row: IndexRow, config: Config) -> int:
     return video_frames_of_audio(row.mel_frames, config) if row.no_face else row.crop_frames
 
 
-def utterance_from_features(entry: ManifestEntry, features: Features, config: Config,
-                            keep_speech: bool = False) -> Utterance:
+def utterance_from_features(
+    entry: ManifestEntry, features: Features, config: Config, keep_speech: bool = False
+) -> Utterance:
     """Align one entry's features; a video without a face gives an AUDIO_ONLY utterance whose frame count comes
     from the audio. keep_speech: also hold the clean speech (for noise; see `Utterance.speech`).
     Raises AudioError / VideoError naming the file."""
@@ -182,7 +198,9 @@ def utterance_from_features(entry: ManifestEntry, features: Features, config: Co
 
 def load_utterance(entry: ManifestEntry, config: Config, keep_speech: bool = False) -> Utterance:
     """Featurise (or read from the cache, hashing the files) and align one manifest entry."""
-    features = FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
+    features = (
+        FeatureCache(config.cache_dir, config).get(entry) if config.cache_dir else compute_features(entry, config)
+    )
     return utterance_from_features(entry, features, config, keep_speech)
 
 
@@ -196,17 +214,19 @@ def _load_or_error(job: tuple[ManifestEntry, Config, bool]) -> Utterance | Excep
         return VideoError(f"cannot read {e.filename}: {e.strerror}" if e.filename else str(e))
 
 
-def load_all(entries: list[ManifestEntry], config: Config, desc: str, progress: bool,
-             keep_speech: bool = False) -> list[Utterance | Exception]:
+def load_all(
+    entries: list[ManifestEntry], config: Config, desc: str, progress: bool, keep_speech: bool = False
+) -> list[Utterance | Exception]:
     """Load entries in order, in `config.data_workers` processes (0 = all cores) when there is enough work."""
     jobs = [(e, config, keep_speech) for e in entries]
-    loads = in_processes(_load_or_error, jobs, worker_count(config.data_workers, len(jobs)),
-                         chunksize=LOAD_CHUNK)
+    loads = in_processes(_load_or_error, jobs, worker_count(config.data_workers, len(jobs)), chunksize=LOAD_CHUNK)
     return list(tqdm(loads, total=len(jobs), desc=desc, unit="utt", disable=not progress))
 
 
-def select_indexed(indexed: IndexedManifest, config: Config,
-                   ) -> tuple[list[tuple[ManifestEntry, IndexRow]], LoadReport, list[str]]:
+def select_indexed(
+    indexed: IndexedManifest,
+    config: Config,
+) -> tuple[list[tuple[ManifestEntry, IndexRow]], LoadReport, list[str]]:
     """The utterances of an indexed manifest that the loading policy keeps, decided from the index alone (no
     features read), the report, and every unusable utterance ("manifest:line: problem")."""
     report, kept, errors = LoadReport(), [], []
@@ -219,14 +239,18 @@ def select_indexed(indexed: IndexedManifest, config: Config,
         except VideoError as e:
             errors.append(f"{entry.where}: {e}")
             continue
-        if report.admit(entry, AUDIO_ONLY if row.no_face else AUDIO_VISUAL, indexed_frames(row, config), config,
-                        row.mel_frames):
+        if report.admit(
+            entry, AUDIO_ONLY if row.no_face else AUDIO_VISUAL, indexed_frames(row, config), config, row.mel_frames
+        ):
             kept.append((entry, row))
     return kept, report, errors
 
 
-def usable_utterances(path, config: Config, progress: bool = True,
-                      ) -> tuple[list[tuple[ManifestEntry, IndexRow]], LoadReport]:
+def usable_utterances(
+    path,
+    config: Config,
+    progress: bool = True,
+) -> tuple[list[tuple[ManifestEntry, IndexRow]], LoadReport]:
     """The utterances of a manifest that the loading policy keeps, through its index (utterances it lacks are
     featurised into the cache first), and the report; DataError lists every unusable one."""
     [indexed], _ = index_manifests([path], config, progress=progress)
@@ -244,13 +268,14 @@ class AVDataset(Dataset):
         self.report = report or LoadReport(loaded=len(utterances))
 
     @classmethod
-    def from_manifest(cls, path, config: Config, progress: bool = True, keep_speech: bool = False) -> "AVDataset":
+    def from_manifest(cls, path, config: Config, progress: bool = True, keep_speech: bool = False) -> AVDataset:
         if config.cache_dir:  # through the manifest's index: a warm start reads only the cached features
             kept, report = usable_utterances(path, config, progress)
             cache = FeatureCache(config.cache_dir, config)
-            utterances = [utterance_from_features(entry, cache.get(entry, row.key), config, keep_speech)
-                          for entry, row in tqdm(kept, desc=f"loading {Path(path).name}", unit="utt",
-                                                 disable=not progress)]
+            utterances = [
+                utterance_from_features(entry, cache.get(entry, row.key), config, keep_speech)
+                for entry, row in tqdm(kept, desc=f"loading {Path(path).name}", unit="utt", disable=not progress)
+            ]
             return cls(utterances, report)
         entries = read_manifest(path)
         report, utterances, errors = LoadReport(), [], []

@@ -59,10 +59,16 @@ class IndexRow:
     segment: tuple[float, float] | None = None  # the manifest entry's segment; None: the whole clip
 
     @classmethod
-    def from_json(cls, values: dict) -> "IndexRow":
+    def from_json(cls, values: dict) -> IndexRow:
         segment = values.get("segment")
-        return cls(**{**values, "audio_stamp": tuple(values["audio_stamp"]),
-                      "video_stamp": tuple(values["video_stamp"]), "segment": tuple(segment) if segment else None})
+        return cls(
+            **{
+                **values,
+                "audio_stamp": tuple(values["audio_stamp"]),
+                "video_stamp": tuple(values["video_stamp"]),
+                "segment": tuple(segment) if segment else None,
+            }
+        )
 
     @property
     def utterance(self) -> UtteranceKey:
@@ -102,8 +108,16 @@ def describe(entry: ManifestEntry, cache: FeatureCache) -> Described:
         raise
     except Exception as e:  # a decoder's own error on a malformed file: one file must not stop a whole corpus
         return f"{entry.video_path}: {type(e).__name__} while featurising: {e}"
-    row = IndexRow(str(entry.audio_path), str(entry.video_path), *stamps, key, features.mel.shape[1],
-                   features.crops.shape[0], features.no_face, entry.segment)
+    row = IndexRow(
+        str(entry.audio_path),
+        str(entry.video_path),
+        *stamps,
+        key,
+        features.mel.shape[1],
+        features.crops.shape[0],
+        features.no_face,
+        entry.segment,
+    )
     return row, built
 
 
@@ -143,7 +157,7 @@ class CacheIndex:
         self.dirty = False  # rows added or dropped since loading: only then is the file rewritten
 
     @classmethod
-    def load(cls, cache: FeatureCache, manifest: str | Path) -> "CacheIndex":
+    def load(cls, cache: FeatureCache, manifest: str | Path) -> CacheIndex:
         """The stored index; empty when there is none or it is unreadable or of another format (then rebuilt)."""
         index = cls(cache, manifest)
         try:
@@ -185,8 +199,11 @@ class CacheIndex:
             os.replace(tmp, self.path)
             self.dirty = False
         except OSError as e:
-            warnings.warn(f"{self.path}: cannot save the cache index ({e}); the next start will hash the media "
-                          f"of the utterances it lacks again", stacklevel=2)
+            warnings.warn(
+                f"{self.path}: cannot save the cache index ({e}); the next start will hash the media "
+                f"of the utterances it lacks again",
+                stacklevel=2,
+            )
         finally:
             if tmp is not None and self.dirty:
                 Path(tmp).unlink(missing_ok=True)
@@ -209,9 +226,13 @@ class IndexCounts:
     errors: int = 0
 
 
-def index_manifests(manifests: Sequence[str | Path], config: Config, runner: Runner = run_locally,
-                    progress: bool = True, rehash: bool = False,
-                    ) -> tuple[list[IndexedManifest], IndexCounts]:
+def index_manifests(
+    manifests: Sequence[str | Path],
+    config: Config,
+    runner: Runner = run_locally,
+    progress: bool = True,
+    rehash: bool = False,
+) -> tuple[list[IndexedManifest], IndexCounts]:
     """Every manifest's entries with their rows: looked up in the index, the rest described by `runner` (the
     utterances several manifests share, once). Indexes are saved every SAVE_EVERY_S and on the way out, even
     when interrupted: what was described stays known."""
@@ -228,8 +249,13 @@ def index_manifests(manifests: Sequence[str | Path], config: Config, runner: Run
     todo = list(missing.values())
     saved = time.monotonic()
     try:
-        for position, result in tqdm(runner(todo, config), total=len(todo), desc="featurising (feature cache)",
-                                     unit="utt", disable=not progress or not todo):
+        for position, result in tqdm(
+            runner(todo, config),
+            total=len(todo),
+            desc="featurising (feature cache)",
+            unit="utt",
+            disable=not progress or not todo,
+        ):
             counts.hashed += 1
             if isinstance(result, str):
                 counts.errors += 1
@@ -251,10 +277,10 @@ def _pair(entry: ManifestEntry) -> UtteranceKey:
     return utterance_key(str(entry.audio_path), str(entry.video_path), entry.segment)
 
 
-def _save_known(listed: list[tuple[str, list[ManifestEntry], CacheIndex]],
-                found: dict[UtteranceKey, IndexRow | str]) -> None:
+def _save_known(
+    listed: list[tuple[str, list[ManifestEntry], CacheIndex]], found: dict[UtteranceKey, IndexRow | str]
+) -> None:
     """Each index gets the rows of its own manifest's utterances known so far."""
     for _, entries, index in listed:
-        index.set_rows({pair: found[pair] for pair in map(_pair, entries)
-                        if isinstance(found.get(pair), IndexRow)})
+        index.set_rows({pair: found[pair] for pair in map(_pair, entries) if isinstance(found.get(pair), IndexRow)})
         index.save()

@@ -28,9 +28,10 @@ it. Frames without a detection inside a video that has some are interpolated and
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -122,8 +123,9 @@ def track_mouth(
 
     `find_mouth(frame, last)` gets the last box found (None at first): a cropper may search near it only."""
     if frames.ndim != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise VideoError(f"{where}: expected frames of shape (T, H, W) uint8 with T > 0, got {frames.shape} "
-                         f"{frames.dtype}")
+        raise VideoError(
+            f"{where}: expected frames of shape (T, H, W) uint8 with T > 0, got {frames.shape} {frames.dtype}"
+        )
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
     count = len(frames)
@@ -137,8 +139,10 @@ def track_mouth(
             boxes[index] = last = box
     detected = int(np.isfinite(boxes[:, 0]).sum())
     if detected == 0:
-        raise NoFaceError(f"{where}: no face found in any of the {len(searched)} searched frames "
-                          f"(of {count}); the video cannot give lip crops")
+        raise NoFaceError(
+            f"{where}: no face found in any of the {len(searched)} searched frames "
+            f"(of {count}); the video cannot give lip crops"
+        )
     smoothed = smooth_boxes(boxes)
     report = LipReport(where, count, len(searched), detected, count - detected)
     return LipTrack(crop_boxes(frames, smoothed, size), smoothed, report)
@@ -191,11 +195,16 @@ def mouth_box_from_face(x: float, y: float, width: float, height: float) -> Box:
 class HaarLipCropper:
     """The default: OpenCV Haar face cascade, mouth box at a fixed place in the face box."""
 
-    def __init__(self, detect_every: int = DETECT_EVERY, min_face_fraction: float = MIN_FACE_FRACTION,
-                 cascade: str = HAAR_CASCADE):
+    def __init__(
+        self,
+        detect_every: int = DETECT_EVERY,
+        min_face_fraction: float = MIN_FACE_FRACTION,
+        cascade: str = HAAR_CASCADE,
+    ):
         if detect_every < 1 or not 0 < min_face_fraction <= 1:
-            raise ValueError(f"need detect_every >= 1 and 0 < min_face_fraction <= 1, got {detect_every}, "
-                             f"{min_face_fraction}")
+            raise ValueError(
+                f"need detect_every >= 1 and 0 < min_face_fraction <= 1, got {detect_every}, {min_face_fraction}"
+            )
         self.detect_every = detect_every
         self.min_face_fraction = min_face_fraction
         self.cascade = cascade  # a file name in cv2.data.haarcascades, or a path
@@ -241,8 +250,9 @@ class HaarLipCropper:
         """(left, top, width, height) of the largest face between min_face and max_face wide, in `image`'s pixels."""
         min_side = max(1, round(min_face))
         max_side = (0, 0) if max_face is None else (round(max_face),) * 2  # (0, 0): no upper bound
-        faces = self._detector.detectMultiScale(image, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS,
-                                                minSize=(min_side, min_side), maxSize=max_side)
+        faces = self._detector.detectMultiScale(
+            image, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS, minSize=(min_side, min_side), maxSize=max_side
+        )
         if len(faces) == 0:
             return None
         return max(faces, key=lambda f: f[2] * f[3]).astype(float)
@@ -260,8 +270,9 @@ def _load_cascade(cascade: str) -> cv2.CascadeClassifier:
     path = Path(cascade) if Path(cascade).is_file() else Path(cv2.data.haarcascades) / cascade
     detector = cv2.CascadeClassifier(str(path))
     if detector.empty():
-        raise FileNotFoundError(f"{path}: cannot load the Haar cascade (not a file in {cv2.data.haarcascades} "
-                                f"nor a readable cascade XML)")
+        raise FileNotFoundError(
+            f"{path}: cannot load the Haar cascade (not a file in {cv2.data.haarcascades} nor a readable cascade XML)"
+        )
     return detector
 
 
@@ -280,8 +291,10 @@ class MediaPipeLipCropper:
         if not mediapipe_available():
             raise ImportError("MediaPipeLipCropper needs the optional `mediapipe` package (pip install mediapipe)")
         if not Path(model_path).is_file():
-            raise FileNotFoundError(f"{model_path}: face landmarker model file not found (a .task file from "
-                                    f"MediaPipe's face landmarker page; nothing is downloaded at run time)")
+            raise FileNotFoundError(
+                f"{model_path}: face landmarker model file not found (a .task file from "
+                f"MediaPipe's face landmarker page; nothing is downloaded at run time)"
+            )
         self.model_path = str(model_path)
         self.detect_every = detect_every
         self._landmarker = _load_landmarker(self.model_path)
@@ -333,8 +346,9 @@ def default_cropper(config: Config) -> LipCropper:
     return _cropper_for(config.face_landmarker_model)
 
 
-def load_lips(path: str | Path, config: Config, cropper: LipCropper | None = None,
-              segment: tuple[float, float] | None = None) -> LipTrack:
+def load_lips(
+    path: str | Path, config: Config, cropper: LipCropper | None = None, segment: tuple[float, float] | None = None
+) -> LipTrack:
     """Video file (or its `segment`, seconds) -> lip crops at `config.fps`, shape = (T_v, config.lip_size,
     config.lip_size) uint8, and a report.
 

@@ -17,5 +17,11 @@ def make_loader(dataset: Dataset, config: Config, shuffle: bool, epoch: int = 0)
         sampler = LengthBucketSampler(dataset.lengths, config.max_batch_frames, config.seed, epoch)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     generator = torch.Generator().manual_seed(config.seed + epoch)
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate,
-                      num_workers=config.num_workers, generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        generator=generator,
+    )

@@ -27,8 +27,8 @@ import torch
 from avasr.config import Config
 from avasr.data.audio import log_mel
 from avasr.data.dataset import AVDataset, Utterance
-from avasr.features import align_audio_to_video
 from avasr.data.mixing import DEFAULT_BABBLE_TALKERS, NOISE_KINDS, NoiseError, make_noise, mix_at_snr, utterance_rng
+from avasr.features import align_audio_to_video
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,23 @@ def noisy_dataset(dataset: AVDataset, spec: NoiseSpec, config: Config) -> AVData
     """`dataset` (loaded with keep_speech) with every utterance's log-mel replaced by that of its speech in `spec`'s
     noise (`noisy_waveforms`); lip crops and speech are shared with `dataset`, not copied."""
     noisy = noisy_waveforms(dataset, spec)
-    return AVDataset([dataclasses.replace(u, audio=speech_features(speech, u.video.shape[0], config))
-                      for u, speech in zip(dataset.utterances, noisy)], dataset.report)
+    return AVDataset(
+        [
+            dataclasses.replace(u, audio=speech_features(speech, u.video.shape[0], config))
+            for u, speech in zip(dataset.utterances, noisy)
+        ],
+        dataset.report,
+    )
 
 
 def noisy_waveforms(dataset: AVDataset, spec: NoiseSpec) -> list[np.ndarray]:
     """Every utterance's speech mixed with its noise at exactly `spec.snr_db`. shape = (N_i,) float32 each."""
     missing = [u.id for u in dataset.utterances if u.speech is None]
     if missing:
-        raise NoiseError(f"noise needs each utterance's speech: load the dataset with keep_speech=True "
-                         f"({len(missing)} without, e.g. {missing[0]})")
+        raise NoiseError(
+            f"noise needs each utterance's speech: load the dataset with keep_speech=True "
+            f"({len(missing)} without, e.g. {missing[0]})"
+        )
     pools = checked_babble_pools(dataset.utterances, spec.talkers) if spec.kind == "babble" else [()] * len(dataset)
     noisy = []
     for utterance, pool in zip(dataset.utterances, pools):
@@ -91,8 +98,15 @@ def noisy_waveforms(dataset: AVDataset, spec: NoiseSpec) -> list[np.ndarray]:
     return noisy
 
 
-def mixed_speech(speech: torch.Tensor, utterance_id: str, kind: str, snr_db: float, rng: np.random.Generator,
-                 pool: Sequence[np.ndarray], talkers: int) -> np.ndarray:
+def mixed_speech(
+    speech: torch.Tensor,
+    utterance_id: str,
+    kind: str,
+    snr_db: float,
+    rng: np.random.Generator,
+    pool: Sequence[np.ndarray],
+    talkers: int,
+) -> np.ndarray:
     """`speech` (shape = (N,)) with `kind` noise at `snr_db`. shape = (N,) float32; NoiseError names the utterance."""
     try:
         return mix_at_snr(speech.numpy(), make_noise(kind, len(speech), rng, pool, talkers), snr_db)
@@ -109,21 +123,28 @@ def speech_features(speech: np.ndarray, video_frames: int, config: Config) -> to
 def checked_babble_pools(utterances: Sequence[Utterance], talkers: int) -> list[Sequence[np.ndarray]]:
     """`pools_from_voices` of utterances holding their speech, each its own member and voice, checked as
     `checked_pools` checks."""
-    return checked_pools([(u.id, u.speaker) for u in utterances],
-                         [(u.id, u.speaker, u.speech.numpy()) for u in utterances], talkers)
+    return checked_pools(
+        [(u.id, u.speaker) for u in utterances], [(u.id, u.speaker, u.speech.numpy()) for u in utterances], talkers
+    )
 
 
-def checked_pools(members: Sequence[tuple[str, str]], voices: Sequence[Voice],
-                  talkers: int) -> list[Sequence[np.ndarray]]:
+def checked_pools(
+    members: Sequence[tuple[str, str]], voices: Sequence[Voice], talkers: int
+) -> list[Sequence[np.ndarray]]:
     """`pools_from_voices`; NoiseError when a member has nobody to draw from, a warning when some have fewer voices
     than `talkers`."""
     pools = pools_from_voices(members, voices)
     alone = [i for (i, _), pool in zip(members, pools) if not pool]
     if alone:
-        raise NoiseError(f"babble: no utterance of another speaker to draw from for {len(alone)} "
-                         f"utterance(s): {', '.join(alone[:5])}{' ...' if len(alone) > 5 else ''}")
+        raise NoiseError(
+            f"babble: no utterance of another speaker to draw from for {len(alone)} "
+            f"utterance(s): {', '.join(alone[:5])}{' ...' if len(alone) > 5 else ''}"
+        )
     thin = [i for (i, _), pool in zip(members, pools) if len(pool) < talkers]
     if thin:
-        warnings.warn(f"babble: {len(thin)} of {len(members)} utterances ({thin[0]}, ...) have fewer than "
-                      f"{talkers} utterances of other speakers to draw from and get fewer talkers", stacklevel=3)
+        warnings.warn(
+            f"babble: {len(thin)} of {len(members)} utterances ({thin[0]}, ...) have fewer than "
+            f"{talkers} utterances of other speakers to draw from and get fewer talkers",
+            stacklevel=3,
+        )
     return pools

@@ -17,8 +17,13 @@ def worker_count(requested: int, jobs: int) -> int:
     return min(requested or os.cpu_count() or 1, jobs)
 
 
-def in_processes(fn: Callable[[Job], Result], jobs: Sequence[Job], workers: int, chunksize: int = 1,
-                 min_jobs: int = MIN_JOBS_PER_WORKER) -> Iterable[Result] | Iterator[Result]:
+def in_processes(
+    fn: Callable[[Job], Result],
+    jobs: Sequence[Job],
+    workers: int,
+    chunksize: int = 1,
+    min_jobs: int = MIN_JOBS_PER_WORKER,
+) -> Iterable[Result] | Iterator[Result]:
     """`fn` over `jobs`, results in order: in this process when one worker is asked for or there are fewer than
     `min_jobs` jobs per worker, otherwise in `workers` spawned processes."""
     if workers <= 1 or len(jobs) < min_jobs * 2:

@@ -21,8 +21,15 @@ from dataclasses import dataclass, field
 from avasr.config import Config
 from avasr.data.cache import FeatureCache
 from avasr.data.dataset import DataError, LoadReport, indexed_frames, select_indexed
-from avasr.data.index import (Described, IndexCounts, Runner, chunked_positions, describe_all, index_manifests,
-                              run_locally)
+from avasr.data.index import (
+    Described,
+    IndexCounts,
+    Runner,
+    chunked_positions,
+    describe_all,
+    index_manifests,
+    run_locally,
+)
 from avasr.data.manifest import ManifestEntry
 from avasr.errors import AvasrError
 
@@ -61,9 +68,11 @@ def run_on_ray(entries: Sequence[ManifestEntry], config: Config) -> Iterator[tup
                 return
             done, _ = ray.wait(list(pending), num_returns=1, timeout=RESULT_WAIT_S)
             if not done and time.monotonic() - progressed > STALLED_S:
-                raise PrepareError(f"no featurising task finished in {STALLED_S:.0f} s: {len(pending)} task(s) of "
-                                   f"{RAY_CHUNK} utterances waiting; the cluster has {ray.available_resources()} "
-                                   f"free of {ray.cluster_resources()} (each task needs 1 CPU)")
+                raise PrepareError(
+                    f"no featurising task finished in {STALLED_S:.0f} s: {len(pending)} task(s) of "
+                    f"{RAY_CHUNK} utterances waiting; the cluster has {ray.available_resources()} "
+                    f"free of {ray.cluster_resources()} (each task needs 1 CPU)"
+                )
             for ref in done:
                 progressed = time.monotonic()
                 yield from zip(pending.pop(ref), ray.get(ref))
@@ -102,15 +111,19 @@ class PrepareReport:
 
     def check(self) -> None:
         """DataError listing every unusable utterance, and every manifest left with none: what training refuses."""
-        empty = [f"{manifest}: no usable utterances ({load.summary()})"
-                 for manifest, load in self.loads.items() if not load.loaded]
+        empty = [
+            f"{manifest}: no usable utterances ({load.summary()})"
+            for manifest, load in self.loads.items()
+            if not load.loaded
+        ]
         if self.errors or empty:
             problems = self.errors + empty
             raise DataError(f"{len(problems)} problem(s) in the manifests:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-def prepare_on_ray(manifests: Sequence[str], config: Config, address: str | None = None, progress: bool = True,
-                   rehash: bool = False) -> PrepareReport:
+def prepare_on_ray(
+    manifests: Sequence[str], config: Config, address: str | None = None, progress: bool = True, rehash: bool = False
+) -> PrepareReport:
     """`prepare` as Ray tasks: on the cluster at `address` ("auto": the one this node belongs to), or on a local
     Ray of this machine's cores when None; the Ray this process is already connected to, if any. Ray is started
     only when the indexes leave RAY_MIN_UTTERANCES or more to do: a warm run takes a fraction of a second."""
@@ -134,8 +147,9 @@ def prepare_on_ray(manifests: Sequence[str], config: Config, address: str | None
             ray.shutdown()
 
 
-def prepare(manifests: Sequence[str], config: Config, runner: Runner = run_locally, progress: bool = True,
-            rehash: bool = False) -> PrepareReport:
+def prepare(
+    manifests: Sequence[str], config: Config, runner: Runner = run_locally, progress: bool = True, rehash: bool = False
+) -> PrepareReport:
     """Fill `config.cache_dir` for every utterance of `manifests` and index them; the report counts what was done
     and what training would skip. Unusable utterances are listed in `errors`, not raised: one bad file does not
     stop the preparation of the others (training still refuses them, naming file and line)."""
@@ -153,4 +167,3 @@ def prepare(manifests: Sequence[str], config: Config, runner: Runner = run_local
             report.frames += indexed_frames(row, config)
             report.cache_bytes += cache.path_of(row.key).stat().st_size
     return report
-

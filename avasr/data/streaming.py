@@ -34,8 +34,9 @@ class StreamingError(AvasrError, ValueError):
 
 
 class StreamingDataset(Dataset):
-    def __init__(self, kept: list[tuple[ManifestEntry, IndexRow]], report: LoadReport, config: Config,
-                 keep_speech: bool = False):
+    def __init__(
+        self, kept: list[tuple[ManifestEntry, IndexRow]], report: LoadReport, config: Config, keep_speech: bool = False
+    ):
         self.kept = kept
         self.report = report
         self.config = config
@@ -43,8 +44,9 @@ class StreamingDataset(Dataset):
         self.cache = FeatureCache(config.cache_dir, config)
 
     @classmethod
-    def from_manifest(cls, path: str | Path, config: Config, progress: bool = True,
-                      keep_speech: bool = False) -> "StreamingDataset":
+    def from_manifest(
+        cls, path: str | Path, config: Config, progress: bool = True, keep_speech: bool = False
+    ) -> StreamingDataset:
         """The manifest's usable utterances, through its index (entries it lacks are featurised first)."""
         if not config.cache_dir:
             raise StreamingError("streaming reads the feature cache: set cache_dir")
@@ -66,8 +68,10 @@ class StreamingDataset(Dataset):
         chosen: list[ManifestEntry] = []
         while len(chosen) < size and any(queues):
             chosen += [queue.pop() for queue in queues if queue][: size - len(chosen)]
-        return [(e.utterance_id, e.speaker, load_speech(e.audio_path, self.config, e.segment).numpy())
-                for e in tqdm(chosen, desc="reading babble voices", unit="utt")]
+        return [
+            (e.utterance_id, e.speaker, load_speech(e.audio_path, self.config, e.segment).numpy())
+            for e in tqdm(chosen, desc="reading babble voices", unit="utt")
+        ]
 
     @property
     def lengths(self) -> list[int]:

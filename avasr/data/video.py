@@ -34,7 +34,6 @@ from avasr.errors import AvasrError
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
-
 class VideoError(AvasrError, ValueError):
     """A video that cannot give frames: missing, unreadable, corrupt, no frames, no frame rate. Names the file."""
 
@@ -62,8 +61,9 @@ def read_gray_frames(path: str | Path, segment: tuple[float, float] | None = Non
     if not has_rate:
         raise _no_frame_rate(path, fps)
     if not frames:
-        raise VideoError(f"{path}: segment {segment_text(segment)} s starts after the video ends ({index} frames at "
-                         f"{fps:g} fps)")
+        raise VideoError(
+            f"{path}: segment {segment_text(segment)} s starts after the video ends ({index} frames at {fps:g} fps)"
+        )
     return np.stack(frames), float(fps)
 
 
