@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format system-deps corpus corpus-full sweep clean
+.PHONY: setup test test-fast lint format system-deps corpus corpus-full sweep ui clean
 
 setup: system-deps $(STAMP)
 
@@ -51,6 +51,13 @@ corpus-full: setup
 SWEEP_ARGS ?=
 sweep: setup
 	$(BIN)/python experiments/sweep_fusion.py --space smoke --name smoke-$$(date +%Y%m%d-%H%M%S) $(SWEEP_ARGS)
+
+# The MLflow UI on the sweeps' store, also while a sweep trains: one worker (with its default several, uvicorn's
+# workers keep dying and restarting while training holds both cores, and the UI never answers).
+UI_PORT ?= 5000
+MLFLOW_URI ?= sqlite:///$(CURDIR)/mlflow.db
+ui: $(STAMP)
+	$(BIN)/mlflow ui --workers 1 --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri $(MLFLOW_URI)
 
 clean:
 	rm -rf outputs .pytest_cache

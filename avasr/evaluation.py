@@ -21,7 +21,7 @@ from avasr.data.noisy_speech import NoiseSpec, noisy_dataset
 from avasr.decode import Lexicon, decode
 from avasr.device import pick_device
 from avasr.errors import OutputError
-from avasr.metrics import character_error_rate, word_error_rate
+from avasr.metrics import character_error_rate, utterance_errors, word_error_rate
 from avasr.objective import ctc_objective
 from avasr.text import compute_cer, compute_wer
 
@@ -125,7 +125,8 @@ def evaluate_decoding(
     noise: str = DEFAULT_NOISE,
     noise_seed: int = 0,
 ) -> dict:
-    """`evaluate_checkpoint` for a model already loaded (one load serves several evaluations)."""
+    """`evaluate_checkpoint` for a model already loaded (one load serves several evaluations); its result also
+    holds `errors`, one row per utterance (avasr.metrics.utterance_errors)."""
     spec = None if snr_db is None else NoiseSpec(noise, snr_db, noise_seed)
     dataset = AVDataset.from_manifest(manifest, decoding.config, keep_speech=spec is not None)
     result = decoding.run(noisy_dataset(dataset, spec, decoding.config) if spec else dataset)
@@ -138,6 +139,7 @@ def evaluate_decoding(
         "utterances": len(dataset),
         "skipped": dataset.report.summary(),
         "decoder": decoding.config.decoder,
+        "errors": utterance_errors(result["ids"], result["speakers"], result["references"], result["hypotheses"]),
         "noise": spec.describe() if spec else "clean",
         "modalities": decoding.config.modalities,
     }
@@ -211,7 +213,7 @@ def write_predictions(path: Path, result: dict) -> None:
 def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = None) -> dict:
     """Loss, corpus WER/CER and the decoded hypotheses of a whole loader."""
     model.eval()
-    total, refs, hyps, ids = 0.0, [], [], []
+    total, refs, hyps, ids, speakers = 0.0, [], [], [], []
     for batch in tqdm(loader, desc="eval", unit="batch", leave=False):
         batch = batch.keep_modalities(config.modalities).to(device)
         log_probs = model(batch.audio, batch.video, batch.video_lengths)
@@ -219,6 +221,7 @@ def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = No
         hyps += decode(log_probs.cpu(), batch.video_lengths.cpu(), config.decoder, config.beam_size, lexicon)
         refs += batch.transcripts
         ids += batch.ids
+        speakers += batch.speakers
     return {
         "loss": total / len(refs),
         "wer": word_error_rate(refs, hyps),
@@ -226,4 +229,5 @@ def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = No
         "references": refs,
         "hypotheses": hyps,
         "ids": ids,
+        "speakers": speakers,
     }

@@ -115,9 +115,14 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 # --- setup -----------------------------------------------------------------------------------------------------
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for its deterministic kernels where it has them (a warning, not
+    an error, where it has none, e.g. CTC's backward on CUDA). A seed then reproduces a run exactly on machines of
+    one kind with the same thread count: floating-point sums are split across threads, so the thread count is part
+    of the numerics (the sweep trains every trial on floor(cpus_per_trial) threads)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 # --- one epoch -------------------------------------------------------------------------------------------------

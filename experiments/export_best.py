@@ -13,10 +13,12 @@ import argparse
 from pathlib import Path
 
 from avasr.cli import add_dataclass_arguments, run
-from avasr.sweep.champion import SELECTION_METRICS, export_best, pareto_front, sweep_trials
+from avasr.sweep.champion import SELECTION_METRICS, pareto_front
 from avasr.sweep.driver import PROJECT_DIR, SweepOptions
 from avasr.sweep.leaderboard import leaderboard
+from avasr.sweep.shipping import export_best, sweep_trials
 from avasr.sweep.tracking import check_tracking_uri, resolve_tracking_uri
+from avasr.sweep.verdict import PREFERENCES
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,8 +26,8 @@ def parse_args() -> argparse.Namespace:
     add_dataclass_arguments(
         parser,
         SweepOptions,
-        fields=("experiment", "mlflow_uri", "max_params", "max_latency_ms", "select_on"),
-        choices={"select_on": SELECTION_METRICS},
+        fields=("experiment", "mlflow_uri", "max_params", "max_latency_ms", "select_on", "prefer"),
+        choices={"select_on": SELECTION_METRICS, "prefer": PREFERENCES},
     )
     parser.add_argument(
         "--sweep",
@@ -47,7 +49,10 @@ def main() -> int:
     tracking_uri = resolve_tracking_uri(args.mlflow_uri, PROJECT_DIR)
     check_tracking_uri(tracking_uri)
     if args.list_front:
-        parent, trials = sweep_trials(tracking_uri, args.experiment, args.sweep)
+        found = sweep_trials(tracking_uri, args.experiment, args.sweep)
+        if found.passed_over:
+            print(f"passed over newer sweeps without a finished trial: {', '.join(found.passed_over)}")
+        parent, trials = found.parent, found.trials
         print(f"sweep {parent.info.run_name!r}: Pareto front of val WER, CPU latency p50 and parameters")
         for t in pareto_front(trials):
             print(
@@ -64,6 +69,7 @@ def main() -> int:
         args.out,
         run_id=args.run,
         select_on=args.select_on,
+        prefer=args.prefer,
     )
     print(leaderboard(shipped.trials, shipped.champion))
     best = shipped.champion

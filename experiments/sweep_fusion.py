@@ -9,6 +9,7 @@ run within the parameter and latency budgets is exported to ONNX and registered 
 
 import argparse
 from pathlib import Path
+from textwrap import fill
 
 from avasr.cli import add_dataclass_arguments, run
 from avasr.corpus.synth import build_corpus
@@ -17,6 +18,7 @@ from avasr.sweep.driver import SweepOptions, run_sweep
 from avasr.sweep.leaderboard import leaderboard
 from avasr.sweep.spaces import SCHEDULERS, available_spaces
 from avasr.sweep.tracking import sqlite_path
+from avasr.sweep.verdict import PREFERENCES
 
 SWEEP_CORPUS_SIZE = "medium"  # the default data, built when missing
 SWEEP_CORPUS = f"data/corpus/{SWEEP_CORPUS_SIZE}"
@@ -28,7 +30,7 @@ def parse_args() -> argparse.Namespace:
     add_dataclass_arguments(
         parser,
         SweepOptions,
-        choices={"scheduler": SCHEDULERS, "select_on": SELECTION_METRICS},
+        choices={"scheduler": SCHEDULERS, "select_on": SELECTION_METRICS, "prefer": PREFERENCES},
         defaults={
             "train_manifest": f"{SWEEP_CORPUS}/train_manifest.txt",
             "val_manifest": f"{SWEEP_CORPUS}/val_manifest.txt",
@@ -50,10 +52,16 @@ def main() -> int:
         build_corpus(SWEEP_CORPUS, size=SWEEP_CORPUS_SIZE)  # offline, seconds; its own seed: --seed is training's
     result = run_sweep(SweepOptions(**vars(args)))
     print()
-    print(leaderboard(result.trials, result.champion))
-    print(f"Ray Tune results: {result.experiment_path}")
+    if result.verdict is not None:
+        print(result.verdict.table())
+        print()
+        print(fill(result.verdict.sentence(), width=120))
+    else:
+        print(leaderboard(result.trials, result.champion))
+    print(f"\nRay Tune results: {result.experiment_path}")
     if sqlite_path(result.tracking_uri):
-        print(f"MLflow: start its UI with `mlflow ui --backend-store-uri {result.tracking_uri}`, then open")
+        ui = f"mlflow ui --workers 1 --backend-store-uri {result.tracking_uri}"
+        print(f"MLflow: start its UI with `make ui` ({ui}), then open")
     else:
         print(f"MLflow ({result.tracking_uri}): open")
     print(
@@ -67,8 +75,8 @@ def main() -> int:
         return FAILED
     best = result.champion
     print(
-        f"\nbest: {best.fusion} (val WER {best.val_wer:.3f}, test WER {best.test_wer:.3f} on unseen speakers), "
-        f"run {best.run_id}"
+        f"\nshipped: {best.fusion}, seed {best.seed} (val WER {best.val_wer:.3f}, test WER {best.test_wer:.3f} on "
+        f"unseen speakers), run {best.run_id}"
     )
     if result.ship_error:
         print(f"not registered: {result.ship_error}")

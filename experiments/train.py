@@ -3,9 +3,13 @@
     python experiments/train.py --train-manifest data/corpus/smoke/train_manifest.txt \
         --val-manifest data/corpus/smoke/val_manifest.txt --fusion attention --epochs 20
     python experiments/train.py --resume outputs/run/last.pth          # continue exactly where it stopped
+
+The thread count is part of the numerics: `--threads 1` trains exactly as a sweep trial with one CPU does.
 """
 
 import argparse
+
+import torch
 
 from avasr.checkpoint import load_checkpoint
 from avasr.cli import run
@@ -17,8 +21,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON file with configuration fields (flags given here override it)")
     parser.add_argument("--resume", help="checkpoint (last.pth) to continue from; its config is the base")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     add_config_arguments(parser)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = Config.from_dict(load_checkpoint(args.resume)["config"]) if args.resume else None
     config = config_from_args(args, base)
     best = fit(config, resume=args.resume)

@@ -7,9 +7,10 @@ import math
 import pytest
 from mlflow import MlflowClient
 
-from avasr.sweep.champion import ShipError, TrialSummary, dominates, front_member, pareto_front
+from avasr.sweep.champion import ShipError, TrialSummary, dominates, pareto_front
 from avasr.sweep.driver import LEADERBOARD_TABLE, LEADERBOARD_TEXT, PARETO_PLOT, close_parent_run
 from avasr.sweep.leaderboard import latency_staircase, leaderboard, leaderboard_table
+from avasr.sweep.shipping import front_member
 from avasr.sweep.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, ensure_experiment
 
 

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow import MlflowClient
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint
 from avasr.config import Config
 from avasr.model import build_model, count_parameters
-from avasr.sweep.champion import NOISY_VAL_METRIC, ShipError, TrialSummary, choose_best, export_best, pareto_front
+from avasr.sweep.champion import NOISY_VAL_METRIC, ONNX_TAG, ShipError, TrialSummary, choose_best, pareto_front
 from avasr.sweep.driver import (
     DEFAULT_EXPERIMENT,
     SweepError,
@@ -28,6 +30,7 @@ from avasr.sweep.driver import (
     plan_resources,
     run_sweep,
 )
+from avasr.sweep.shipping import export_best
 from avasr.sweep.spaces import SpaceError, available_spaces, load_space
 from avasr.sweep.tracking import (
     EXPERIMENT_KIND_TAG,
@@ -37,8 +40,10 @@ from avasr.sweep.tracking import (
     TrackingError,
     check_tracking_uri,
     global_uris,
+    read_metrics_csv,
     resolve_tracking_uri,
 )
+from avasr.train import METRICS_FILE, fit
 from tests.sweeps import TINY_FIELDS, assert_all_cpus_come_back, child_runs, options, steps, write_space
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -246,21 +251,26 @@ def test_global_uris_leave_mlflow_following_its_default_again(tmp_path, monkeypa
 
 # --- real sweeps -------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(tmp_path, corpus, local_ray):
+def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_verdict_s_choice(tmp_path, corpus, local_ray):
     space = write_space(tmp_path, fusion='["simple", "attention"]', epochs=2)
     # the tiny corpus has no unseen speakers: its val clips stand in for a test set
-    result = run_sweep(options(tmp_path, corpus, space, test_manifest=str(corpus / "val_manifest.txt")))
+    result = run_sweep(options(tmp_path, corpus, space, test_manifest=str(corpus / "val_manifest.txt"), seeds=2))
 
     client = MlflowClient(result.tracking_uri)
     runs = client.search_runs([result.experiment_id])
     parents = [r for r in runs if PARENT_TAG not in r.data.tags]
     children = child_runs(client, result)
-    assert len(runs) == 3 and len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
+    assert len(runs) == 5 and len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
     assert parents[0].info.status == "FINISHED"
     assert client.get_experiment(result.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
     parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"leaderboard.txt", "leaderboard.json", "plots"} <= parent_files
-    assert sorted(r.data.params["fusion"] for r in children) == ["attention", "simple"]
+    assert {"leaderboard.txt", "leaderboard.json", "verdict.md", "verdict.json", "plots"} <= parent_files
+    plots = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
+    assert plots == {"plots/pareto_front.png", "plots/verdict.png"}
+    by_config = {}
+    for run in children:
+        by_config.setdefault(run.data.params["config_id"], []).append(run)
+    assert sorted(sorted(r.data.params["seed"] for r in rs) for rs in by_config.values()) == [["42", "43"]] * 2
     expected_corpus = corpus_id(corpus / "train_manifest.txt", corpus / "val_manifest.txt")
     for run in children:
         params, metrics = run.data.params, run.data.metrics
@@ -270,7 +280,7 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
             "dropout": "0.1",
             "lr": "0.003",
             "epochs": "2",
-            "seed": "42",
+            "seed": params["seed"],
             "corpus_id": expected_corpus,
         }
         assert set(FINAL_METRICS) <= set(metrics)
@@ -281,13 +291,39 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
         for key in ("val_wer", "val_cer", "val_loss", "train_loss"):
             assert steps(client, run.info.run_id, key) == [1, 2], key
         assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/training_curves.png"]
+        errors = sorted(a.path for a in client.list_artifacts(run.info.run_id, "errors"))
+        assert errors == ["errors/test.csv", "errors/val.csv"]
+    for seeds in by_config.values():  # the latency belongs to the architecture: measured once, carried by its seeds
+        assert len({r.data.metrics["cpu_latency_ms_p50"] for r in seeds}) == 1
+        assert sum(ONNX_TAG in r.data.tags for r in seeds) == 1
 
-    assert result.champion is not None and result.champion.run_id in {r.info.run_id for r in children}
+    verdict = result.verdict
+    assert verdict is not None and verdict.seed_variance_measured
+    assert sorted(c.config_id for c in verdict.configurations) == sorted(by_config)
+    for c in verdict.configurations:  # the per-utterance errors reproduce each trial's val WER exactly
+        seeds = by_config[c.config_id]
+        assert c.interval.estimate == pytest.approx(sum(r.data.metrics["val_wer"] for r in seeds) / 2, abs=1e-9)
+    assert result.champion == verdict.shipped and result.champion.config_id == verdict.champion.config_id
     assert result.onnx_path.is_file() and not result.interrupted
     champion = client.get_model_version_by_alias("avasr", "champion")
     assert (champion.run_id, str(champion.version)) == (result.champion.run_id, result.model_version)
+    assert client.get_run(result.parent_run_id).data.tags["avasr.verdict"] == verdict.sentence()
 
-    # afterwards, from MLflow alone: the same choice ships again as the next version; impossible budgets are refused
+    # a sweep trial is plain `fit` with the same config and seed on the same thread count (one CPU: one thread)
+    swept = Path(result.champion.checkpoint)
+    config = Config.from_dict(load_checkpoint(swept / BEST_CHECKPOINT)["config"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit(config.replace(output_dir=str(tmp_path / "plain")))
+    finally:
+        torch.set_num_threads(threads)
+    plain, trial = (read_metrics_csv(folder / METRICS_FILE) for folder in (tmp_path / "plain", swept))
+    for key in ("train_loss", "val_loss", "val_wer"):
+        assert [row[key] for row in plain] == [row[key] for row in trial], key
+
+    # afterwards, from MLflow alone: the same choice is shipped again without a new version (shipping is
+    # idempotent); another front member, impossible budgets and unknown sweeps
     script = PROJECT / "experiments" / "export_best.py"
     done = subprocess.run(
         [
@@ -306,7 +342,7 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
     )
     assert done.returncode == 0, done.stderr[-3000:]
     again = client.get_model_version_by_alias("avasr", "champion")
-    assert (again.run_id, int(again.version)) == (result.champion.run_id, int(result.model_version) + 1)
+    assert (again.run_id, str(again.version)) == (result.champion.run_id, result.model_version)
     assert f"version {again.version}" in done.stdout and (tmp_path / "best.onnx").is_file()
     front = [t.run_id for t in pareto_front(result.trials)]
     listed = subprocess.run(
@@ -322,7 +358,7 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_best(t
     )
     assert shipped.champion.run_id == front[-1] and (tmp_path / "front.onnx").is_file()
     assert client.get_model_version_by_alias("avasr", "champion").run_id == front[-1]
-    with pytest.raises(ShipError, match=r"none of its 2 finished trials is within the budgets \(params < 10,"):
+    with pytest.raises(ShipError, match=r"none of its 4 finished trials is within the budgets \(params < 10,"):
         export_best(result.tracking_uri, DEFAULT_EXPERIMENT, max_params=10)
     with pytest.raises(ShipError, match=r"no sweep called 'nope'"):
         export_best(result.tracking_uri, DEFAULT_EXPERIMENT, sweep="nope")

@@ -7,6 +7,7 @@ A space is a plain Python file, loaded by path (this folder is not part of the i
                          budget ASHA stops trials within. Sweep-only keys (`fail_at_epoch`) are allowed.
                          The sweep sets the manifests, cache and output folders itself.
     NUM_SAMPLES: int     samples drawn (each grid point is repeated NUM_SAMPLES times); default 1
+    SEEDS: int           training seeds per configuration (--seeds overrides); default 1
     ASHA: dict           grace_period and reduction_factor of the ASHA scheduler; default {} (Ray's defaults)
 
 Every value of a space is checked through Config.from_dict before anything starts, so a typo in a fusion name or

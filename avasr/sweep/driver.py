@@ -30,6 +30,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,20 +50,46 @@ from avasr.sweep.champion import (
     CHAMPION_ONNX,
     DEFAULT_MAX_LATENCY_MS,
     DEFAULT_MAX_PARAMS,
+    ERRORS_FOLDER,
     SELECTION_METRICS,
     STORAGE_TAG,
     TAG_MAX_CHARS,
     TEST_MANIFEST_TAG,
+    VAL_ERRORS,
     TrialSummary,
     choose_best,
     finalise_trial,
-    ship,
 )
 from avasr.sweep.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
 from avasr.sweep.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
 from avasr.sweep.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
-from avasr.sweep.spaces import SCHEDULERS, SearchSpace, fixed_values, load_space
+from avasr.sweep.shipping import ship
+from avasr.sweep.significance import SignificanceError
+from avasr.sweep.spaces import (
+    CONFIG_ID_KEY,
+    SCHEDULERS,
+    VARIANT_KEY,
+    SearchSpace,
+    configurations,
+    load_space,
+    trial_variants,
+    varies,
+)
 from avasr.sweep.trial import DRIVER_CPU, TrialContext, run_trial
+from avasr.sweep.verdict import (
+    PREFERENCES,
+    VERDICT_JSON,
+    VERDICT_MD,
+    VERDICT_PLOT,
+    Verdict,
+    VerdictError,
+    decide,
+    plot_verdict,
+    read_errors,
+)
+from avasr.sweep.verdict import (
+    plot_front as plot_configuration_front,
+)
 from avasr.train import METRICS_FILE
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -111,12 +138,19 @@ class SweepOptions:
     # SCHEDULER (asha unless it says otherwise)
     scheduler: str | None = None
     num_samples: int | None = None  # overrides the space's NUM_SAMPLES
-    seed: int = 42  # the trials' seed unless the space sets one
+    # training seeds per configuration (seed, seed + 1, ...): the verdict measures seed-to-seed variation only with
+    # 2 or more. None: the space's SEEDS
+    seeds: int | None = None
+    seed: int = 42  # the first training seed; also draws the random entries of the space's configurations
     cache_dir: str = "data/cache"  # feature cache: warmed once by the driver, read by every trial
     max_params: int = DEFAULT_MAX_PARAMS  # budget: the champion has fewer parameters
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS  # budget: ONNX Runtime CPU p50, batch 1, 5 s input, one thread
-    # what the champion is chosen on within the budgets: val WER, or val WER in babble at 0 dB (for noisy use)
+    # what the champion is chosen on within the budgets: val WER (the verdict's rule, see --prefer), or the single
+    # trial with the lowest val WER in babble at 0 dB (for noisy use)
     select_on: str = "val_wer"
+    # deployment: the cheapest (CPU latency p50, then parameters) of the configurations not significantly worse
+    # than the best; accuracy: the lowest mean val WER
+    prefer: str = "deployment"
     ship: bool = True  # export the best run, check parity, register it as avasr@champion
     resume: bool = False  # continue an interrupted sweep of the same name
 
@@ -134,6 +168,76 @@ class SweepResult:
     interrupted: bool  # some trials never ended: run again with resume=True
     links: SweepLinks  # MLflow UI pages that open this sweep's trials ready to compare
     ship_error: str | None = None  # why the champion was not registered (ONNX parity failed)
+    verdict: Verdict | None = None  # None when no trial finished, or the sweep was interrupted
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep is about to run, computed once from its options and space before anything starts."""
+
+    options: SweepOptions
+    space: SearchSpace
+    tracking_uri: str
+    storage: Path  # Tune's storage_path (absolute)
+    experiment_path: Path  # storage / name: Tune's experiment folder and the sweep's own files
+    test_manifest: str  # absolute; "" for none
+    param_space: dict  # Tune's: the fixed values and the grid of (configuration, seed) variants
+    base: Config  # what every trial shares
+    corpus: str
+    configurations: int
+    seeds: int
+
+    @property
+    def trials(self) -> int:
+        return self.configurations * self.seeds
+
+    @property
+    def train_storage(self) -> str:
+        return str(self.experiment_path / "train_runs")
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.experiment_path / ONNX_FOLDER
+
+    def errors_dir(self, run_id: str) -> Path:
+        return self.experiment_path / ERRORS_FOLDER / run_id
+
+
+def plan_sweep(options: SweepOptions) -> SweepPlan:
+    """Validate the options and the space, and lay out the sweep (nothing is written yet)."""
+    if options.scheduler not in (None, *SCHEDULERS):
+        raise SweepError(f"unknown scheduler {options.scheduler!r}: choose from {', '.join(SCHEDULERS)}")
+    if options.select_on not in SELECTION_METRICS:
+        raise SweepError(f"unknown --select-on {options.select_on!r}: choose from {', '.join(SELECTION_METRICS)}")
+    if options.prefer not in PREFERENCES:
+        raise SweepError(f"unknown --prefer {options.prefer!r}: choose from {', '.join(PREFERENCES)}")
+    if options.resource_wait_s <= 0 or options.mlflow_wait_s < 0:
+        raise SweepError(
+            f"resource_wait_s must be positive and mlflow_wait_s at least 0, got "
+            f"{options.resource_wait_s:g} and {options.mlflow_wait_s:g}"
+        )
+    space = load_space(options.space)
+    seeds = options.seeds or space.seeds
+    if seeds < 1:
+        raise SweepError(f"--seeds must be at least 1, got {seeds}")
+    fixed = base_trial_config(options, space)
+    varying = configurations(space.space, options.num_samples or space.num_samples, options.seed)
+    param_space = {**fixed, VARIANT_KEY: tune.grid_search(trial_variants(fixed, varying, seeds, options.seed))}
+    base = Config.from_dict(fixed)
+    storage = Path(options.storage_path).resolve()
+    return SweepPlan(
+        options=options,
+        space=space,
+        tracking_uri=tracking.resolve_tracking_uri(options.mlflow_uri, PROJECT_DIR),
+        storage=storage,
+        experiment_path=storage / options.name,
+        test_manifest=str(Path(options.test_manifest).resolve()) if options.test_manifest else "",
+        param_space=param_space,
+        base=base,
+        corpus=corpus_id(Path(base.train_manifest), Path(base.val_manifest)),
+        configurations=len(varying),
+        seeds=seeds,
+    )
 
 
 # --- resources ---------------------------------------------------------------------------------------------------
@@ -198,14 +302,14 @@ def warm_feature_cache(config: Config, test_manifest: str = "") -> None:
 
 
 def base_trial_config(options: SweepOptions, space: SearchSpace) -> dict:
-    """Fixed values every trial gets, under the space's own: absolute paths (Ray runs trials in other folders)."""
+    """Fixed values every trial gets, under the space's own: absolute paths (Ray runs trials in other folders). The
+    space's varying entries and the seed come with each trial's variant."""
     return {
         "train_manifest": str(Path(options.train_manifest).resolve()),
         "val_manifest": str(Path(options.val_manifest).resolve()),
         "cache_dir": str(Path(options.cache_dir).resolve()) if options.cache_dir else "",
         "data_workers": 1,  # the cache is warm: one process reads it
-        "seed": options.seed,
-        **space.space,
+        **{k: v for k, v in space.space.items() if not varies(v)},
     }
 
 
@@ -217,15 +321,9 @@ def make_scheduler(options: SweepOptions, space: SearchSpace, epochs: int):
     )
 
 
-def open_parent_run(
-    client: MlflowClient,
-    options: SweepOptions,
-    experiment_path: Path,
-    tracking_uri: str,
-    space: SearchSpace,
-    corpus: str,
-) -> tuple[str, str]:
+def open_parent_run(client: MlflowClient, plan: SweepPlan) -> tuple[str, str]:
     """(experiment id, parent run id): new, or read back from the sweep's state file on resume."""
+    options, experiment_path, tracking_uri = plan.options, plan.experiment_path, plan.tracking_uri
     state_file = experiment_path / STATE_FILE
     if options.resume:
         if not state_file.is_file():
@@ -248,13 +346,16 @@ def open_parent_run(
         raise SweepError(f"{experiment_path.parent}: cannot create the sweeps' folder (--storage-path): {e}") from None
     experiment_id = tracking.ensure_experiment(client, options.experiment, tracking_uri)
     params = {
-        "space": space.path.stem,
-        "num_samples": options.num_samples or space.num_samples,
-        "scheduler": options.scheduler or space.scheduler,
-        "corpus_id": corpus,
+        "space": plan.space.path.stem,
+        "num_samples": options.num_samples or plan.space.num_samples,
+        "configurations": plan.configurations,
+        "seeds": plan.seeds,
+        "scheduler": options.scheduler or plan.space.scheduler,
+        "corpus_id": plan.corpus,
         "seed": options.seed,
         "max_params": options.max_params,
         "max_latency_ms": options.max_latency_ms,
+        "prefer": options.prefer,
     }
     parent = tracking.start_parent_run(
         client,
@@ -262,9 +363,9 @@ def open_parent_run(
         options.name,
         params,
         {
-            "avasr.space_file": str(space.path),
+            "avasr.space_file": str(plan.space.path),
             STORAGE_TAG: str(experiment_path),
-            TEST_MANIFEST_TAG: resolved_test_manifest(options),
+            TEST_MANIFEST_TAG: plan.test_manifest,
         },
     )
     experiment_path.mkdir()
@@ -297,115 +398,120 @@ def latest_checkpoint(result, train_storage: str | Path) -> Path | None:
 
 
 def run_sweep(options: SweepOptions) -> SweepResult:
-    """Run (or resume) a sweep, finalise every trial in MLflow, ship the best. See the module docstring."""
-    if options.scheduler not in (None, *SCHEDULERS):
-        raise SweepError(f"unknown scheduler {options.scheduler!r}: choose from {', '.join(SCHEDULERS)}")
-    if options.select_on not in SELECTION_METRICS:
-        raise SweepError(f"unknown --select-on {options.select_on!r}: choose from {', '.join(SELECTION_METRICS)}")
-    if options.resource_wait_s <= 0 or options.mlflow_wait_s < 0:
-        raise SweepError(
-            f"resource_wait_s must be positive and mlflow_wait_s at least 0, got "
-            f"{options.resource_wait_s:g} and {options.mlflow_wait_s:g}"
-        )
-    space = load_space(options.space)
-    tracking_uri = tracking.resolve_tracking_uri(options.mlflow_uri, PROJECT_DIR)
-    tracking.check_tracking_uri(tracking_uri)  # seconds, before Ray or any trial starts
-    param_space = base_trial_config(options, space)
-    base = Config.from_dict(fixed_values(param_space))
-    corpus = corpus_id(Path(base.train_manifest), Path(base.val_manifest))
-    storage = Path(options.storage_path).resolve()
-    experiment_path = storage / options.name
-    client = MlflowClient(tracking_uri)
-    experiment_id, parent_run_id = open_parent_run(client, options, experiment_path, tracking_uri, space, corpus)
+    """Run (or resume) a sweep, finalise every trial in MLflow, give the verdict, ship the champion. See the
+    module docstring."""
+    plan = plan_sweep(options)
+    tracking.check_tracking_uri(plan.tracking_uri)  # seconds, before Ray or any trial starts
+    client = MlflowClient(plan.tracking_uri)
+    experiment_id, parent_run_id = open_parent_run(client, plan)
     save_sweep_view(client, experiment_id, parent_run_id, options.name)  # the UI's links work while trials run
+    print(f"{plan.configurations} configuration(s) x {plan.seeds} seed(s) = {plan.trials} trial(s)")
 
     try:  # the parent run must not stay RUNNING forever, whatever fails after it was opened
-        interrupted = run_trials(options, space, param_space, base, tracking_uri, experiment_id, parent_run_id, corpus)
+        interrupted = run_trials(plan, experiment_id, parent_run_id)
         trials = tuple(TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id))
-        champion = choose_best(trials, options.max_params, options.max_latency_ms, options.select_on)
+        verdict = None if interrupted else give_verdict(client, plan, trials)
+        champion = choose_champion(plan, trials, verdict)
         onnx_path = version = ship_error = None
         if champion is not None and options.ship and not interrupted:
             try:
-                onnx_path, version = ship(champion, tracking_uri, experiment_path / CHAMPION_ONNX)
+                onnx_path, version = ship(champion, plan.tracking_uri, plan.experiment_path / CHAMPION_ONNX)
             except ParityError as e:  # never register a model that disagrees with its checkpoint
                 ship_error = str(e)
-        close_parent_run(client, parent_run_id, trials, champion, interrupted, ship_error)
+        close_parent_run(client, parent_run_id, trials, champion, interrupted, ship_error, verdict)
     except BaseException as e:
         try:  # a tracking server that is down cannot be told: the parent then stays RUNNING, i.e. incomplete
-            tracking.check_tracking_uri(tracking_uri)
+            tracking.check_tracking_uri(plan.tracking_uri)
             client.set_terminated(parent_run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         except Exception:  # noqa: BLE001 - the error that got here is the one to report
             pass
         raise
-    links = sweep_links(ui_url(tracking_uri, options.mlflow_ui_url), experiment_id, parent_run_id)
     return SweepResult(
-        experiment_path,
-        tracking_uri,
-        experiment_id,
-        parent_run_id,
-        trials,
-        champion,
-        onnx_path,
-        version,
-        interrupted,
-        links,
-        ship_error,
+        experiment_path=plan.experiment_path,
+        tracking_uri=plan.tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        trials=trials,
+        champion=champion,
+        onnx_path=onnx_path,
+        model_version=version,
+        interrupted=interrupted,
+        links=sweep_links(ui_url(plan.tracking_uri, options.mlflow_ui_url), experiment_id, parent_run_id),
+        ship_error=ship_error,
+        verdict=verdict,
     )
 
 
-def run_trials(
-    options: SweepOptions,
-    space: SearchSpace,
-    param_space: dict,
-    base: Config,
-    tracking_uri: str,
-    experiment_id: str,
-    parent_run_id: str,
-    corpus: str,
-) -> bool:
+def give_verdict(client: MlflowClient, plan: SweepPlan, trials: Sequence[TrialSummary]) -> Verdict | None:
+    """The verdict from the trials' per-utterance val errors (kept beside the sweep, else read back from MLflow);
+    None when no trial finished."""
+    errors = {}
+    for t in trials:
+        if t.status != "FINISHED":
+            continue
+        path = plan.errors_dir(t.run_id) / f"{VAL_ERRORS}.csv"
+        if not path.is_file():  # finalised on another machine, or the folder was cleaned: MLflow has a copy
+            path = Path(client.download_artifacts(t.run_id, f"{ERRORS_FOLDER}/{VAL_ERRORS}.csv", str(path.parent)))
+        errors[t.run_id] = read_errors(path)
+    if not errors:
+        return None
+    try:
+        return decide(
+            trials,
+            errors,
+            prefer=plan.options.prefer,
+            max_params=plan.options.max_params,
+            max_latency_ms=plan.options.max_latency_ms,
+        )
+    except (VerdictError, SignificanceError) as e:  # the trials are still there: the single best one ships
+        print(f"warning: no verdict: {e}; choosing the single trial with the lowest val WER")
+        return None
+
+
+def choose_champion(plan: SweepPlan, trials: Sequence[TrialSummary], verdict: Verdict | None) -> TrialSummary | None:
+    """The verdict's shipped trial; with --select-on a noisy metric, the single trial best on it (no verdict
+    covers noisy WER yet)."""
+    options = plan.options
+    if options.select_on != "val_wer" or verdict is None:
+        return choose_best(trials, options.max_params, options.max_latency_ms, options.select_on)
+    return verdict.shipped
+
+
+def run_trials(plan: SweepPlan, experiment_id: str, parent_run_id: str) -> bool:
     """Ray up, cache warm, every trial run, then finalised in MLflow. Returns True when the sweep was interrupted."""
-    storage = Path(options.storage_path).resolve()
-    experiment_path = storage / options.name
+    options = plan.options
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=options.address)
     try:
         resources = plan_resources(ray.cluster_resources(), options.cpus_per_trial, options.gpus_per_trial)
         print(f"{resources.concurrency} trial(s) at a time, {resources.cpus:g} CPU and {resources.gpus:g} GPU each")
-        if base.cache_dir:
-            warm_feature_cache(base, resolved_test_manifest(options))
+        if plan.base.cache_dir:
+            warm_feature_cache(plan.base, plan.test_manifest)
         context = TrialContext(
-            tracking_uri,
-            experiment_id,
-            parent_run_id,
-            corpus,
-            str(experiment_path / "train_runs"),
-            resources.cpus,
-            resources.gpus,
-            options.max_failures,
-            options.resource_wait_s,
-            options.mlflow_wait_s,
+            tracking_uri=plan.tracking_uri,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+            corpus_id=plan.corpus,
+            train_storage=plan.train_storage,
+            cpus=resources.cpus,
+            gpus=resources.gpus,
+            max_failures=options.max_failures,
+            resource_wait_s=options.resource_wait_s,
+            mlflow_wait_s=options.mlflow_wait_s,
             watch_preemption=not on_one_machine(started_ray, options.address),
         )
         trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": DRIVER_CPU})
         if inspectable():
             release_and_say()  # a cluster shrunk by an earlier sweep's orphans is whole again before trials start
         try:
-            grid = run_tuner(trainable, options, space, param_space, base.epochs, resources, storage)
+            grid = run_tuner(trainable, plan, resources)
         finally:  # stopped, failed or interrupted: this sweep's trials hold nothing when it returns
             settle_job_resources(options.resource_wait_s)
-        if sweep_interrupted(experiment_path):  # Tune stops gracefully on Ctrl-C and returns
+        if sweep_interrupted(plan.experiment_path):  # Tune stops gracefully on Ctrl-C and returns
             return True
-        tracking.wait_for_store(tracking_uri, options.mlflow_wait_s)
-        finalise_trials(
-            MlflowClient(tracking_uri),
-            experiment_id,
-            parent_run_id,
-            grid,
-            context.train_storage,
-            experiment_path / ONNX_FOLDER,
-            resolved_test_manifest(options),
-        )
+        tracking.wait_for_store(plan.tracking_uri, options.mlflow_wait_s)
+        finalise_trials(MlflowClient(plan.tracking_uri), plan, experiment_id, parent_run_id, grid)
         return False
     finally:
         if started_ray:
@@ -418,60 +524,52 @@ def on_one_machine(started_ray: bool, address: str | None) -> bool:
     return started_ray and not (address or os.environ.get("RAY_ADDRESS")) and len(ray.nodes()) == 1
 
 
-def resolved_test_manifest(options: SweepOptions) -> str:
-    return str(Path(options.test_manifest).resolve()) if options.test_manifest else ""
-
-
-def finalise_trials(
-    client: MlflowClient,
-    experiment_id: str,
-    parent_run_id: str,
-    grid,
-    train_storage: str,
-    onnx_dir: Path,
-    test_manifest: str = "",
-) -> None:
-    """Every child run of the sweep finalised from its trial's Tune result (see avasr.sweep.champion.finalise_trial)."""
+def finalise_trials(client: MlflowClient, plan: SweepPlan, experiment_id: str, parent_run_id: str, grid) -> None:
+    """Every child run of the sweep finalised from its trial's Tune result (see avasr.sweep.champion.finalise_trial),
+    one configuration after another: its first finished seed measures the CPU latency, the others carry it."""
     results = {r.metrics["trial_id"]: r for r in grid}
-    for run in tqdm(tracking.child_runs(client, experiment_id, parent_run_id), desc="finalising trials", unit="trial"):
+    runs = tracking.child_runs(client, experiment_id, parent_run_id)
+    latency_of: dict[str, dict] = {}
+    for run in tqdm(sorted(runs, key=config_order), desc="finalising trials", unit="trial"):
         trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")
+        config = run.data.params.get(CONFIG_ID_KEY, run.info.run_id)
         result = results.get(trial_id)
         error = "no result" if result is None else None if result.error is None else str(result.error)
         try:
-            finalise_trial(
+            measured = finalise_trial(
                 client,
                 run.info.run_id,
-                latest_checkpoint(result, train_storage),
+                latest_checkpoint(result, plan.train_storage),
                 error,
-                onnx_dir / f"{trial_id}.onnx",
-                test_manifest,
+                plan.onnx_dir / f"{trial_id}.onnx",
+                plan.test_manifest,
+                latency=latency_of.get(config),
+                errors_dir=plan.errors_dir(run.info.run_id),
             )
+            if measured is not None:
+                latency_of.setdefault(config, measured)
         except Exception as e:  # one broken trial (corrupt checkpoint, ORT error) must not strand the others
             tracking.set_tags(client, run.info.run_id, {tracking.ERROR_TAG: repr(e)[:TAG_MAX_CHARS]})
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def run_tuner(
-    trainable,
-    options: SweepOptions,
-    space: SearchSpace,
-    param_space: dict,
-    epochs: int,
-    resources: TrialResources,
-    storage: Path,
-):
-    experiment_path = storage / options.name
+def config_order(run) -> tuple[str, int]:
+    return run.data.params.get(CONFIG_ID_KEY, run.info.run_id), int(run.data.params.get("seed", 0))
+
+
+def run_tuner(trainable, plan: SweepPlan, resources: TrialResources):
+    options, experiment_path = plan.options, plan.experiment_path
     if options.resume and tune.Tuner.can_restore(str(experiment_path)):
         tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space,
+            param_space=plan.param_space,
             tune_config=tune.TuneConfig(
                 metric=SCHEDULER_METRIC,
                 mode="min",
-                scheduler=make_scheduler(options, space, epochs),
-                num_samples=options.num_samples or space.num_samples,
+                scheduler=make_scheduler(options, plan.space, plan.base.epochs),
+                num_samples=1,  # the variants' grid holds every configuration and seed (avasr.sweep.spaces)
                 max_concurrent_trials=resources.concurrency,
                 # a fresh Tune function process per trial: an ASHA-stopped trial's
                 # function is still in TorchTrainer.fit(), so Tune cannot reset its
@@ -481,7 +579,7 @@ def run_tuner(
             ),
             run_config=tune.RunConfig(
                 name=options.name,
-                storage_path=str(storage),
+                storage_path=str(plan.storage),
                 failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES),
             ),
         )
@@ -496,14 +594,28 @@ def close_parent_run(
     champion: TrialSummary | None,
     interrupted: bool,
     ship_error: str | None = None,
+    verdict: Verdict | None = None,
 ) -> None:
-    """The sweep's answer onto its parent run: leaderboard (text and table), Pareto-front plot, champion; closed."""
+    """The sweep's answer onto its parent run: the verdict (VERDICT_MD, VERDICT_JSON, its plot), the trials'
+    leaderboard (text and table), the Pareto-front plot, the champion; then closed."""
+    if verdict is not None:
+        client.log_text(run_id, verdict.markdown(), VERDICT_MD)
+        client.log_dict(run_id, verdict.to_dict(), VERDICT_JSON)
+        with tempfile.TemporaryDirectory() as tmp:
+            title = f"{client.get_run(run_id).info.run_name}: val WER per configuration"
+            client.log_artifact(run_id, str(plot_verdict(verdict, Path(tmp) / VERDICT_PLOT, title)), "plots")
+        tracking.set_tags(client, run_id, {"avasr.verdict": verdict.sentence()[:TAG_MAX_CHARS]})
     client.log_text(run_id, leaderboard(trials, champion) + "\n", LEADERBOARD_TEXT)
     client.log_table(run_id, leaderboard_table(trials, champion), LEADERBOARD_TABLE)
     front = pareto_front(trials)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the front of configuration means when there is a verdict
         title = f"{client.get_run(run_id).info.run_name}: val WER against CPU latency"
-        client.log_artifact(run_id, str(plot_front(trials, Path(tmp) / PARETO_PLOT, title, champion)), "plots")
+        plot = (
+            plot_configuration_front(verdict, Path(tmp) / PARETO_PLOT, title)
+            if verdict is not None
+            else plot_front(trials, Path(tmp) / PARETO_PLOT, title, champion)
+        )
+        client.log_artifact(run_id, str(plot), "plots")
     tracking.log_metrics(
         client,
         run_id,

@@ -28,7 +28,9 @@ LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves a sqlite stor
 WORKFLOW = "workflowType=machine_learning"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # + key: a saved view of the runs page (the UI keeps at most 40)
 SECTION = "avasr-sweep"  # the view's chart section
-VIEW_PARAMS = ("fusion", "dropout", "lr")
+VIEW_PARAMS = ("fusion", "dropout", "lr", "seed", "config_id")
+# Trials grouped by configuration (the seeds of one), each group's row showing its metrics averaged over seeds
+GROUP_BY = {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "config_id"}]}
 VIEW_METRICS = ("val_wer", "test_wer", "val_cer", "cpu_latency_ms_p50", "param_count", "val_wer_snr0_babble")
 # The chart section's fixed fields; "runsCountToCompare" is how many runs a chart may draw.
 CHART = {"metricSectionId": SECTION, "deleted": False, "isGenerated": False, "runsCountToCompare": 100}
@@ -47,8 +49,9 @@ def column(group: str, key: str) -> str:
 
 
 def sweep_view_state(parent_run_id: str) -> dict:
-    """The runs page's state: the sweep's child runs, best val WER first, fusion and val WER leftmost, and a chart
-    section (parallel coordinates fusion/dropout/lr -> val WER, val WER bars, val WER against CPU latency)."""
+    """The runs page's state: the sweep's child runs grouped by configuration (metrics averaged over its seeds),
+    best val WER first, fusion and val WER leftmost, and a chart section (parallel coordinates fusion/dropout/lr ->
+    val WER, val WER bars, val WER against CPU latency)."""
     return {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
         "orderByKey": column("metrics", "val_wer"),
@@ -56,6 +59,7 @@ def sweep_view_state(parent_run_id: str) -> dict:
         "selectedColumns": [column("params", p) for p in VIEW_PARAMS] + [column("metrics", m) for m in VIEW_METRICS],
         "columnOrder": [column("attributes", "Run Name"), column("params", "fusion"), column("metrics", "val_wer")],
         "runsHiddenMode": "SHOW_ALL",  # the default draws only the first 10 runs in charts
+        "groupBy": GROUP_BY,
         "isAccordionReordered": True,  # keeps the sweep's section first (else sections are sorted by name)
         "compareRunSections": [{"uuid": SECTION, "name": "Sweep", "display": True, "isReordered": False}],
         "compareRunCharts": [
@@ -64,7 +68,7 @@ def sweep_view_state(parent_run_id: str) -> dict:
                 "uuid": f"{SECTION}-parallel",
                 "type": "PARALLEL",
                 "displayName": "fusion, dropout, lr → val_wer",
-                "selectedParams": list(VIEW_PARAMS),
+                "selectedParams": ["fusion", "dropout", "lr"],
                 "selectedMetrics": ["val_wer"],
                 "showAllRuns": True,
             },

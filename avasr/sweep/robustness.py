@@ -26,7 +26,8 @@ from avasr.robustness import (
     report_checkpoint,
 )
 from avasr.sweep import tracking
-from avasr.sweep.champion import CHECKPOINT_TAG, TEST_MANIFEST_TAG, TrialSummary, sweep_trials
+from avasr.sweep.champion import CHECKPOINT_TAG, TEST_MANIFEST_TAG, TrialSummary
+from avasr.sweep.shipping import sweep_trials
 
 
 def report_run(
@@ -58,7 +59,8 @@ def report_sweep(
 ) -> dict[str, RobustnessReport]:
     """Each fusion's best trial (lowest val WER) of a tracked sweep reported as `report_run` does; then, on the
     parent run, one figure of audio-visual WER against SNR with a line per fusion, and its table."""
-    parent, trials = sweep_trials(tracking_uri, experiment, sweep)
+    found = sweep_trials(tracking_uri, experiment, sweep)
+    parent, trials = found.parent, found.trials
     best = best_per_fusion(trials)
     if not best:
         raise RobustnessError(f"sweep {parent.info.run_name!r}: no finished trial to report on")

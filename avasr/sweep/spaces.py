@@ -1,17 +1,26 @@
 """Search spaces: the Tune `param_space` files of tune_spaces/ (or any path), validated before Ray starts.
 
 A space file defines SPACE (Config fields -> fixed values, `tune.grid_search`, `tune.choice`, ranges), optionally
-NUM_SAMPLES, SCHEDULER ("asha" or "fifo": the sweep's default when its options name none) and ASHA (scheduler
-arguments). Every value a trial could draw goes through `Config.from_dict` here, so an unknown field or fusion is
-named with the valid ones before any trial is scheduled.
+NUM_SAMPLES, SEEDS (training seeds per configuration), SCHEDULER ("asha" or "fifo": the sweep's default when its
+options name none) and ASHA (scheduler arguments). Every value a trial could draw goes through `Config.from_dict`
+here, so an unknown field or fusion is named with the valid ones before any trial is scheduled.
+
+A configuration is one point of the space: every grid value crossed with NUM_SAMPLES draws of the random entries.
+The driver draws them once, with a seed of its own (`configurations`), so that each configuration can be trained
+with several training seeds (`trial_variants`): Tune would redraw a random entry for every trial. A configuration's
+id hashes everything but the seed; trials of one configuration share it and differ only in `seed`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
 from avasr.config import Config, ConfigError
@@ -23,7 +32,10 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
 # the others are added by the Tune function for its worker.
 FAIL_AT_EPOCH = "fail_at_epoch"
 MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY = "mlflow_uri", "mlflow_run_id", "torch_threads"
-SWEEP_ONLY_KEYS = (FAIL_AT_EPOCH, MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY)
+CONFIG_ID_KEY = "config_id"  # the configuration a trial trains (all but the seed), a short hash
+VARIANT_KEY = "variant"  # in Tune's param space: the grid of (configuration, seed) dicts, flattened by the trial
+SWEEP_ONLY_KEYS = (FAIL_AT_EPOCH, MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY, CONFIG_ID_KEY)
+CONFIG_ID_CHARS = 8
 SET_BY_SWEEP = ("train_manifest", "val_manifest", "output_dir", "cache_dir")
 SCHEDULERS = ("asha", "fifo")
 DEFAULT_SCHEDULER = "asha"
@@ -40,6 +52,7 @@ class SearchSpace:
     num_samples: int = 1
     asha: dict = field(default_factory=dict)
     scheduler: str = DEFAULT_SCHEDULER
+    seeds: int = 1  # training seeds per configuration
 
 
 def available_spaces() -> list[str]:
@@ -79,6 +92,7 @@ def load_space(name_or_path: str) -> SearchSpace:
         int(getattr(module, "NUM_SAMPLES", 1)),
         dict(getattr(module, "ASHA", {})),
         getattr(module, "SCHEDULER", DEFAULT_SCHEDULER),
+        int(getattr(module, "SEEDS", 1)),
     )
     validate_space(space)
     return space
@@ -118,18 +132,61 @@ def validate_space(space: SearchSpace) -> None:
         raise SpaceError(f"{where}: SCHEDULER={space.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
     if space.num_samples < 1:
         raise SpaceError(f"{where}: NUM_SAMPLES must be at least 1, got {space.num_samples}")
+    if space.seeds < 1:
+        raise SpaceError(f"{where}: SEEDS must be at least 1, got {space.seeds}")
+    if "seed" in fields:
+        raise SpaceError(f"{where}: seed is set by the sweep (--seed, and SEEDS or --seeds for repeats)")
 
 
 def fixed_values(param_space: dict) -> dict:
     """The Config fields a space does not vary (what the driver can know before trials are drawn)."""
 
-    def varies(value) -> bool:
-        return isinstance(value, Domain) or (isinstance(value, dict) and "grid_search" in value)
-
     return {k: v for k, v in param_space.items() if k not in SWEEP_ONLY_KEYS and not varies(v)}
 
 
 def split_trial_config(config: dict) -> tuple[Config, dict]:
-    """A trial's dict -> (Config, the sweep-only keys)."""
+    """A trial's dict (its variant flattened into it) -> (Config, the sweep-only keys)."""
+    config = {**{k: v for k, v in config.items() if k != VARIANT_KEY}, **config.get(VARIANT_KEY, {})}
     sweep = {k: config[k] for k in SWEEP_ONLY_KEYS if k in config}
     return Config.from_dict({k: v for k, v in config.items() if k not in SWEEP_ONLY_KEYS}), sweep
+
+
+# --- configurations and their seeds ------------------------------------------------------------------------------
+def varies(value) -> bool:
+    return isinstance(value, Domain) or (isinstance(value, dict) and "grid_search" in value)
+
+
+def config_id(values: dict) -> str:
+    """A configuration's short id: a hash of its values (JSON, sorted keys), never of its seed."""
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k != "seed"}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:CONFIG_ID_CHARS]
+
+
+def configurations(space: dict, num_samples: int, draw_seed: int) -> list[dict]:
+    """The varying part of each configuration: every grid combination (in the space's order) crossed with
+    `num_samples` draws of the random entries, drawn with `draw_seed` (the same list on every call)."""
+    varying = {k: v for k, v in space.items() if k not in SWEEP_ONLY_KEYS and varies(v)}
+    grids = {k: v["grid_search"] for k, v in varying.items() if isinstance(v, dict)}
+    domains = {k: v for k, v in varying.items() if isinstance(v, Domain)}
+    rng = np.random.default_rng(draw_seed)
+    found = []
+    for combination in itertools.product(*grids.values()):
+        for _ in range(num_samples):
+            drawn = {k: _plain(d.sample(random_state=rng)) for k, d in domains.items()}
+            found.append({**dict(zip(grids, combination)), **drawn})
+    return found
+
+
+def trial_variants(fixed: dict, varying: list[dict], seeds: int, first_seed: int) -> list[dict]:
+    """One dict per trial: each configuration (fixed values + its varying ones, with its id) with each of the
+    seeds first_seed, first_seed + 1, ... Seeds outermost: a sweep stopped early has every configuration's first
+    seeds rather than all seeds of the first configurations."""
+    variants = []
+    for seed in range(first_seed, first_seed + seeds):
+        for values in varying:
+            variants.append({**values, "seed": seed, CONFIG_ID_KEY: config_id({**fixed, **values})})
+    return variants
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value

@@ -40,7 +40,14 @@ from avasr.config import Config
 from avasr.errors import AvasrError
 from avasr.sweep import tracking
 from avasr.sweep.resources import ResourcesError, who_holds
-from avasr.sweep.spaces import FAIL_AT_EPOCH, MLFLOW_RUN_KEY, MLFLOW_URI_KEY, THREADS_KEY, split_trial_config
+from avasr.sweep.spaces import (
+    CONFIG_ID_KEY,
+    FAIL_AT_EPOCH,
+    MLFLOW_RUN_KEY,
+    MLFLOW_URI_KEY,
+    THREADS_KEY,
+    split_trial_config,
+)
 from avasr.train import METRICS_FILE, fit, load_datasets
 
 DRIVER_CPU = 0.01  # the Tune function's share of a trial's CPUs (Tune refuses a trial with no resources)
@@ -195,12 +202,14 @@ def train_func(config: dict) -> None:
 
 # --- the Tune function -------------------------------------------------------------------------------------------
 def trial_run_name(config: Config, trial_id: str) -> str:
-    return f"{config.fusion}-do{config.dropout:g}-lr{config.lr:.1e}-{trial_id}"
+    return f"{config.fusion}-do{config.dropout:g}-lr{config.lr:.1e}-s{config.seed}-{trial_id}"
 
 
-def trial_params(config: Config, corpus_id: str, trial_id: str) -> dict:
+def trial_params(config: Config, corpus_id: str, trial_id: str, config_id: str = "") -> dict:
+    """The trial's MLflow params: its Config fields (flat), the corpus, its id and its configuration's id (the
+    runs table groups seeds by it)."""
     values = {k: v for k, v in config.to_dict().items() if k not in UNLOGGED_FIELDS}
-    return {**values, "corpus_id": corpus_id, "trial_id": trial_id}
+    return {**values, "corpus_id": corpus_id, "trial_id": trial_id, CONFIG_ID_KEY: config_id or trial_id}
 
 
 def run_trial(config: dict, context: TrialContext) -> None:
@@ -215,7 +224,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
         context.parent_run_id,
         trial_id,
         trial_run_name(base, trial_id),
-        trial_params(base, context.corpus_id, trial_id),
+        trial_params(base, context.corpus_id, trial_id, sweep.get(CONFIG_ID_KEY, "")),
     )
     worker_config = {
         **config,
