@@ -8,11 +8,10 @@ STAMP := $(VENV)/.installed
 
 setup: system-deps $(STAMP)
 
-# pip (not uv/poetry): it takes the local torch wheel instead of downloading gigabytes. pip byte-compiles every
-# module it installs, on one core: 218 s for the install on a 2-core machine, against 91 s with --no-compile. Then
-# a module is compiled when it is first imported and its bytecode cached, so only what runs is compiled, once
-# (importing the sweep: 23 s the first time, 10 s after). That needs bytecode writing on: where the environment
-# sets PYTHONDONTWRITEBYTECODE, every process would compile torch again, so make does not pass it on.
+# pip (not uv/poetry): it takes the local torch wheel instead of downloading gigabytes. --no-compile: pip would
+# byte-compile every installed module on one core, most of which never run; Python compiles and caches what is
+# imported instead (docs/benchmarks.md has the timings). That needs bytecode writing on: where the environment sets
+# PYTHONDONTWRITEBYTECODE, every process would compile torch again, so make does not pass it on.
 unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,9 +44,10 @@ corpus: setup
 corpus-full: setup
 	$(BIN)/python experiments/make_corpus.py --size full --out data/corpus/full
 
-# The smoke fusion sweep: 4 fusions on the built-in small corpus (built when missing), leaderboard with the Pareto
-# front, champion ONNX, MLflow UI links. A timestamped name: a sweep of an existing name is refused unless resumed
-# (--resume --name NAME). More flags through SWEEP_ARGS, e.g. `make sweep SWEEP_ARGS="--seed 7"`.
+# The smoke fusion sweep: the 4 fusions on the built-in medium corpus (built when missing), 2 seeds each; the verdict
+# (configurations ranked with 95 % CIs, which are significantly worse than the best), the champion's ONNX, MLflow UI
+# links. A timestamped name: a sweep of an existing name is refused unless resumed (--resume --name NAME). More
+# flags through SWEEP_ARGS, e.g. `make sweep SWEEP_ARGS="--seed 7 --seeds 3"`.
 SWEEP_ARGS ?=
 sweep: setup
 	$(BIN)/python experiments/sweep_fusion.py --space smoke --name smoke-$$(date +%Y%m%d-%H%M%S) $(SWEEP_ARGS)

@@ -48,7 +48,7 @@ from avasr.ship.quantize import QUANTIZATIONS, calibration_feeds, quantize
 ORIGINAL_CPU = {1: (45.0, 55.0), 4: (120.0, 150.0)}  # the original's table: batch -> (mean ms, p95 ms)
 BATCHES = (1, 4)
 THREADS = (1, 2)
-DEFAULT_CORPUS = Path("data/corpus/small")
+DEFAULT_CORPUS = Path("data/corpus/medium")
 CALIBRATION_RANDOM = 16  # random calibration feeds when there is no training data (timing only)
 
 

@@ -1,7 +1,7 @@
 r"""Fill the feature cache for manifests, fanned out as Ray tasks over every node of a cluster, and index them.
 
-    python experiments/prepare.py --manifest data/corpus/small/train_manifest.txt \
-        --manifest data/corpus/small/val_manifest.txt --cache-dir data/cache
+    python experiments/prepare.py --manifest data/corpus/medium/train_manifest.txt \
+        --manifest data/corpus/medium/val_manifest.txt --cache-dir data/cache
     python experiments/prepare.py --manifest /shared/lrs3/train.txt --cache-dir /shared/cache --address auto
 
 Resumable: finished entries are skipped, so an interrupted run goes on where it stopped. A second run reads no

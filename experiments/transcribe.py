@@ -3,8 +3,8 @@
     python experiments/transcribe.py --model outputs/train/best_model.pth --audio clip.wav --video clip.mp4
     python experiments/transcribe.py --model outputs/train/best_model.pth --video clip.mp4    # the lips alone
     python experiments/transcribe.py --model outputs/sweeps/NAME/champion.onnx \
-        --manifest data/corpus/small/test_manifest.txt > predictions.jsonl
-    MLFLOW_TRACKING_URI=sqlite:///outputs/mlflow.db \
+        --manifest data/corpus/medium/test_manifest.txt > predictions.jsonl
+    MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db \
         python experiments/transcribe.py --model models:/avasr@champion --audio clip.wav --video clip.mp4
 
 Each line holds transcript, latency_ms and its stage timings, the input the model got (audio+video, or one stream:
