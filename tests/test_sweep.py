@@ -28,10 +28,11 @@ from avasr.sweep.driver import (
     make_scheduler,
     on_one_machine,
     plan_resources,
+    plan_sweep,
     run_sweep,
 )
 from avasr.sweep.shipping import export_best
-from avasr.sweep.spaces import SpaceError, available_spaces, load_space
+from avasr.sweep.spaces import CONFIG_ID_KEY, SpaceError, available_spaces, load_space
 from avasr.sweep.tracking import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING_KIND,
@@ -362,4 +363,51 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_verdic
         export_best(result.tracking_uri, DEFAULT_EXPERIMENT, max_params=10)
     with pytest.raises(ShipError, match=r"no sweep called 'nope'"):
         export_best(result.tracking_uri, DEFAULT_EXPERIMENT, sweep="nope")
+    assert_all_cpus_come_back()
+
+
+def test_a_plan_trains_every_configuration_with_every_seed_seeds_outermost(tmp_path, corpus):
+    space = write_space(tmp_path, fusion='["simple", "attention"]')
+    plan = plan_sweep(options(tmp_path, corpus, space, seeds=3, seed=7))
+    assert (plan.configurations, plan.seeds, plan.trials) == (2, 3, 6)
+    variants = plan.variants({cid: range(3) for cid in plan.config_ids})
+    assert [(v["fusion"], v["seed"]) for v in variants] == [
+        ("simple", 7), ("attention", 7), ("simple", 8), ("attention", 8), ("simple", 9), ("attention", 9)
+    ]  # fmt: skip
+    ids = {v["fusion"]: v[CONFIG_ID_KEY] for v in variants}
+    assert len(set(ids.values())) == 2 and all(v[CONFIG_ID_KEY] == ids[v["fusion"]] for v in variants)
+    later = plan.variants({ids["attention"]: range(2, 3)})  # a race's third round for one configuration
+    assert [(v["fusion"], v["seed"]) for v in later] == [("attention", 9)]
+
+
+def test_random_entries_are_drawn_once_per_configuration_and_shared_by_its_seeds(tmp_path, corpus):
+    path = tmp_path / "random.py"
+    path.write_text(
+        "from ray import tune\n"
+        f"SPACE = {{'fusion': tune.grid_search(['simple']), 'dropout': tune.uniform(0.1, 0.4), **{TINY_FIELDS!r}}}\n"
+        "NUM_SAMPLES = 2\nSEEDS = 2\n".replace("'dropout': 0.1, ", "")
+    )
+    plan = plan_sweep(options(tmp_path, corpus, path))
+    variants = plan.variants({cid: range(2) for cid in plan.config_ids})
+    dropouts = {v[CONFIG_ID_KEY]: set() for v in variants}
+    for v in variants:
+        dropouts[v[CONFIG_ID_KEY]].add(v["dropout"])
+    assert len(dropouts) == 2 and all(len(d) == 1 for d in dropouts.values())  # one draw per configuration
+    assert plan_sweep(options(tmp_path, corpus, path)).varying == plan.varying  # the same draws every time
+    with pytest.raises(SweepError, match="--race runs seeds in rounds from 2 up to --seeds: give --seeds 3"):
+        plan_sweep(options(tmp_path, corpus, path, race=True, seeds=1))
+
+
+@pytest.mark.slow
+def test_a_race_runs_seeds_in_rounds_and_ends_with_a_verdict(tmp_path, corpus, local_ray):
+    space = write_space(tmp_path, fusion='["simple", "attention"]', epochs=1)
+    result = run_sweep(options(tmp_path, corpus, space, seeds=3, race=True, ship=False))
+    seeds = sorted((t.fusion, t.seed) for t in result.trials if t.status == "FINISHED")
+    worse = [c.label for c in result.verdict.configurations if c.significantly_worse]
+    if worse:  # the worse configuration left after round 1: only the other one ran a third seed
+        assert len(seeds) == 5 and (result.experiment_path / "round-2").is_dir()
+    else:
+        assert seeds == [(f, s) for f in ("attention", "simple") for s in (42, 43, 44)]
+        assert (result.experiment_path / "round-2").is_dir()
+    assert {c.seeds for c in result.verdict.configurations} <= {2, 3}
     assert_all_cpus_come_back()

@@ -62,14 +62,16 @@ from avasr.sweep.champion import (
 )
 from avasr.sweep.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
 from avasr.sweep.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
+from avasr.sweep.racing import Policy, race
 from avasr.sweep.resources import inspectable, release_and_say, releasing_orphans, settle_job_resources
 from avasr.sweep.shipping import ship
-from avasr.sweep.significance import SignificanceError
+from avasr.sweep.significance import Scores, SignificanceError
 from avasr.sweep.spaces import (
     CONFIG_ID_KEY,
     SCHEDULERS,
     VARIANT_KEY,
     SearchSpace,
+    config_id,
     configurations,
     load_space,
     trial_variants,
@@ -84,8 +86,10 @@ from avasr.sweep.verdict import (
     Verdict,
     VerdictError,
     decide,
+    group,
     plot_verdict,
     read_errors,
+    scores_of,
 )
 from avasr.sweep.verdict import (
     plot_front as plot_configuration_front,
@@ -142,6 +146,10 @@ class SweepOptions:
     # 2 or more. None: the space's SEEDS
     seeds: int | None = None
     seed: int = 42  # the first training seed; also draws the random entries of the space's configurations
+    # seeds in rounds: 2 for every configuration, then one more per round for those not significantly worse than
+    # the best so far, up to --seeds (avasr.sweep.racing)
+    race: bool = False
+    max_trials: int | None = None  # racing: no round starts that would take the sweep past this many trials
     cache_dir: str = "data/cache"  # feature cache: warmed once by the driver, read by every trial
     max_params: int = DEFAULT_MAX_PARAMS  # budget: the champion has fewer parameters
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS  # budget: ONNX Runtime CPU p50, batch 1, 5 s input, one thread
@@ -181,8 +189,9 @@ class SweepPlan:
     storage: Path  # Tune's storage_path (absolute)
     experiment_path: Path  # storage / name: Tune's experiment folder and the sweep's own files
     test_manifest: str  # absolute; "" for none
-    param_space: dict  # Tune's: the fixed values and the grid of (configuration, seed) variants
-    base: Config  # what every trial shares
+    fixed: dict  # what every trial's config shares (absolute paths, the space's fixed entries)
+    varying: tuple[dict, ...]  # each configuration's own values, keyed by its config_id
+    base: Config  # `fixed` as a Config
     corpus: str
     configurations: int
     seeds: int
@@ -190,6 +199,21 @@ class SweepPlan:
     @property
     def trials(self) -> int:
         return self.configurations * self.seeds
+
+    def variants(self, seeds: dict[str, range]) -> list[dict]:
+        """Tune's trials for `seeds` (config id -> the seed indices to run): one dict each, seed by seed."""
+        ids = {config_id({**self.fixed, **values}): values for values in self.varying}
+        variants = []
+        for index in range(max((r.stop for r in seeds.values()), default=0)):
+            for cid, wanted in seeds.items():
+                if index in wanted:
+                    seed = self.options.seed + index
+                    variants.append(trial_variants(self.fixed, [ids[cid]], 1, seed)[0])
+        return variants
+
+    @property
+    def config_ids(self) -> list[str]:
+        return [config_id({**self.fixed, **values}) for values in self.varying]
 
     @property
     def train_storage(self) -> str:
@@ -220,9 +244,10 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
     seeds = options.seeds or space.seeds
     if seeds < 1:
         raise SweepError(f"--seeds must be at least 1, got {seeds}")
+    if options.race and seeds < 2:
+        raise SweepError(f"--race runs seeds in rounds from 2 up to --seeds: give --seeds 3 or more, not {seeds}")
     fixed = base_trial_config(options, space)
     varying = configurations(space.space, options.num_samples or space.num_samples, options.seed)
-    param_space = {**fixed, VARIANT_KEY: tune.grid_search(trial_variants(fixed, varying, seeds, options.seed))}
     base = Config.from_dict(fixed)
     storage = Path(options.storage_path).resolve()
     return SweepPlan(
@@ -232,7 +257,8 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         storage=storage,
         experiment_path=storage / options.name,
         test_manifest=str(Path(options.test_manifest).resolve()) if options.test_manifest else "",
-        param_space=param_space,
+        fixed=fixed,
+        varying=tuple(varying),
         base=base,
         corpus=corpus_id(Path(base.train_manifest), Path(base.val_manifest)),
         configurations=len(varying),
@@ -442,9 +468,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     )
 
 
-def give_verdict(client: MlflowClient, plan: SweepPlan, trials: Sequence[TrialSummary]) -> Verdict | None:
-    """The verdict from the trials' per-utterance val errors (kept beside the sweep, else read back from MLflow);
-    None when no trial finished."""
+def val_errors(client: MlflowClient, plan: SweepPlan, trials: Sequence[TrialSummary]) -> dict[str, dict]:
+    """Each finished trial's per-utterance val errors: kept beside the sweep, else read back from MLflow."""
     errors = {}
     for t in trials:
         if t.status != "FINISHED":
@@ -453,6 +478,12 @@ def give_verdict(client: MlflowClient, plan: SweepPlan, trials: Sequence[TrialSu
         if not path.is_file():  # finalised on another machine, or the folder was cleaned: MLflow has a copy
             path = Path(client.download_artifacts(t.run_id, f"{ERRORS_FOLDER}/{VAL_ERRORS}.csv", str(path.parent)))
         errors[t.run_id] = read_errors(path)
+    return errors
+
+
+def give_verdict(client: MlflowClient, plan: SweepPlan, trials: Sequence[TrialSummary]) -> Verdict | None:
+    """The verdict from the trials' per-utterance val errors; None when no trial finished."""
+    errors = val_errors(client, plan, trials)
     if not errors:
         return None
     try:
@@ -504,18 +535,74 @@ def run_trials(plan: SweepPlan, experiment_id: str, parent_run_id: str) -> bool:
         trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": DRIVER_CPU})
         if inspectable():
             release_and_say()  # a cluster shrunk by an earlier sweep's orphans is whole again before trials start
-        try:
-            grid = run_tuner(trainable, plan, resources)
-        finally:  # stopped, failed or interrupted: this sweep's trials hold nothing when it returns
-            settle_job_resources(options.resource_wait_s)
-        if sweep_interrupted(plan.experiment_path):  # Tune stops gracefully on Ctrl-C and returns
-            return True
-        tracking.wait_for_store(plan.tracking_uri, options.mlflow_wait_s)
-        finalise_trials(MlflowClient(plan.tracking_uri), plan, experiment_id, parent_run_id, grid)
-        return False
+        client = MlflowClient(plan.tracking_uri)
+        if not options.race:
+            every_seed = {cid: range(plan.seeds) for cid in plan.config_ids}
+            return not run_round(plan, client, experiment_id, parent_run_id, trainable, resources, every_seed, 0)
+        return run_race(plan, client, experiment_id, parent_run_id, trainable, resources)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def run_round(
+    plan: SweepPlan,
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    trainable,
+    resources: TrialResources,
+    seeds: dict[str, range],
+    index: int,
+) -> bool:
+    """Train `seeds` (config id -> seed indices) as one Tune experiment, then finalise its trials in MLflow.
+    Returns False when the sweep was interrupted. The first round (index 0) is Tune's experiment folder itself; a
+    race's later rounds are folders round-2, round-3, ... inside it."""
+    tune_dir = plan.experiment_path if index == 0 else plan.experiment_path / f"round-{index + 1}"
+    options = plan.options
+    try:
+        grid = run_tuner(trainable, plan, resources, plan.variants(seeds), tune_dir)
+    finally:  # stopped, failed or interrupted: this sweep's trials hold nothing when it returns
+        settle_job_resources(options.resource_wait_s)
+    if sweep_interrupted(tune_dir):  # Tune stops gracefully on Ctrl-C and returns
+        return False
+    tracking.wait_for_store(plan.tracking_uri, options.mlflow_wait_s)
+    finalise_trials(client, plan, experiment_id, parent_run_id, grid)
+    return True
+
+
+def run_race(
+    plan: SweepPlan, client: MlflowClient, experiment_id: str, parent_run_id: str, trainable, resources
+) -> bool:
+    """Seeds in rounds (avasr.sweep.racing): after each, the configurations significantly worse than the best so
+    far leave. Returns True when the sweep was interrupted. A resumed race replays its finished rounds from Tune's
+    saved results (the decisions are deterministic) and goes on where it stopped."""
+    policy = Policy(min_seeds=2, max_seeds=plan.seeds, max_trials=plan.options.max_trials)
+    done: dict[str, int] = dict.fromkeys(plan.config_ids, 0)
+    rounds = []
+
+    def one_round(targets: dict[str, int]) -> dict[str, Scores]:
+        seeds = {cid: range(done[cid], target) for cid, target in targets.items()}
+        print(f"race, round {len(rounds) + 1}: {sum(len(r) for r in seeds.values())} trial(s)")
+        if not run_round(plan, client, experiment_id, parent_run_id, trainable, resources, seeds, len(rounds)):
+            raise _Interrupted
+        rounds.append(seeds)
+        done.update(targets)
+        trials = [TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id)]
+        errors = val_errors(client, plan, trials)
+        groups = group([t for t in trials if t.run_id in errors])
+        return {cid: scores_of([errors[t.run_id] for t in groups[cid]], cid) for cid in targets if cid in groups}
+
+    try:
+        state = race(plan.config_ids, one_round, policy)
+    except _Interrupted:
+        return True
+    print(f"race over ({state.stopped}) after {state.rounds} round(s), {state.trials_used} trial(s)")
+    return False
+
+
+class _Interrupted(Exception):
+    """A race's round was interrupted (Ctrl-C): the race stops and the sweep can be resumed."""
 
 
 def on_one_machine(started_ray: bool, address: str | None) -> bool:
@@ -557,14 +644,15 @@ def config_order(run) -> tuple[str, int]:
     return run.data.params.get(CONFIG_ID_KEY, run.info.run_id), int(run.data.params.get("seed", 0))
 
 
-def run_tuner(trainable, plan: SweepPlan, resources: TrialResources):
-    options, experiment_path = plan.options, plan.experiment_path
-    if options.resume and tune.Tuner.can_restore(str(experiment_path)):
-        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True)
+def run_tuner(trainable, plan: SweepPlan, resources: TrialResources, variants: list[dict], tune_dir: Path):
+    """Tune over `variants` in `tune_dir` (restored from there when the sweep resumes and Tune saved it)."""
+    options = plan.options
+    if options.resume and tune.Tuner.can_restore(str(tune_dir)):
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=plan.param_space,
+            param_space={**plan.fixed, VARIANT_KEY: tune.grid_search(variants)},
             tune_config=tune.TuneConfig(
                 metric=SCHEDULER_METRIC,
                 mode="min",
@@ -578,8 +666,8 @@ def run_tuner(trainable, plan: SweepPlan, resources: TrialResources):
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(
-                name=options.name,
-                storage_path=str(plan.storage),
+                name=tune_dir.name,
+                storage_path=str(tune_dir.parent),
                 failure_config=tune.FailureConfig(max_failures=TRIAL_DRIVER_RETRIES),
             ),
         )
