@@ -3,7 +3,9 @@ middle of training, an exception in a worker, several ASHA stops followed by mor
 killed and then resumed, a tracking server killed and brought back. Every test ends with every CPU of the cluster
 free again, given back by Ray and the sweep alone (tests.sweeps.assert_all_cpus_come_back removes nothing)."""
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -57,10 +60,23 @@ class Injector(threading.Thread):
             self.error = f"{self.what}: {e!r}"
 
 
-def checkpoint_registered(storage: Path) -> bool:
-    """Ray Train's controller has registered a checkpoint of the trial (a retry resumes from it). A checkpoint
-    folder alone is not enough: a worker killed right after reporting one left a retry that started over."""
-    return any(storage.glob("*/train_runs/*/checkpoint_manager_snapshot.json"))
+def registered_epoch(storage: Path) -> int:
+    """The epoch of the latest checkpoint Ray Train's controller has registered for the trial (0: none yet): a
+    retry resumes from it. A checkpoint folder alone is not enough: a worker killed right after reporting one left
+    a retry that started over."""
+    for snapshot in storage.glob("*/train_runs/*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, ValueError):  # being rewritten: read it again at the next poll
+            return 0
+        return int(latest["metrics"]["epoch"]) if latest else 0
+    return 0
+
+
+def logged_epoch_times(log: str) -> dict[int, float]:
+    """epoch -> when training.log says it ended (its asctime, this machine's clock)."""
+    lines = re.findall(r"^(\S+ \S+) INFO epoch (\d+): train_loss", log, re.M)
+    return {int(n): datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f").timestamp() for at, n in lines}
 
 
 def kill_train_worker() -> int:
@@ -90,13 +106,19 @@ def test_a_worker_s_folder_outlives_it_only_until_the_next_worker_starts(tmp_pat
 @pytest.mark.slow
 def test_a_worker_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, corpus, local_ray):
     epochs = 40  # a tiny epoch takes ~0.1-0.2 s: the worker must still be training when the kill lands
+    first_kept = 3  # killed once a checkpoint of epoch 3 or later is registered: a resume from epoch 1 or 0 shows
     space = write_space(tmp_path, epochs=epochs, patience=epochs)  # no early stop: every epoch runs
     opts = options(tmp_path, corpus, space, ship=False, cpus_per_trial=2.0)
     storage = Path(opts.storage_path)
-    killed = []
-    killer = Injector(
-        lambda: checkpoint_registered(storage), lambda: killed.append(kill_train_worker()), "a registered checkpoint"
-    )
+    killed, registered = [], []
+
+    def kill() -> None:
+        registered.append(registered_epoch(storage))
+        killed.append(kill_train_worker())
+        time.sleep(1.0)  # a report the controller took just before the kill is registered by now; the retry's
+        registered.append(registered_epoch(storage))  # worker needs seconds to start, so none of its own yet
+
+    killer = Injector(lambda: registered_epoch(storage) >= first_kept, kill, f"a checkpoint of epoch {first_kept}")
     killer.start()
     result = run_sweep(opts)
     killer.join(timeout=1)
@@ -109,7 +131,10 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, co
     assert run.info.status == "FINISHED" and result.trials[0].status == "FINISHED"
     assert steps(client, run.info.run_id, "val_loss") == list(range(1, epochs + 1))  # each epoch once
     log = Path(client.download_artifacts(run.info.run_id, "training/training.log", str(tmp_path))).read_text()
-    assert log.count("resumed from") == 1, log
+    (resumed_after,) = map(int, re.findall(r"resumed from .* after epoch (\d+)", log))
+    assert first_kept <= registered[0] <= resumed_after <= registered[1], (registered, resumed_after)
+    # the log came back with that checkpoint and goes on after it: every epoch ended once, in order
+    assert list(logged_epoch_times(log)) == list(range(1, epochs + 1)), log
     assert_all_cpus_come_back()
 
 
@@ -275,8 +300,8 @@ def test_a_stopped_driver_resumes_without_rerunning_finished_trials(tmp_path, co
 # --- the tracking server -----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_tracking_server_killed_mid_sweep_is_caught_up_when_it_is_back(tmp_path, corpus, local_ray):
-    epochs = 8
-    server = MlflowServer(tmp_path / "mlflow").start()
+    epochs = 20  # ~0.1-0.2 s each: training goes on for seconds after the first epoch is logged
+    server = MlflowServer(tmp_path / "mlflow")
     opts = options(
         tmp_path, corpus, write_space(tmp_path, epochs=epochs), ship=False, cpus_per_trial=2.0, mlflow_uri=server.uri
     )
@@ -288,23 +313,37 @@ def test_a_tracking_server_killed_mid_sweep_is_caught_up_when_it_is_back(tmp_pat
         )
         return bool(runs) and bool(steps(client, runs[0].info.run_id, "val_loss"))
 
+    outage = []
+
     def crash_and_restart() -> None:
+        outage.append(time.time())
         server.kill()
         time.sleep(SERVER_DOWN_S)  # the worker trains on meanwhile
+        outage.append(time.time())  # nothing can be logged before the new server starts
         server.start()
 
-    outage = Injector(first_epoch_logged, crash_and_restart, "a first epoch in MLflow")
-    outage.start()
+    injector = Injector(first_epoch_logged, crash_and_restart, "a first epoch in MLflow")
     try:
+        server.start()  # inside: a server too slow to answer is stopped too
+        injector.start()
         result = run_sweep(opts)
-        outage.join(timeout=FAULT_WITHIN_S)
-        assert outage.done, outage.error
+        injector.join(timeout=FAULT_WITHIN_S)
+        assert injector.done, injector.error
         client = MlflowClient(server.uri)
         (run,) = child_runs(client, result)
         assert run.info.status == "FINISHED", run.data.tags
         assert steps(client, run.info.run_id, "val_loss") == list(range(1, epochs + 1))  # each epoch once
         assert {"val_wer", "cpu_latency_ms_p50"} <= set(run.data.metrics)
         assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+        # training went on while the server was down (several epochs ended then), and those epochs were logged
+        # once it was back: the outage was caught up
+        log = Path(client.download_artifacts(run.info.run_id, "training/training.log", str(tmp_path))).read_text()
+        down, back = outage
+        during = [epoch for epoch, ended in logged_epoch_times(log).items() if down < ended < back]
+        assert len(during) >= 2, (outage, logged_epoch_times(log))
+        history = client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "val_loss")
+        logged_at = {m.step: m.timestamp / 1000 for m in history}
+        assert all(logged_at[epoch] >= back for epoch in during), (during, logged_at, outage)
     finally:
         server.stop()
     assert_all_cpus_come_back()
