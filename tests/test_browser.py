@@ -51,7 +51,7 @@ def body_text(driver) -> str:
 
 def check_sweep_page(driver, link: str, trial_run_names, fusions, val_wers, shot: str | None = None) -> None:
     """Open `link` and wait until it lists exactly these trials. Table view (no compareRunsMode=CHART in the link):
-    each trial's row has its fusion and val_wer. Chart view: the run list has every trial, and the charts show
+    the trials grouped by configuration (the seeds of one), each trial's row with its fusion and val_wer. Chart view: the run list has every trial, and the charts show
     every fusion and val_wer (bar values are rounded there: exact values are checked in the table)."""
     expected = {
         name: (fusion, float(wer)) for name, fusion, wer in zip(trial_run_names, fusions, val_wers, strict=True)
@@ -67,6 +67,7 @@ def check_sweep_page(driver, link: str, trial_run_names, fusions, val_wers, shot
         assert f"{len(expected)} matching runs" in body_text(driver), "no '<N> matching runs' with N = the trials"
         if charts:
             return True
+        assert "Group by: configuration" in body_text(driver), "the trials are not grouped by configuration"
         for name, (fusion, wer) in expected.items():
             cells = rows[name]
             got_fusion, got_wer = cells.get(column("params", "fusion")), cells.get(column("metrics", "val_wer"))

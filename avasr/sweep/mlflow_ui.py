@@ -28,9 +28,9 @@ LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves a sqlite stor
 WORKFLOW = "workflowType=machine_learning"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # + key: a saved view of the runs page (the UI keeps at most 40)
 SECTION = "avasr-sweep"  # the view's chart section
-VIEW_PARAMS = ("fusion", "dropout", "lr", "seed", "config_id")
+VIEW_PARAMS = ("fusion", "dropout", "lr", "seed", "configuration")
 # Trials grouped by configuration (the seeds of one), each group's row showing its metrics averaged over seeds
-GROUP_BY = {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "config_id"}]}
+GROUP_BY = {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "configuration"}]}
 VIEW_METRICS = ("val_wer", "test_wer", "val_cer", "cpu_latency_ms_p50", "param_count", "val_wer_snr0_babble")
 # The chart section's fixed fields; "runsCountToCompare" is how many runs a chart may draw.
 CHART = {"metricSectionId": SECTION, "deleted": False, "isGenerated": False, "runsCountToCompare": 100}

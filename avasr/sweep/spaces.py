@@ -33,8 +33,9 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
 FAIL_AT_EPOCH = "fail_at_epoch"
 MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY = "mlflow_uri", "mlflow_run_id", "torch_threads"
 CONFIG_ID_KEY = "config_id"  # the configuration a trial trains (all but the seed), a short hash
+CONFIG_LABEL_KEY = "configuration"  # the same for people: its varying values, e.g. "fusion=attention"
 VARIANT_KEY = "variant"  # in Tune's param space: the grid of (configuration, seed) dicts, flattened by the trial
-SWEEP_ONLY_KEYS = (FAIL_AT_EPOCH, MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY, CONFIG_ID_KEY)
+SWEEP_ONLY_KEYS = (FAIL_AT_EPOCH, MLFLOW_URI_KEY, MLFLOW_RUN_KEY, THREADS_KEY, CONFIG_ID_KEY, CONFIG_LABEL_KEY)
 CONFIG_ID_CHARS = 8
 SET_BY_SWEEP = ("train_manifest", "val_manifest", "output_dir", "cache_dir")
 SCHEDULERS = ("asha", "fifo")
@@ -184,8 +185,20 @@ def trial_variants(fixed: dict, varying: list[dict], seeds: int, first_seed: int
     variants = []
     for seed in range(first_seed, first_seed + seeds):
         for values in varying:
-            variants.append({**values, "seed": seed, CONFIG_ID_KEY: config_id({**fixed, **values})})
+            variants.append(
+                {
+                    **values,
+                    "seed": seed,
+                    CONFIG_ID_KEY: config_id({**fixed, **values}),
+                    CONFIG_LABEL_KEY: config_label(values),
+                }
+            )
     return variants
+
+
+def config_label(values: dict) -> str:
+    """A configuration's varying values as a short text: "fusion=attention dropout=0.21"."""
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "fixed"
 
 
 def _plain(value):

@@ -42,6 +42,7 @@ from avasr.sweep import tracking
 from avasr.sweep.resources import ResourcesError, who_holds
 from avasr.sweep.spaces import (
     CONFIG_ID_KEY,
+    CONFIG_LABEL_KEY,
     FAIL_AT_EPOCH,
     MLFLOW_RUN_KEY,
     MLFLOW_URI_KEY,
@@ -205,11 +206,18 @@ def trial_run_name(config: Config, trial_id: str) -> str:
     return f"{config.fusion}-do{config.dropout:g}-lr{config.lr:.1e}-s{config.seed}-{trial_id}"
 
 
-def trial_params(config: Config, corpus_id: str, trial_id: str, config_id: str = "") -> dict:
-    """The trial's MLflow params: its Config fields (flat), the corpus, its id and its configuration's id (the
-    runs table groups seeds by it)."""
+def trial_params(config: Config, corpus_id: str, trial_id: str, sweep: dict | None = None) -> dict:
+    """The trial's MLflow params: its Config fields (flat), the corpus, its id, and its configuration's id and
+    label (the runs table groups seeds by the label)."""
     values = {k: v for k, v in config.to_dict().items() if k not in UNLOGGED_FIELDS}
-    return {**values, "corpus_id": corpus_id, "trial_id": trial_id, CONFIG_ID_KEY: config_id or trial_id}
+    sweep = sweep or {}
+    return {
+        **values,
+        "corpus_id": corpus_id,
+        "trial_id": trial_id,
+        CONFIG_ID_KEY: sweep.get(CONFIG_ID_KEY) or trial_id,
+        CONFIG_LABEL_KEY: sweep.get(CONFIG_LABEL_KEY) or trial_id,
+    }
 
 
 def run_trial(config: dict, context: TrialContext) -> None:
@@ -224,7 +232,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
         context.parent_run_id,
         trial_id,
         trial_run_name(base, trial_id),
-        trial_params(base, context.corpus_id, trial_id, sweep.get(CONFIG_ID_KEY, "")),
+        trial_params(base, context.corpus_id, trial_id, sweep),
     )
     worker_config = {
         **config,
