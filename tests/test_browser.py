@@ -51,8 +51,9 @@ def body_text(driver) -> str:
 
 def check_sweep_page(driver, link: str, trial_run_names, fusions, val_wers, shot: str | None = None) -> None:
     """Open `link` and wait until it lists exactly these trials. Table view (no compareRunsMode=CHART in the link):
-    the trials grouped by configuration (the seeds of one), each trial's row with its fusion and val_wer. Chart view: the run list has every trial, and the charts show
-    every fusion and val_wer (bar values are rounded there: exact values are checked in the table)."""
+    the trials grouped by configuration (the seeds of one), each trial's row with its fusion and val_wer. Chart view:
+    the run list has every trial, and the charts show every fusion and val_wer (bar values are rounded there: exact
+    values are checked in the table)."""
     expected = {
         name: (fusion, float(wer)) for name, fusion, wer in zip(trial_run_names, fusions, val_wers, strict=True)
     }
