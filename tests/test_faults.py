@@ -80,7 +80,10 @@ def logged_epoch_times(log: str) -> dict[int, float]:
 
 
 def kill_train_worker() -> int:
-    (worker,) = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    """SIGKILL to the one Train worker of this test's Ray: named by its address, since with another Ray on the
+    machine the State API would otherwise pick the newest one, another's."""
+    alive = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+    (worker,) = list_actors(address=ray.get_runtime_context().gcs_address, filters=alive)
     subprocess.run(["kill", "-KILL", str(worker.pid)], check=True)
     return worker.pid
 
