@@ -73,10 +73,11 @@ def registered_epoch(storage: Path) -> int:
     return 0
 
 
-def logged_epoch_times(log: str) -> dict[int, float]:
-    """epoch -> when training.log says it ended (its asctime, this machine's clock)."""
+def epoch_lines(log: str) -> list[tuple[int, float]]:
+    """(epoch, when it ended) for each epoch line of a training.log, in the file's order (time: the line's asctime,
+    this machine's clock)."""
     lines = re.findall(r"^(\S+ \S+) INFO epoch (\d+): train_loss", log, re.M)
-    return {int(n): datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f").timestamp() for at, n in lines}
+    return [(int(n), datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f").timestamp()) for at, n in lines]
 
 
 def kill_train_worker() -> int:
@@ -137,7 +138,7 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, co
     (resumed_after,) = map(int, re.findall(r"resumed from .* after epoch (\d+)", log))
     assert first_kept <= registered[0] <= resumed_after <= registered[1], (registered, resumed_after)
     # the log came back with that checkpoint and goes on after it: every epoch ended once, in order
-    assert list(logged_epoch_times(log)) == list(range(1, epochs + 1)), log
+    assert [epoch for epoch, _ in epoch_lines(log)] == list(range(1, epochs + 1)), log
     assert_all_cpus_come_back()
 
 
@@ -342,8 +343,8 @@ def test_a_tracking_server_killed_mid_sweep_is_caught_up_when_it_is_back(tmp_pat
         # once it was back: the outage was caught up
         log = Path(client.download_artifacts(run.info.run_id, "training/training.log", str(tmp_path))).read_text()
         down, back = outage
-        during = [epoch for epoch, ended in logged_epoch_times(log).items() if down < ended < back]
-        assert len(during) >= 2, (outage, logged_epoch_times(log))
+        during = [epoch for epoch, ended in epoch_lines(log) if down < ended < back]
+        assert len(during) >= 2, (outage, epoch_lines(log))
         history = client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "val_loss")
         logged_at = {m.step: m.timestamp / 1000 for m in history}
         assert all(logged_at[epoch] >= back for epoch in during), (during, logged_at, outage)
