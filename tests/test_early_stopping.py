@@ -92,6 +92,6 @@ def test_gradients_are_clipped_to_grad_clip(clip_over_norm):
     norm = global_norm(p.grad for p in probe.parameters())
     config = TINY.replace(grad_clip=clip_over_norm * norm)
     before = [p.detach().clone() for p in model.parameters()]
-    train_one_epoch(model, [batch], torch.optim.SGD(model.parameters(), lr=1.0), config, "cpu")
+    train_one_epoch(model, [batch], torch.optim.SGD(model.parameters(), lr=1.0), config, torch.device("cpu"))
     moved = global_norm(p.detach() - b for p, b in zip(model.parameters(), before))
     assert moved == pytest.approx(min(norm, config.grad_clip), rel=1e-4)
