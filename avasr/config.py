@@ -30,6 +30,7 @@ FUSIONS = ("simple", "weighted", "attention", "adaptive")
 DECODERS = ("greedy", "beam")
 LR_SCHEDULES = ("plateau", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")  # bf16: activations under torch.autocast; weights, optimizer and CTC stay fp32
 AUDIO_ONLY, VIDEO_ONLY, AUDIO_VISUAL = "audio", "video", "audio+video"  # the streams a model is fed
 MODALITIES = (AUDIO_ONLY, VIDEO_ONLY, AUDIO_VISUAL)
 NOISE_KINDS = ("white", "pink", "babble")  # babble: other speakers' speech
@@ -249,6 +250,7 @@ class TrainConfig(_Section):
     warmup_epochs: float = 0.0
     num_workers: int = 0  # DataLoader workers; features are in memory, so 0 is usually fastest
     device: str = "auto"  # auto picks cuda when available
+    precision: str = "fp32"  # fp32 | bf16: forward passes under bf16 autocast (weights stay fp32)
     seed: int = 42  # seeds python, numpy, torch and the shuffling of every epoch
 
     def check(self) -> list[str]:
@@ -262,6 +264,8 @@ class TrainConfig(_Section):
             )
         if self.device not in DEVICES:
             problems.append(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("batch_size", "epochs", "patience", "lr_decay_patience", "grad_clip"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")

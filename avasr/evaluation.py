@@ -19,7 +19,7 @@ from avasr.data.dataset import AVDataset
 from avasr.data.loader import make_loader
 from avasr.data.noisy_speech import NoiseSpec, noisy_dataset
 from avasr.decode import Lexicon, decode
-from avasr.device import pick_device
+from avasr.device import autocast, pick_device, to_device
 from avasr.errors import OutputError
 from avasr.metrics import character_error_rate, utterance_errors, word_error_rate
 from avasr.objective import ctc_objective
@@ -211,13 +211,14 @@ def write_predictions(path: Path, result: dict) -> None:
 
 @torch.no_grad()
 def evaluate(model, loader, config: Config, device, lexicon: Lexicon | None = None) -> dict:
-    """Loss, corpus WER/CER and the decoded hypotheses of a whole loader."""
+    """Loss, corpus WER/CER and the decoded hypotheses of a whole loader; forward passes in `config.precision`."""
     model.eval()
     total, refs, hyps, ids, speakers = 0.0, [], [], [], []
     for batch in tqdm(loader, desc="eval", unit="batch", leave=False):
-        batch = batch.keep_modalities(config.modalities).to(device)
-        log_probs = model(batch.audio, batch.video, batch.video_lengths)
-        total += ctc_objective(log_probs, batch, config.label_smoothing).item() * len(batch.ids)
+        batch = to_device(batch.keep_modalities(config.modalities), device)
+        with autocast(device, config.precision):
+            log_probs = model(batch.audio, batch.video, batch.video_lengths)
+            total += ctc_objective(log_probs, batch, config.label_smoothing).item() * len(batch.ids)
         hyps += decode(log_probs.cpu(), batch.video_lengths.cpu(), config.decoder, config.beam_size, lexicon)
         refs += batch.transcripts
         ids += batch.ids

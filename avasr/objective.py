@@ -25,6 +25,7 @@ class ObjectiveError(AvasrError, RuntimeError):
 
 def ctc_objective(log_probs: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:
     """log_probs shape = (B, T, C) -> scalar loss (see the module docstring)."""
+    log_probs = log_probs.float()  # fp32 under bf16 autocast too: CTC's sums over paths need fp32's mantissa
     ctc = F.ctc_loss(
         log_probs.transpose(0, 1),
         batch.targets,

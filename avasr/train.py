@@ -43,7 +43,7 @@ from avasr.data.dataset import AVDataset, Batch
 from avasr.data.loader import make_loader
 from avasr.data.streaming import StreamingDataset
 from avasr.decode import Lexicon
-from avasr.device import pick_device
+from avasr.device import autocast, pick_device, to_device
 from avasr.errors import AvasrError, OutputError
 from avasr.evaluation import evaluate
 from avasr.model import build_model, count_parameters
@@ -152,9 +152,10 @@ def train_one_epoch(
             break
         if lr_at is not None:
             set_lr(optimizer, lr_at(i))
-        batch = batch.keep_modalities(config.modalities).to(device)
-        log_probs = model(batch.audio, batch.video, batch.video_lengths)
-        loss = ctc_objective(log_probs, batch, config.label_smoothing)
+        batch = to_device(batch.keep_modalities(config.modalities), device)
+        with autocast(device, config.precision):  # the forward pass only: backward follows the forward's dtypes
+            log_probs = model(batch.audio, batch.video, batch.video_lengths)
+            loss = ctc_objective(log_probs, batch, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
