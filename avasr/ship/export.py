@@ -108,21 +108,19 @@ def dynamic_shapes() -> dict[str, dict[int, Dim]]:
 def export_onnx(model: nn.Module, config: InferenceConfig, path: str | Path) -> Path:
     """Export `model` (built from `config`) to one self-contained .onnx file with dynamic batch and length.
 
-    The model is traced in eval mode (its train/eval flag is restored afterwards). The weights are kept inside the
-    file (a < 5M-parameter model is far below ONNX's 2 GB limit), and the config and vocabulary are stored in its
+    The model is traced from a CPU copy in eval mode (`cpu_copy`): `model` keeps its device, its train/eval flag
+    and its weights, and the graph is the same from a model trained on a GPU. The weights are kept inside the file
+    (a < 5M-parameter model is far below ONNX's 2 GB limit), and the config and vocabulary are stored in its
     metadata so that a deployed file says what it is.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    device = next(model.parameters()).device
-    args = example_inputs(config, EXAMPLE_BATCH, EXAMPLE_FRAMES, device)
-    was_training = model.training
-    model.eval()
+    args = example_inputs(config, EXAMPLE_BATCH, EXAMPLE_FRAMES)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=SHARED_DIM_WARNING)
             program = torch.onnx.export(
-                _NamedInputs(model).eval(),
+                _NamedInputs(cpu_copy(model)).eval(),
                 args,
                 dynamo=True,
                 dynamic_shapes=dynamic_shapes(),
@@ -132,8 +130,6 @@ def export_onnx(model: nn.Module, config: InferenceConfig, path: str | Path) -> 
             )
     except Exception as e:  # the exporter raises many types; the caller needs to know which model failed
         raise ExportError(f"{path}: torch.onnx.export failed for fusion={config.fusion!r}: {e}") from e
-    finally:
-        model.train(was_training)
     proto = program.model_proto
     for value in proto.graph.input:
         value.doc_string = INPUT_DOCS[value.name]
@@ -145,6 +141,12 @@ def export_onnx(model: nn.Module, config: InferenceConfig, path: str | Path) -> 
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{path}: exported model does not pass the ONNX checker: {e}") from e
     return path
+
+
+def cpu_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` on the CPU in eval mode, for export, parity and latency: the model itself may be training
+    on a GPU, and CUDA's TF32 convolutions would blur parity."""
+    return copy.deepcopy(model).to("cpu").eval()
 
 
 class _NamedInputs(nn.Module):
@@ -265,8 +267,7 @@ def check_parity(
     """
     config = read_config(onnx_path)
     session = cpu_session(Path(onnx_path))
-    # A CPU copy: the caller's model keeps its device and mode, and CUDA's TF32 convolutions cannot blur parity.
-    model = copy.deepcopy(model).to("cpu").eval()
+    model = cpu_copy(model)  # the caller's model keeps its device and mode
     generator = torch.Generator().manual_seed(seed)
     cases = [*(example_inputs(config, b, t, generator=generator) for t in frames for b in batches), *inputs]
     report = ParityReport(tuple(compare_one(model, session, *(x.cpu() for x in case)) for case in cases), atol)

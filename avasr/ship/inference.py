@@ -43,6 +43,7 @@ from avasr.data.lips import LipCropper, NoFaceError, default_cropper
 from avasr.data.manifest import read_manifest
 from avasr.data.video import read_gray_frames, resample_frames
 from avasr.decode import Lexicon, decode
+from avasr.device import NO_CUDA
 from avasr.errors import AvasrError
 from avasr.features import (
     align_audio_to_video,
@@ -118,13 +119,16 @@ def load(source: str | Path, device: str, threads: int) -> LoadedModel:
             f"{text}: unknown model format; pass a {'/'.join(CHECKPOINT_SUFFIXES)} checkpoint, an "
             f"{ONNX_SUFFIX} file or an MLflow model URI ({', '.join(MODEL_URI_SCHEMES)})"
         )
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InferenceError(
+            f"{text}: device='cuda' was asked for but {NO_CUDA}: use device='cpu' or 'onnx' (--device cpu) on this "
+            "machine, or run on one with an NVIDIA GPU and a CUDA build of torch"
+        )
     model, config = load_model(text)
     if device == "onnx":
         with tempfile.TemporaryDirectory() as tmp:
             proto = onnx.load_model(str(export_onnx(model, config, Path(tmp) / "model.onnx")))
         return LoadedModel(OnnxBackend(proto, text, threads), config, model, proto)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InferenceError(f"{text}: device 'cuda' asked for, but torch sees no CUDA device")
     return LoadedModel(TorchBackend(model, device), config, model, None)
 
 

@@ -11,7 +11,6 @@ stream. Pass `threads` to measure other settings.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from avasr.config import Config
-from avasr.ship.export import cpu_session, example_inputs, read_config, run_session
+from avasr.ship.export import cpu_copy, cpu_session, example_inputs, read_config, run_session
 
 SEED_SECONDS = 5.0  # the original design's input length
 DEFAULT_RUNS = 50
@@ -98,7 +97,7 @@ def torch_cpu_latency(
     frames = input_frames(seconds, config)
     audio, video, lengths = example_inputs(config, batch, frames, generator=torch.Generator().manual_seed(0))
     lengths[:] = frames
-    model = _cpu_eval_copy(model)
+    model = cpu_copy(model)  # the caller's model keeps its device (a GPU's weights would time the GPU) and mode
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -106,10 +105,6 @@ def torch_cpu_latency(
             return time_calls(lambda: model(audio, video, lengths), runs, warmup)
     finally:
         torch.set_num_threads(previous)
-
-
-def _cpu_eval_copy(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model).to("cpu").eval()
 
 
 # --- the compute-bound time: how fast the model could run if it were all matrix multiplication -----------------
@@ -124,7 +119,7 @@ def model_flops(model: nn.Module, config: Config = Config(), seconds: float = SE
     lengths[:] = frames
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        _cpu_eval_copy(model)(audio, video, lengths)
+        cpu_copy(model)(audio, video, lengths)
     return counter.get_total_flops()
 
 
