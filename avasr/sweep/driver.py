@@ -267,23 +267,71 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
 
 
 # --- resources ---------------------------------------------------------------------------------------------------
+RESOURCE_STEP = 1e-4  # Ray counts fractional resources in steps of 0.0001: 1/3 of a GPU is 0.3333
+IDLE_GPU_SHARE = 1e-3  # n trials of 1/n each may leave this much of a GPU unassigned (3 x 0.3333 = 0.9999)
+
+
 @dataclass(frozen=True)
 class TrialResources:
     cpus: float  # per trial, Tune function included
-    gpus: float  # per trial (its Train worker's)
+    gpus: float  # per trial (its Train worker's): 0, 1, or 1/n when n trials share each GPU
     concurrency: int
+    gpu_slots: int = 0  # trials the cluster's GPUs hold at once (GPUs x trials_per_gpu)
 
     @property
     def use_gpu(self) -> bool:
         return self.gpus > 0
 
+    @property
+    def trials_per_gpu(self) -> int:
+        """How many trials share one GPU: n for 1/n of one, 1 for a whole one, 0 without."""
+        return math.floor(1 / self.gpus + 1e-9) if self.gpus > 0 else 0
+
+    def describe(self) -> str:
+        """The line the sweep prints: `4 trial(s) at a time, 1 CPU and 0.25 GPU each, 4 trials per GPU`."""
+        line = f"{self.concurrency} trial(s) at a time, {self.cpus:g} CPU and {self.gpus:g} GPU each"
+        if not self.use_gpu:
+            return line
+        per_gpu = self.trials_per_gpu
+        line += f", {per_gpu} trial{'s' if per_gpu > 1 else ''} per GPU"
+        if self.concurrency < self.gpu_slots:
+            line += f" (the CPUs fill {self.concurrency} of the GPUs' {self.gpu_slots} places: lower --cpus-per-trial)"
+        return line
+
+
+def check_gpu_share(gpus_per_trial: float) -> None:
+    """A trial trains on one device: a whole GPU, or 1/n of one so that n trials share it with none of it idle."""
+    if not 0 <= gpus_per_trial <= 1:
+        raise SweepError(
+            f"--gpus-per-trial must be between 0 and 1, got {gpus_per_trial:g}: a trial trains on one device (1), "
+            "or shares one with others (1/n: 0.5, 0.25, ...)"
+        )
+    if gpus_per_trial == 0:
+        return
+    fits = math.floor(1 / gpus_per_trial + 1e-9)
+    idle = 1 - fits * gpus_per_trial
+    if idle > IDLE_GPU_SHARE:
+        options = " or ".join(f"{_share(n):g} ({n} per GPU)" for n in (fits, fits + 1))
+        raise SweepError(
+            f"--gpus-per-trial {gpus_per_trial:g} does not divide a GPU: {fits} trial(s) on one would leave "
+            f"{idle:.2g} of it idle; give 1/n of a GPU, e.g. {options}"
+        )
+
+
+def _share(trials_per_gpu: int) -> float:
+    """1/n of a GPU, rounded down to what Ray counts (RESOURCE_STEP), so that n of them fit."""
+    return math.floor(1 / RESOURCE_STEP / trials_per_gpu + 1e-9) * RESOURCE_STEP
+
 
 def plan_resources(cluster: dict[str, float], cpus_per_trial: float, gpus_per_trial: float | None) -> TrialResources:
-    """Trials that fit side by side in `cluster` (ray.cluster_resources()); refuses what would wait forever."""
+    """Trials that fit side by side in `cluster` (ray.cluster_resources()); refuses what would wait forever and a
+    share of a GPU that leaves part of it idle. `gpus_per_trial` 1/n packs n trials on each GPU; None: one GPU per
+    trial when the cluster has GPUs, else none."""
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     gpus_per_trial = (1.0 if gpus >= 1 else 0.0) if gpus_per_trial is None else gpus_per_trial
     if cpus_per_trial <= DRIVER_CPU:
         raise SweepError(f"cpus_per_trial must be more than {DRIVER_CPU}, got {cpus_per_trial}")
+    check_gpu_share(gpus_per_trial)
     if cpus_per_trial > cpus:
         raise SweepError(
             f"a trial needs {cpus_per_trial:g} CPUs but the Ray cluster has {cpus:g}: lower "
@@ -295,9 +343,11 @@ def plan_resources(cluster: dict[str, float], cpus_per_trial: float, gpus_per_tr
             "--gpus-per-trial 0 to train on CPUs"
         )
     concurrency = math.floor(cpus / cpus_per_trial + 1e-9)
+    slots = 0
     if gpus_per_trial > 0:
-        concurrency = min(concurrency, math.floor(gpus / gpus_per_trial + 1e-9))
-    return TrialResources(cpus_per_trial, gpus_per_trial, concurrency)
+        slots = math.floor(gpus / gpus_per_trial + 1e-9)
+        concurrency = min(concurrency, slots)
+    return TrialResources(cpus_per_trial, gpus_per_trial, concurrency, slots)
 
 
 # --- the driver --------------------------------------------------------------------------------------------------
@@ -516,7 +566,7 @@ def run_trials(plan: SweepPlan, experiment_id: str, parent_run_id: str) -> bool:
         ray.init(address=options.address)
     try:
         resources = plan_resources(ray.cluster_resources(), options.cpus_per_trial, options.gpus_per_trial)
-        print(f"{resources.concurrency} trial(s) at a time, {resources.cpus:g} CPU and {resources.gpus:g} GPU each")
+        print(resources.describe())
         if plan.base.cache_dir:
             warm_feature_cache(plan.base, plan.test_manifest)
         context = TrialContext(
