@@ -1,7 +1,8 @@
-"""Training throughput and peak memory per fusion on one fixed batch (the original's batch 16 of 3 s clips), with the
-conv weights channels-last (the model's layout) and NCHW (the layout before); with
---corpus, where an epoch's time goes and how fast each recipe learns: the smoke space's earlier recipe against its
-current one.
+"""Training throughput and peak memory per fusion on one fixed batch (the original's batch 16 of 3 s clips), in fp32
+and in bf16 autocast (Config.precision), with the conv weights channels-last (the model's layout) and, in fp32, NCHW
+(the layout before); the CPU's model and the flags that decide bf16's gain (avx512_bf16, amx_bf16) are printed
+first, and on CUDA the GPU. With --corpus, where an epoch's time goes and how fast each recipe learns: the smoke
+space's earlier recipe against its current one.
 
 Fixed batch: each fusion runs in its own fresh process so peak memory is its own: CPU = peak resident set size of
 the process (ru_maxrss) over its baseline before the model exists; CUDA = torch.cuda.max_memory_allocated.
@@ -14,6 +15,7 @@ first epoch with val WER <= 0.5, the best val WER and the best checkpoint's test
 "after" is tune_spaces/smoke.py now. Ray's own per-trial cost is benchmarks/sweep_overhead.py's.
 
     python benchmarks/train_step.py [--model original|smoke] [--steps 10] [--batch-size 16] [--seconds 3] [--device cpu]
+    python benchmarks/train_step.py --device cuda --precisions fp32 bf16 --layouts channels_last
     python benchmarks/train_step.py --corpus data/corpus/medium [--fusions simple attention] [--epochs 12]
 """
 
@@ -29,8 +31,9 @@ import torch
 from mlflow import MlflowClient
 
 from avasr.checkpoint import BEST_CHECKPOINT
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, FUSIONS, Config
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, FUSIONS, PRECISIONS, Config
 from avasr.data.dataset import Batch
+from avasr.device import autocast
 from avasr.evaluation import evaluate_checkpoint
 from avasr.model import build_model, count_parameters
 from avasr.objective import ctc_objective
@@ -63,6 +66,33 @@ def fixed_batch(config: Config, batch_size: int, seconds: float) -> Batch:
 MODEL_FIELDS = ("lip_size", "encoder_channels", "feature_dim", "temporal_layers")  # what --model smoke takes
 # conv weight layouts compared: the model's own (channels-last) first, then NCHW (the layout the model used before)
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+CPU_FLAGS = ("avx2", "avx512", "avx_vnni", "amx")  # prefixes of the /proc/cpuinfo flags printed: bf16 and int8 speed
+
+
+def cpu_line() -> str:
+    """The CPU's model and its vector/matrix flags from /proc/cpuinfo (Linux), e.g. `AMD EPYC: avx2 avx512_bf16`."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU: unknown (no /proc/cpuinfo)"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = [f for f in fields.get("flags", "").split() if f.startswith(CPU_FLAGS)]
+    return f"CPU {fields.get('model name', '?')}: {' '.join(flags) or 'none of avx2, avx512, amx'}"
+
+
+def gpu_line() -> str:
+    """The GPU, its compute capability (bf16 needs 8.0) and whether fp32 convolutions/matmuls run as TF32."""
+    name, (major, minor) = torch.cuda.get_device_name(), torch.cuda.get_device_capability()
+    tf32 = f"TF32 convolutions {torch.backends.cudnn.allow_tf32}, matmuls {torch.backends.cuda.matmul.allow_tf32}"
+    return f"GPU {name}, compute capability {major}.{minor}, bf16 {torch.cuda.is_bf16_supported()}; {tf32}"
+
+
+def combinations(layouts: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """(layout, precision) pairs measured per fusion: every precision in the model's layout (the first), NCHW in
+    fp32 only (the layout comparison is fp32's)."""
+    pairs = [(layouts[0], p) for p in precisions]
+    return pairs + [(layout, "fp32") for layout in layouts[1:] if "fp32" in precisions]
 
 
 def model_config(fusion: str, model: str) -> Config:
@@ -81,6 +111,7 @@ def measure(
     device: str,
     model_name: str = "original",
     layout: str = "channels_last",
+    precision: str = "fp32",
 ) -> dict:
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     config = model_config(fusion, model_name)
@@ -90,8 +121,9 @@ def measure(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     batch = fixed_batch(config, batch_size, seconds).to(device)
 
-    def step():
-        loss = ctc_objective(model(batch.audio, batch.video, batch.video_lengths), batch, config.label_smoothing)
+    def step():  # as avasr.train's: the forward pass under autocast, backward and the optimizer outside
+        with autocast(torch.device(device), precision):
+            loss = ctc_objective(model(batch.audio, batch.video, batch.video_lengths), batch, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -113,6 +145,8 @@ def measure(
     )
     return {
         "fusion": fusion,
+        "layout": layout,
+        "precision": precision,
         "params": count_parameters(model),
         "utt_per_s": steps * batch_size / elapsed,
         "step_ms": 1000 * elapsed / steps,
@@ -226,65 +260,75 @@ def main() -> None:
         default="original",
         help="the original-size model or the smoke sweep's small one",
     )
+    parser.add_argument(
+        "--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS), help="fp32 and/or bf16 autocast"
+    )
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=LAYOUTS,
+        default=list(LAYOUTS),
+        help="conv weight layouts; the first is measured in every precision, the others in fp32",
+    )
     parser.add_argument("--one", choices=FUSIONS, help=argparse.SUPPRESS)  # internal: measure one fusion, print JSON
     parser.add_argument("--layout", choices=LAYOUTS, default="channels_last", help=argparse.SUPPRESS)  # with --one
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)  # with --one
     args = parser.parse_args()
     if args.corpus:
         epochs = args.epochs or fixed_values(load_space("smoke").space)["epochs"]
         compare_recipes(args.corpus, args.fusions, epochs, args.out / time.strftime("%Y%m%d-%H%M%S"))
         return
     if args.one:
-        print(
-            json.dumps(
-                measure(args.one, args.steps, args.batch_size, args.seconds, args.device, args.model, args.layout)
-            )
+        r = measure(
+            args.one, args.steps, args.batch_size, args.seconds, args.device, args.model, args.layout, args.precision
         )
+        print(json.dumps(r))
         return
+    print(cpu_line())
+    if args.device == "cuda":
+        print(gpu_line())
     print(
         f"{args.model} model, device {args.device}, batch {args.batch_size} x {args.seconds:g} s, {args.steps} "
-        f"steps, torch threads {torch.get_num_threads()}; conv weights channels-last (the model's) and NCHW"
+        f"steps, torch threads {torch.get_num_threads()}; one process per measurement"
     )
-    print(f"{'fusion':<10} {'layout':<14} {'params':>10} {'utt/s':>8} {'step ms':>9} {'peak MiB':>9}")
+    print(f"{'fusion':<10} {'layout':<14} {'precision':<9} {'params':>10} {'utt/s':>8} {'step ms':>9} {'peak MiB':>9}")
     rows = []
-    for fusion in FUSIONS:
-        for layout in LAYOUTS:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    fusion,
-                    "--steps",
-                    str(args.steps),
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--seconds",
-                    str(args.seconds),
-                    "--device",
-                    args.device,
-                    "--model",
-                    args.model,
-                    "--layout",
-                    layout,
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            r = json.loads(out.strip().splitlines()[-1]) | {"layout": layout}
+    for fusion in args.fusions:
+        for layout, precision in combinations(args.layouts, args.precisions):
+            r = measure_in_process(args, fusion, layout, precision)
             rows.append(r)
             print(
-                f"{r['fusion']:<10} {layout:<14} {r['params']:>10,} {r['utt_per_s']:>8.1f} {r['step_ms']:>9.1f} "
-                f"{r['peak_mib']:>9.1f}",
+                f"{fusion:<10} {layout:<14} {precision:<9} {r['params']:>10,} {r['utt_per_s']:>8.1f} "
+                f"{r['step_ms']:>9.1f} {r['peak_mib']:>9.1f}",
                 flush=True,
             )
-    ours = [r for r in rows if r["layout"] == "channels_last"]
+    summarise(rows, args.layouts)
+
+
+def measure_in_process(args: argparse.Namespace, fusion: str, layout: str, precision: str) -> dict:
+    """One measurement in a fresh process of its own: its peak memory is its own."""
+    flags = {"--steps": args.steps, "--batch-size": args.batch_size, "--seconds": args.seconds}
+    flags |= {"--device": args.device, "--model": args.model, "--layout": layout, "--precision": precision}
+    command = [sys.executable, __file__, "--one", fusion, *(str(x) for item in flags.items() for x in item)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def summarise(rows: list[dict], layouts: list[str]) -> None:
+    """Per fusion: its time against the fastest fusion's, bf16 against fp32, the model's layout against the others."""
+    by = {(r["fusion"], r["layout"], r["precision"]): r for r in rows}
+    ours = [r for r in rows if r["layout"] == layouts[0] and r["precision"] == "fp32"] or rows
     fastest = max(ours, key=lambda r: r["utt_per_s"])
-    for r, nchw in zip(ours, (r for r in rows if r["layout"] == "contiguous")):
-        print(
-            f"  {r['fusion']}: {fastest['utt_per_s'] / r['utt_per_s']:.2f}x the time of {fastest['fusion']}; "
-            f"channels-last {nchw['step_ms'] / r['step_ms']:.2f}x as fast as NCHW"
-        )
+    for r in ours:
+        parts = [f"{fastest['utt_per_s'] / r['utt_per_s']:.2f}x the time of {fastest['fusion']}"]
+        bf16 = by.get((r["fusion"], layouts[0], "bf16"))
+        if bf16 and r["precision"] == "fp32":
+            parts.append(f"bf16 {r['step_ms'] / bf16['step_ms']:.2f}x as fast as fp32")
+        for layout in layouts[1:]:
+            other = by.get((r["fusion"], layout, "fp32"))
+            if other:
+                parts.append(f"{layouts[0]} {other['step_ms'] / r['step_ms']:.2f}x as fast as {layout}")
+        print(f"  {r['fusion']}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":
