@@ -36,7 +36,7 @@ from avasr.ship.inference import STAGES, AVASRInference, corpus_scores
 from avasr.ship.latency import (
     GIGA,
     MS_PER_S,
-    SEED_SECONDS,
+    ORIGINAL_SECONDS,
     input_frames,
     matmul_gflops,
     model_flops,
@@ -57,9 +57,9 @@ def five_second_clip(manifest: Path, folder: Path) -> tuple[Path, Path]:
     entry = read_manifest(manifest)[0]
     waveform, rate = read_waveform(entry.audio_path)
     frames, _ = read_gray_frames(entry.video_path)
-    count = round(SEED_SECONDS * FPS)
+    count = round(ORIGINAL_SECONDS * FPS)
     video = np.resize(frames, (count, *frames.shape[1:]))  # repeats the clip
-    audio = np.resize(waveform, round(SEED_SECONDS * rate))
+    audio = np.resize(waveform, round(ORIGINAL_SECONDS * rate))
     audio_path, video_path = folder / "clip5s.wav", folder / "clip5s.mp4"
     sf.write(audio_path, audio, rate)
     write_video(video_path, np.repeat(video[..., None], 3, axis=-1))  # the corpus's own writer (BGR)
@@ -162,7 +162,7 @@ def main() -> None:
         else:
             g = torch.Generator().manual_seed(0)
             feeds = [
-                session_feeds(*example_inputs(config, 1, input_frames(SEED_SECONDS, config), generator=g))
+                session_feeds(*example_inputs(config, 1, input_frames(ORIGINAL_SECONDS, config), generator=g))
                 for _ in range(CALIBRATION_RANDOM)
             ]
         paths = {

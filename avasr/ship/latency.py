@@ -22,7 +22,7 @@ from torch import nn
 from avasr.config import Config
 from avasr.ship.export import cpu_copy, cpu_session, example_inputs, read_config, run_session
 
-SEED_SECONDS = 5.0  # the original design's input length
+ORIGINAL_SECONDS = 5.0  # the original design's input length
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5  # first runs allocate buffers and pick kernels
 DEFAULT_THREADS = 1  # see the module docstring
@@ -60,7 +60,7 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> dict[str, 
 
 def onnx_cpu_latency(
     onnx_path: str | Path,
-    seconds: float = SEED_SECONDS,
+    seconds: float = ORIGINAL_SECONDS,
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
     threads: int = DEFAULT_THREADS,
@@ -83,7 +83,7 @@ def onnx_cpu_latency(
 def torch_cpu_latency(
     model: nn.Module,
     config: Config = Config(),
-    seconds: float = SEED_SECONDS,
+    seconds: float = ORIGINAL_SECONDS,
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
     threads: int = DEFAULT_THREADS,
@@ -110,7 +110,7 @@ def torch_cpu_latency(
 # --- the compute-bound time: how fast the model could run if it were all matrix multiplication -----------------
 
 
-def model_flops(model: nn.Module, config: Config = Config(), seconds: float = SEED_SECONDS, batch: int = BATCH) -> int:
+def model_flops(model: nn.Module, config: Config = Config(), seconds: float = ORIGINAL_SECONDS, batch: int = BATCH) -> int:
     """Floating-point operations of one forward pass (a multiply-add counts 2), by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
