@@ -110,7 +110,9 @@ def torch_cpu_latency(
 # --- the compute-bound time: how fast the model could run if it were all matrix multiplication -----------------
 
 
-def model_flops(model: nn.Module, config: Config = Config(), seconds: float = ORIGINAL_SECONDS, batch: int = BATCH) -> int:
+def model_flops(
+    model: nn.Module, config: Config = Config(), seconds: float = ORIGINAL_SECONDS, batch: int = BATCH
+) -> int:
     """Floating-point operations of one forward pass (a multiply-add counts 2), by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
