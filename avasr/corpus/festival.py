@@ -1,11 +1,12 @@
 """festival and flite: text -> int16 samples + the synthesizer's own segment timings, through their programs.
 
-festival runs as one long-lived `festival --pipe` process per worker (`process_festival`): loading a diphone
-database takes half a second, a synthesis then a few tens of milliseconds. Its output does not depend on what it
-spoke before (checked by a test), so one process can serve every utterance of a worker in any order. Each request
-saves the wave and the segment table to files and then writes a marker line to stderr, which festival does not
-buffer. flite is small and starts in milliseconds: one `flite` process per utterance, `-psdur` printing each
-segment's end time.
+festival runs as a long-lived `festival --pipe` process (`Festival`): loading a diphone database takes half a
+second, a synthesis then a few milliseconds. Its output can depend on what the process spoke before (after some
+kal_diphone utterances, about 3 % of later utterances come out a few samples different), so reproducible audio
+needs the same texts in the same order from a fresh process: the corpus gives each festival speaker its own
+process. Each request saves the wave and the segment table to files and then writes a marker line to stderr,
+which festival does not buffer. flite is small and starts in milliseconds: one `flite` process per utterance, so
+nothing carries over; `-psdur` prints each segment's end time.
 
 Both speak with the CMU phone set (ARPAbet: "pau", "b", "ih", ...), which `avasr.corpus.face` maps to visemes.
 Debian packages: festival, festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts, flite.
@@ -79,7 +80,7 @@ def _scheme_string(text: str) -> str:
 
 
 class Festival:
-    """One `festival --pipe` process. `synthesize(text, voice, rate, semitones)` -> `Speech`."""
+    """One `festival --pipe` process (a context manager). `synthesize(text, voice, rate, semitones)` -> `Speech`."""
 
     def __init__(self, program: str = "festival"):
         if shutil.which(program) is None:
@@ -89,6 +90,12 @@ class Festival:
             [program, "--pipe"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
         atexit.register(self.close)
+
+    def __enter__(self) -> Festival:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -144,17 +151,6 @@ def _synth_commands(text: str, wav: Path, segs: Path) -> str:
         f'(utt.save.wave avasr_utt "{wav}" \'riff)\n'
         f'(utt.save.segs avasr_utt "{segs}")'
     )
-
-
-_PROCESS_FESTIVAL: Festival | None = None
-
-
-def process_festival() -> Festival:
-    """The one festival process of this Python process, started on first use."""
-    global _PROCESS_FESTIVAL
-    if _PROCESS_FESTIVAL is None or _PROCESS_FESTIVAL.process.poll() is not None:
-        _PROCESS_FESTIVAL = Festival()
-    return _PROCESS_FESTIVAL
 
 
 def flite_synthesize(text: str, voice: str, rate: float = 1.0, program: str = "flite") -> Speech:

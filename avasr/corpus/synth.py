@@ -20,9 +20,10 @@ training speakers taking TRAIN_TURNS turns a round.
 
 Everything is drawn from `seed`, and the same seed gives the same files byte for byte, in any process: each
 utterance has its own random streams; espeak-ng speaks in a forked child of a worker that has never spoken, its
-noise generator seeded per utterance (`Synthesizer.synthesize_isolated`), and festival and flite keep no state
-between utterances; so nothing depends on the number of workers, on which worker made which utterance, or on what
-ran before. The audio is padded to last exactly a whole number of video frames.
+noise generator seeded per utterance (`Synthesizer.synthesize_isolated`); flite speaks in a process of its own;
+and each festival speaker's utterances are spoken in order by a festival process of their own (festival's output
+can depend on what it spoke before); so nothing depends on the number of workers, on which worker made which
+utterance, or on what ran before. The audio is padded to last exactly a whole number of video frames.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ from tqdm import tqdm
 
 from avasr.corpus import face, faces, grammar, voices
 from avasr.corpus.espeak import Phoneme, library_version
+from avasr.corpus.festival import Festival
 from avasr.data.manifest import write_manifest
 from avasr.errors import AvasrError, OutputError
 
-GENERATOR_VERSION = 3  # bump when the output of the same seed changes
+GENERATOR_VERSION = 4  # bump when the output of the same seed changes
 SAMPLE_RATE = voices.SAMPLE_RATE
 FPS = 25
 VIDEO_FOURCC = "mp4v"
@@ -313,18 +315,20 @@ def _part(path: Path) -> Path:
     return path.with_name(path.name.replace(".", ".part.", 1))
 
 
-def speak_utterance(utterance: Utterance, out_dir: Path, seed: int) -> bool:
+def speak_utterance(utterance: Utterance, out_dir: Path, seed: int, festival: Festival | None = None) -> bool:
     """Synthesise one utterance and write its WAV and phoneme table (each appears atomically).
 
-    False when the WAV was already there. The same utterance gives the same samples in any process (see
-    `voices.speak`).
+    False when the WAV was already there; a festival speaker's utterance is then still spoken (not written), so
+    that the festival process has the same history for the next one (see `make_utterances`).
     """
     wav_path, _, tsv_path = utterance_paths(out_dir, utterance)
-    if wav_path.is_file():
+    if wav_path.is_file() and festival is None:
         return False
     rng = np.random.default_rng([seed, SPEECH_STREAM, utterance.index])
     lead_ms, trail_ms = rng.uniform(*LEAD_SILENCE_MS), rng.uniform(*TRAIL_SILENCE_MS)
-    speech = voices.speak(utterance.speaker.voice, utterance.words, int(rng.integers(2**31)))
+    speech = voices.speak(utterance.speaker.voice, utterance.words, int(rng.integers(2**31)), festival)
+    if wav_path.is_file():
+        return False
     samples, lead = pad_to_frames(speech.samples, speech.sample_rate, lead_ms, trail_ms)
     duration_ms = 1000.0 * len(samples) / speech.sample_rate
     phonemes = shift_phonemes(speech.phonemes, 1000.0 * lead / speech.sample_rate, duration_ms)
@@ -351,10 +355,31 @@ def animate_utterance(utterance: Utterance, out_dir: Path, seed: int) -> bool:
     return True
 
 
-def make_utterance(job: tuple[Utterance, Path, int]) -> tuple[bool, bool]:
-    """Speak and animate one utterance where its files are missing. -> (WAV written, MP4 written)."""
-    utterance, out_dir, seed = job
-    return speak_utterance(utterance, out_dir, seed), animate_utterance(utterance, out_dir, seed)
+def make_utterances(job: tuple[tuple[Utterance, ...], Path, int]) -> tuple[int, int, int]:
+    """Speak, then animate, utterances where their files are missing. -> (utterances, WAVs, MP4s written).
+
+    A festival speaker's utterances come as one job, spoken in order by a fresh festival process (whose output can
+    depend on what it spoke before); every other job is one utterance.
+    """
+    utterances, out_dir, seed = job
+    if utterances[0].speaker.voice.engine_voice.engine == voices.FESTIVAL:
+        with Festival() as festival:
+            spoken = sum(speak_utterance(u, out_dir, seed, festival) for u in utterances)
+    else:
+        spoken = sum(speak_utterance(u, out_dir, seed) for u in utterances)
+    return len(utterances), spoken, sum(animate_utterance(u, out_dir, seed) for u in utterances)
+
+
+def plan_jobs(utterances: list[Utterance], out_dir: Path, seed: int) -> list[tuple[tuple[Utterance, ...], Path, int]]:
+    """Festival speakers first, each as one job of its utterances in order; then one job per other utterance."""
+    festival: dict[str, list[Utterance]] = {}
+    others = []
+    for u in utterances:
+        if u.speaker.voice.engine_voice.engine == voices.FESTIVAL:
+            festival.setdefault(u.speaker.id, []).append(u)
+        else:
+            others.append((u,))
+    return [(tuple(group), out_dir, seed) for group in [*festival.values(), *others]]
 
 
 def _init_worker() -> None:
@@ -420,12 +445,17 @@ def _render_all(utterances: list[Utterance], out_dir: Path, seed: int, workers: 
     spawn, not fork: a fresh interpreter has an espeak-ng that has never spoken (the parent of each isolated
     synthesis), and a forked child would inherit OpenCV's threads and locks half-taken.
     """
-    jobs = [(u, out_dir, seed) for u in utterances]
-    progress = dict(total=len(jobs), desc="corpus", unit="utt", smoothing=0.1)
-    with multiprocessing.get_context("spawn").Pool(max(workers, 1), initializer=_init_worker) as pool:
-        written = list(tqdm(pool.imap_unordered(make_utterance, jobs, chunksize=4), **progress))
+    jobs = plan_jobs(utterances, out_dir, seed)
+    spoken = animated = 0
+    with (
+        tqdm(total=len(utterances), desc="corpus", unit="utt", smoothing=0.1) as progress,
+        multiprocessing.get_context("spawn").Pool(max(workers, 1), initializer=_init_worker) as pool,
+    ):
+        for count, wavs, mp4s in pool.imap_unordered(make_utterances, jobs, chunksize=2):
+            progress.update(count)
+            spoken, animated = spoken + wavs, animated + mp4s
         _finish(pool)
-    return sum(w for w, _ in written), sum(v for _, v in written)
+    return spoken, animated
 
 
 def _finish(pool) -> None:

@@ -12,10 +12,10 @@ Engines and voices (Debian packages, installed by `make setup`):
                 festvox-kdlpc16k); cmu_us_slt_arctic_hts: a statistical (HTS) US female voice (festvox-us-slt-hts)
     flite       awb (Scottish male) and rms (US male), statistical (clustergen) voices built into flite
 
-Which voices a split may use (`VOICE_ROLES`): training speakers use espeak-ng's training variants and festival's
-kal and slt; the unseen-voice split uses espeak-ng variants and festival's ked, none of them heard in training;
-the held-out engine is flite, with its awb and rms voices only, whose recordings no other engine uses (flite's kal
-and slt are the recordings behind festival's kal and slt, so they are not used at all).
+Which voices a split may use (the voice tables below): training speakers use espeak-ng's training variants and
+festival's kal and slt; the unseen-voice split uses espeak-ng variants and festival's ked, none of them heard in
+training; the held-out engine is flite, with its awb and rms voices only, whose recordings no other engine uses
+(flite's kal and slt are the recordings behind festival's kal and slt, so they are not used at all).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from avasr.corpus import grammar
 from avasr.corpus.espeak import Phoneme, Speech, process_synthesizer
-from avasr.corpus.festival import festival_version, flite_synthesize, flite_version, process_festival
+from avasr.corpus.festival import Festival, festival_version, flite_synthesize, flite_version
 
 SAMPLE_RATE = 16000  # the corpus's WAVs (the training loader's rate); every engine's audio is resampled to it
 
@@ -142,14 +142,16 @@ def engine_text(engine: str, words: tuple[str, ...]) -> str:
     return " ".join(grammar.SPOKEN_FORMS_CMU.get(w, w) for w in words)
 
 
-def speak(voice: Voice, words: tuple[str, ...], seed: int) -> Speech:
+def speak(voice: Voice, words: tuple[str, ...], seed: int, festival: Festival | None = None) -> Speech:
     """The speaker's audio for these words at SAMPLE_RATE, with phoneme spans; `seed` draws every random part.
 
-    The same arguments give the same samples in any process: espeak-ng speaks isolated, festival and flite keep
-    no state between utterances, and the channel's reverberation is drawn from `seed`.
+    espeak-ng speaks isolated and flite in its own process, so for them the same arguments give the same samples
+    in any process. festival speaks in the given `Festival` process, whose output can depend on what it spoke
+    before: the same texts in the same order from a fresh one give the same samples. The channel's
+    reverberation is drawn from `seed`.
     """
     rng = np.random.default_rng(seed)
-    raw = _engine_speech(voice, engine_text(voice.engine_voice.engine, words), int(rng.integers(2**31)))
+    raw = _engine_speech(voice, engine_text(voice.engine_voice.engine, words), int(rng.integers(2**31)), festival)
     samples = resample(raw.samples / 32768.0, raw.sample_rate * voice.tract, SAMPLE_RATE, voice.channel.eq_db)
     stretch = (len(samples) / SAMPLE_RATE) / (len(raw.samples) / raw.sample_rate)  # about 1 / tract
     samples = reverberate(samples, SAMPLE_RATE, voice.channel, rng)
@@ -159,14 +161,16 @@ def speak(voice: Voice, words: tuple[str, ...], seed: int) -> Speech:
     return Speech(np.round(samples * 32767).astype(np.int16), SAMPLE_RATE, phonemes)
 
 
-def _engine_speech(voice: Voice, text: str, noise_seed: int) -> Speech:
+def _engine_speech(voice: Voice, text: str, noise_seed: int, festival: Festival | None) -> Speech:
     engine, name = voice.engine_voice.engine, voice.engine_voice.name
     if engine == ESPEAK:
         pitch = int(np.clip(round(50 + 8 * voice.semitones), 0, 100))  # espeak's 0..100, 50 = the voice's own
         wpm = round(ESPEAK_RATE_WPM * voice.rate)
         return process_synthesizer().synthesize_isolated(text, name, wpm, pitch, voice.pitch_range, seed=noise_seed)
     if engine == FESTIVAL:
-        return process_festival().synthesize(text, name, voice.rate, voice.semitones)
+        if festival is None:
+            raise ValueError(f"speaking with festival's {name} needs a Festival process (festival=...)")
+        return festival.synthesize(text, name, voice.rate, voice.semitones)
     if engine == FLITE:
         return flite_synthesize(text, name, voice.rate)
     raise ValueError(f"unknown speech engine {engine!r} (choose from {', '.join(ENGINES)})")
