@@ -411,3 +411,8 @@ def test_a_race_runs_seeds_in_rounds_and_ends_with_a_verdict(tmp_path, corpus, l
         assert (result.experiment_path / "round-2").is_dir()
     assert {c.seeds for c in result.verdict.configurations} <= {2, 3}
     assert_all_cpus_come_back()
+
+
+def test_a_plan_keeps_the_sweep_only_keys_of_a_space_out_of_the_trials_config(tmp_path, corpus):
+    plan = plan_sweep(options(tmp_path, corpus, write_space(tmp_path, fail_at_epoch=1)))
+    assert plan.fixed["fail_at_epoch"] == 1 and plan.base.fusion == "simple"  # the trials get it; Config does not

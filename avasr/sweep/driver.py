@@ -73,6 +73,7 @@ from avasr.sweep.spaces import (
     SearchSpace,
     config_id,
     configurations,
+    fixed_values,
     load_space,
     trial_variants,
     varies,
@@ -248,7 +249,7 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         raise SweepError(f"--race runs seeds in rounds from 2 up to --seeds: give --seeds 3 or more, not {seeds}")
     fixed = base_trial_config(options, space)
     varying = configurations(space.space, options.num_samples or space.num_samples, options.seed)
-    base = Config.from_dict(fixed)
+    base = Config.from_dict(fixed_values(fixed))  # without the sweep-only keys a space may set (fail_at_epoch)
     storage = Path(options.storage_path).resolve()
     return SweepPlan(
         options=options,
