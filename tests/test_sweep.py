@@ -415,4 +415,4 @@ def test_a_race_runs_seeds_in_rounds_and_ends_with_a_verdict(tmp_path, corpus, l
 
 def test_a_plan_keeps_the_sweep_only_keys_of_a_space_out_of_the_trials_config(tmp_path, corpus):
     plan = plan_sweep(options(tmp_path, corpus, write_space(tmp_path, fail_at_epoch=1)))
-    assert plan.fixed["fail_at_epoch"] == 1 and plan.base.fusion == "simple"  # the trials get it; Config does not
+    assert plan.fixed["fail_at_epoch"] == 1 and plan.base.lr == 3e-3  # the trials get it; Config does not
