@@ -31,12 +31,12 @@ const rows = {};
 for (const row of document.querySelectorAll('.ag-row[row-id]')) {
   const id = row.getAttribute('row-id');
   const cells = rows[id] = rows[id] || {};
-  const link = row.querySelector('a[href*="/runs/' + id + '"]');  // the run name links to the run's page
+  const link = row.querySelector('a[href*="/runs/"]');  // a run's name links to its page (a group's row has none)
   if (link) cells.name = link.innerText.trim();
   for (const cell of row.querySelectorAll('[col-id]')) cells[cell.getAttribute('col-id')] = cell.innerText.trim();
 }
 return rows;
-"""  # {run id: {"name": run name, column id: text}}; a row's pinned and scrolled parts share its row-id. Column
+"""  # {row id: {"name": run name, column id: text}}; a row's pinned and scrolled parts share its row-id. Column
 # ids: params.`fusion`, metrics.`val_wer` in the table (the chart view's run list numbers its columns instead)
 
 
@@ -82,21 +82,18 @@ def check_sweep_page(driver, link: str, trial_run_names, fusions, val_wers, shot
     if charts:
 
         def charts_drawn(driver):
+            """The grouped charts: one series per configuration, named by its label, and val_wer drawn."""
             texts = set(
                 driver.execute_script(
                     "return Array.from(document.querySelectorAll('svg text'), t => t.textContent.trim())"
                 )
             )
-            missing = sorted({*fusions, "val_wer", "fusion"} - texts)
-            assert not missing, f"chart labels missing: {missing}"
+            missing = sorted({f"fusion={fusion}" for fusion in fusions} - set(body_text(driver).splitlines()))
+            assert not missing, f"chart series missing: {missing}"
+            assert "val_wer" in texts, "no val_wer axis drawn"
             return True
 
-        wait_for(
-            driver,
-            charts_drawn,
-            "the sweep's charts (parallel coordinates fusion → val_wer)",
-            shot="failed-chart-labels",
-        )
+        wait_for(driver, charts_drawn, "the sweep's charts (val_wer per configuration)", shot="failed-chart-labels")
     screenshot(driver, shot or f"sweep-{mode}")
 
 
