@@ -636,7 +636,7 @@ def run_race(
         seeds = {cid: range(done[cid], target) for cid, target in targets.items()}
         print(f"race, round {len(rounds) + 1}: {sum(len(r) for r in seeds.values())} trial(s)")
         if not run_round(plan, client, experiment_id, parent_run_id, trainable, resources, seeds, len(rounds)):
-            raise _Interrupted
+            raise RaceInterrupted
         rounds.append(seeds)
         done.update(targets)
         trials = [TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id)]
@@ -646,14 +646,14 @@ def run_race(
 
     try:
         state = race(plan.config_ids, one_round, policy)
-    except _Interrupted:
+    except RaceInterrupted:
         return True
     print(f"race over ({state.stopped}) after {state.rounds} round(s), {state.trials_used} trial(s)")
     return False
 
 
-class _Interrupted(Exception):
-    """A race's round was interrupted (Ctrl-C): the race stops and the sweep can be resumed."""
+class RaceInterrupted(SweepError):
+    """A race's round was interrupted (Ctrl-C): the race stops there, and the sweep can be resumed."""
 
 
 def on_one_machine(started_ray: bool, address: str | None) -> bool:
