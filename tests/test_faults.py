@@ -160,13 +160,13 @@ def test_an_exception_in_a_worker_is_retried_from_its_checkpoint(tmp_path, corpu
 # --- the scheduler -----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_several_asha_stops_then_more_trials_on_the_same_cluster(tmp_path, corpus, local_ray):
-    # one at a time, the first trial learning and the others not (lr 1e-7, identical): ASHA stops both later ones
+    # one at a time, the first trial learning and the others not (lr 1e-7 and 2e-7): ASHA stops both later ones
     # at epoch 1 while their Tune functions are inside TorchTrainer.fit() (what leaked their CPUs before)
     fields = {k: v for k, v in TINY_FIELDS.items() if k != "lr"}
     space = tmp_path / "asha.py"
     space.write_text(
         "from ray import tune\n"
-        f"SPACE = {{'lr': tune.grid_search([3e-3, 1e-7, 1e-7]), 'epochs': 2, **{fields!r}}}\n"
+        f"SPACE = {{'lr': tune.grid_search([3e-3, 1e-7, 2e-7]), 'epochs': 2, **{fields!r}}}\n"
         "ASHA = {'grace_period': 1, 'reduction_factor': 2}\n"
     )
     result = run_sweep(options(tmp_path, corpus, space, scheduler="asha", cpus_per_trial=2.0, ship=False, name="asha"))

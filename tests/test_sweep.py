@@ -416,3 +416,8 @@ def test_a_race_runs_seeds_in_rounds_and_ends_with_a_verdict(tmp_path, corpus, l
 def test_a_plan_keeps_the_sweep_only_keys_of_a_space_out_of_the_trials_config(tmp_path, corpus):
     plan = plan_sweep(options(tmp_path, corpus, write_space(tmp_path, fail_at_epoch=1)))
     assert plan.fixed["fail_at_epoch"] == 1 and plan.base.lr == 3e-3  # the trials get it; Config does not
+
+
+def test_a_value_listed_twice_in_a_grid_is_one_configuration(tmp_path, corpus):
+    plan = plan_sweep(options(tmp_path, corpus, write_space(tmp_path, fusion='["simple", "simple", "attention"]')))
+    assert [values["fusion"] for values in plan.varying] == ["simple", "attention"] and plan.trials == 2

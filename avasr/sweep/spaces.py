@@ -170,12 +170,13 @@ def configurations(space: dict, num_samples: int, draw_seed: int) -> list[dict]:
     grids = {k: v["grid_search"] for k, v in varying.items() if isinstance(v, dict)}
     domains = {k: v for k, v in varying.items() if isinstance(v, Domain)}
     rng = np.random.default_rng(draw_seed)
-    found = []
+    found: dict[str, dict] = {}  # identical points (a grid listing a value twice) are one configuration
     for combination in itertools.product(*grids.values()):
         for _ in range(num_samples):
             drawn = {k: _plain(d.sample(random_state=rng)) for k, d in domains.items()}
-            found.append({**dict(zip(grids, combination)), **drawn})
-    return found
+            values = {**dict(zip(grids, combination)), **drawn}
+            found.setdefault(config_id(values), values)
+    return list(found.values())
 
 
 def trial_variants(fixed: dict, varying: list[dict], seeds: int, first_seed: int) -> list[dict]:
