@@ -134,6 +134,13 @@ def plot_front(
     axes.set(xlabel="CPU latency p50 (ms, ONNX Runtime, batch 1, 5 s input)", ylabel="val WER", title=title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, markerscale=0.5)
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG and close it; OutputError naming the file when it cannot be written."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     try:
         figure.savefig(path, dpi=PLOT_DPI)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avasr.errors import AvasrError, OutputError
+from avasr.errors import AvasrError
 from avasr.sweep.champion import TrialSummary, comparable
+from avasr.sweep.leaderboard import save_figure
 from avasr.sweep.significance import ALPHA, Interval, Row, Scores, compare_to_best, wer_interval
 
 PREFERENCES = ("deployment", "accuracy")
@@ -326,14 +327,7 @@ def plot_verdict(verdict: Verdict, path: str | Path, title: str) -> Path:
     axes.set_xticks(range(len(verdict.configurations)), [c.label for c in verdict.configurations], rotation=15)
     axes.set(ylabel="val WER (mean over seeds, 95 % CI; dots: seeds)", title=title)
     axes.grid(axis="y", alpha=0.3)
-    path = Path(path)
-    try:
-        figure.savefig(path, dpi=PLOT_DPI)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot save the plot: {e}") from None
-    finally:
-        plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def configuration_front(verdict: Verdict) -> list[Configuration]:
@@ -385,14 +379,7 @@ def plot_front(verdict: Verdict, path: str | Path, title: str) -> Path:
     )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    path = Path(path)
-    try:
-        figure.savefig(path, dpi=PLOT_DPI)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot save the plot: {e}") from None
-    finally:
-        plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _count(n: int, noun: str) -> str:
