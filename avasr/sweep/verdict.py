@@ -35,7 +35,6 @@ from avasr.sweep.significance import ALPHA, Interval, Row, Scores, compare_to_be
 PREFERENCES = ("deployment", "accuracy")
 MIN_SPEAKERS = 2  # below this the val set's utterances, not its speakers, are resampled
 VERDICT_MD, VERDICT_JSON, VERDICT_PLOT = "verdict.md", "verdict.json", "verdict.png"
-PLOT_DPI = 120
 
 
 class VerdictError(AvasrError, ValueError):
