@@ -12,6 +12,7 @@ from pathlib import Path
 from textwrap import fill
 
 from avasr.cli import add_dataclass_arguments, run
+from avasr.corpus.splits import SHORT_NAMES
 from avasr.corpus.synth import build_corpus
 from avasr.sweep.champion import SELECTION_METRICS
 from avasr.sweep.driver import SweepOptions, run_sweep
@@ -74,9 +75,10 @@ def main() -> int:
         print(f"\nno trial within the budgets (params < {args.max_params:,}, p50 <= {args.max_latency_ms} ms)")
         return FAILED
     best = result.champion
+    splits = "".join(f", {SHORT_NAMES.get(name, name)} WER {wer:.3f}" for name, wer in best.split_wers)
     print(
-        f"\nshipped: {best.fusion}, seed {best.seed} (val WER {best.val_wer:.3f}, test WER {best.test_wer:.3f} on "
-        f"unseen speakers), run {best.run_id}"
+        f"\nshipped: {best.fusion}, seed {best.seed} (val WER {best.val_wer:.3f}{splits}, test WER "
+        f"{best.test_wer:.3f}), run {best.run_id}"
     )
     if result.ship_error:
         print(f"not registered: {result.ship_error}")

@@ -124,7 +124,7 @@ def test_the_sweep_warms_every_split_with_ray(local_ray, corpus, tmp_path, capsy
         val_manifest=str(corpus / "val.txt"),
     )
     (corpus / "test.txt").write_text("u3.wav|u3.mp4|bin blue\n")
-    warm_feature_cache(config, str(corpus / "test.txt"))
+    warm_feature_cache(config, [str(corpus / "test.txt")])
     cache = FeatureCache(config.cache_dir, config)
     assert all(
         cache.path_of(entry_key(e)).is_file() for e in read_manifest(corpus / "train.txt")

@@ -3,6 +3,7 @@ Ray (2 CPUs) with a real sqlite MLflow store, tracked and shipped. Faults (stops
 server going down) are tests/test_faults.py's."""
 
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -18,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint
 from avasr.config import Config
+from avasr.data.manifest import write_manifest
 from avasr.model import build_model, count_parameters
 from avasr.sweep.champion import NOISY_VAL_METRIC, ONNX_TAG, ShipError, TrialSummary, choose_best, pareto_front
 from avasr.sweep.driver import (
@@ -252,10 +254,22 @@ def test_global_uris_leave_mlflow_following_its_default_again(tmp_path, monkeypa
 
 # --- real sweeps -------------------------------------------------------------------------------------------------
 @pytest.mark.slow
+def val_clips_as_test_splits(corpus: Path, folder: Path, splits: list[str]) -> Path:
+    """A corpus.json in `folder` listing `splits`, each a manifest of the corpus's val clips; returns the last."""
+    rows = [line.split("|") for line in (corpus / "val_manifest.txt").read_text().splitlines()]
+    rows = [(corpus / audio, corpus / video, text) for audio, video, text in rows]
+    manifests = {split: f"{split}_manifest.txt" for split in splits}
+    for file in manifests.values():
+        write_manifest(folder / file, rows)
+    (folder / "corpus.json").write_text(json.dumps({"id": "val-as-test", "manifests": manifests}))
+    return folder / manifests[splits[-1]]
+
+
 def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_verdict_s_choice(tmp_path, corpus, local_ray):
     space = write_space(tmp_path, fusion='["simple", "attention"]', epochs=2)
-    # the tiny corpus has no unseen speakers: its val clips stand in for a test set
-    result = run_sweep(options(tmp_path, corpus, space, test_manifest=str(corpus / "val_manifest.txt"), seeds=2))
+    # the tiny corpus has no unseen speakers: its val clips stand in for two test splits of a corpus.json
+    test_manifest = val_clips_as_test_splits(corpus, tmp_path / "splits", ["test_unseen_voice", "test"])
+    result = run_sweep(options(tmp_path, corpus, space, test_manifest=str(test_manifest), seeds=2))
 
     client = MlflowClient(result.tracking_uri)
     runs = client.search_runs([result.experiment_id])
@@ -286,6 +300,7 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_verdic
         }
         assert set(FINAL_METRICS) <= set(metrics)
         assert metrics["test_wer"] == metrics["val_wer"]  # the same clips, the best checkpoint, greedy decoding
+        assert metrics["test_unseen_voice_wer"] == metrics["val_wer"]  # the corpus's other test split, also measured
         config = Config.from_dict({**TINY_FIELDS, "fusion": params["fusion"]})
         assert metrics["param_count"] == count_parameters(build_model(config))
         assert 0 < metrics["cpu_latency_ms_p50"] <= metrics["cpu_latency_ms_p95"]
@@ -293,13 +308,14 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_verdic
             assert steps(client, run.info.run_id, key) == [1, 2], key
         assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/training_curves.png"]
         errors = sorted(a.path for a in client.list_artifacts(run.info.run_id, "errors"))
-        assert errors == ["errors/test.csv", "errors/val.csv"]
+        assert errors == ["errors/test.csv", "errors/test_unseen_voice.csv", "errors/val.csv"]
     for seeds in by_config.values():  # the latency belongs to the architecture: measured once, carried by its seeds
         assert len({r.data.metrics["cpu_latency_ms_p50"] for r in seeds}) == 1
         assert sum(ONNX_TAG in r.data.tags for r in seeds) == 1
 
     verdict = result.verdict
     assert verdict is not None and verdict.seed_variance_measured
+    assert verdict.split_names == ["test_unseen_voice"]
     assert sorted(c.config_id for c in verdict.configurations) == sorted(by_config)
     for c in verdict.configurations:  # the per-utterance errors reproduce each trial's val WER exactly
         seeds = by_config[c.config_id]

@@ -1,5 +1,6 @@
 """The verdict over configurations: grouping seeds, the tied-best set, the champion rule, and what it says."""
 
+import dataclasses
 import json
 import math
 import zlib
@@ -169,3 +170,28 @@ def test_the_front_is_of_configuration_means():
     )
     verdict = decide(trials, errors, **BUDGETS)
     assert [c.label for c in configuration_front(verdict)] == ["attention", "weighted"]
+
+
+def test_each_other_test_split_is_averaged_over_seeds_and_shown_beside_the_test_wer():
+    trials, errors = sweep([("a", "attention", 0.1, 10, 1.0), ("b", "simple", 0.3, 10, 1.0)])
+    voice = {"a-42": 0.2, "a-43": 0.4, "b-42": 0.5, "b-43": 0.7}
+    trials = [
+        dataclasses.replace(t, test_wer=0.9, split_wers=(("test_unseen_voice", voice[t.run_id]),)) for t in trials
+    ]
+    verdict = decide(trials, errors, **BUDGETS)
+    assert verdict.split_names == ["test_unseen_voice"]
+    by_label = {c.label: c for c in verdict.configurations}
+    assert by_label["attention"].split_wers == {"test_unseen_voice": pytest.approx(0.3)}
+    assert by_label["simple"].split_wers == {"test_unseen_voice": pytest.approx(0.6)}
+    header, _, *rows = verdict.table().splitlines()
+    assert header.split()[-7:] == ["voice", "WER", "test", "WER", "params", "p50", "ms"]
+    attention = next(r for r in rows if "attention" in r)
+    assert attention.split()[-4:-2] == ["0.300", "0.900"]  # voice WER, test WER
+    assert "| unseen voice WER | test WER |" in verdict.markdown()
+    assert verdict.to_dict()["configurations"][0]["test_unseen_voice_wer"] == pytest.approx(0.3)
+
+
+def test_without_other_test_splits_the_table_has_none():
+    trials, errors = sweep([("a", "attention", 0.1, 10, 1.0)])
+    verdict = decide(trials, errors, **BUDGETS)
+    assert verdict.split_names == [] and "voice" not in verdict.table() and "voice" not in verdict.markdown()

@@ -28,6 +28,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint, model_from_checkpoint
+from avasr.corpus.splits import SHORT_NAMES
 from avasr.data.mixing import NoiseError
 from avasr.data.noisy_speech import NoiseSpec
 from avasr.errors import AvasrError, OutputError
@@ -77,6 +78,9 @@ class TrialSummary:
     val_wer_snr0_babble: float = math.nan  # NOISY_VAL_METRIC: val WER in babble at 0 dB; nan when not measured
     config_id: str = ""  # the configuration it trains (everything but the seed); trials of one share it
     seed: int = -1
+    # WER on the corpus's other test splits (e.g. unseen voices, unseen faces), as (split, WER) pairs: shown, never
+    # used to choose; empty without them
+    split_wers: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_run(cls, run) -> TrialSummary:
@@ -99,7 +103,20 @@ class TrialSummary:
             val_wer_snr0_babble=metrics.get(NOISY_VAL_METRIC, math.nan),
             config_id=params.get("config_id") or run.info.run_id[:8],  # a run of an older sweep: its own
             seed=int(params.get("seed", -1)),
+            split_wers=tuple((s, metrics[split_metric(s)]) for s in split_names(metrics)),
         )
+
+
+def split_metric(split: str) -> str:
+    """The metric of a test split's WER: test_wer for the sweep's test set, test_unseen_voice_wer for another."""
+    return f"{split}_wer"
+
+
+def split_names(metrics: dict[str, float]) -> list[str]:
+    """The other test splits a trial was measured on, in the built-in corpus's order."""
+    found = [k[: -len("_wer")] for k in metrics if k.startswith("test_") and k.endswith("_wer") and k != "test_wer"]
+    known = list(SHORT_NAMES)
+    return sorted(found, key=lambda s: (known.index(s) if s in known else len(known), s))
 
 
 # --- a trial's final metrics -------------------------------------------------------------------------------------
@@ -119,11 +136,13 @@ def final_metrics(
     onnx_path: Path,
     test_manifest: str | None = None,
     latency: dict[str, float] | None = None,
+    other_tests: dict[str, str] | None = None,
 ) -> Finalised:
     """The best checkpoint of a trial's checkpoint folder (whose metrics.csv holds `rows`): its val WER/CER, its
     errors per val utterance (decoded again, clean, as training's val WER), its ONNX written to onnx_path and its CPU
     latency measured, unless `latency` gives them (latency and size belong to the architecture, not the seed: the
-    sweep measures them once per configuration), its WER in babble, and its WER/CER and errors on `test_manifest`.
+    sweep measures them once per configuration), its WER in babble, and its WER/CER and errors on `test_manifest`
+    and on each of `other_tests` (split name -> manifest: the corpus's other test splits).
 
     A failed export or noisy evaluation is a problem, not an error: the run stays comparable (without a latency it
     can never be chosen)."""
@@ -165,6 +184,10 @@ def final_metrics(
         test = evaluate_decoding(decoding, test_manifest)
         metrics |= {"test_wer": test["wer"], "test_cer": test["cer"]}
         errors[TEST_ERRORS] = test["errors"]
+    for split, manifest in (other_tests or {}).items():
+        test = evaluate_decoding(decoding, manifest)
+        metrics |= {split_metric(split): test["wer"], f"{split}_cer": test["cer"]}
+        errors[split] = test["errors"]
     return Finalised(metrics, problems, errors)
 
 
@@ -195,10 +218,12 @@ def finalise_trial(
     test_manifest: str | None = None,
     latency: dict[str, float] | None = None,
     errors_dir: Path | None = None,
+    other_tests: dict[str, str] | None = None,
 ) -> dict[str, float] | None:
-    """Final metrics, curves, training files and per-utterance errors (ERRORS_FOLDER/val.csv, test.csv, also kept
-    in `errors_dir` when given) into a child run, then close it. Idempotent (resumed sweeps). Returns the latency
-    metrics it measured or was given (see `final_metrics`), None when the trial has none.
+    """Final metrics, curves, training files and per-utterance errors (ERRORS_FOLDER/val.csv, test.csv and one file
+    per split of `other_tests`, also kept in `errors_dir` when given) into a child run, then close it. Idempotent
+    (resumed sweeps). Returns the latency metrics it measured or was given (see `final_metrics`), None when the
+    trial has none.
 
     `folder` is the trial's last checkpoint folder (None when no epoch finished); `error` why the trial failed."""
     run = client.get_run(run_id)
@@ -211,7 +236,7 @@ def finalise_trial(
         return None
     rows = tracking.read_metrics_csv(folder / METRICS_FILE)
     tracking.log_missing_epochs(client, run_id, rows)  # e.g. those a worker could not log while the server was down
-    final = final_metrics(folder, rows, onnx_path, test_manifest, latency)
+    final = final_metrics(folder, rows, onnx_path, test_manifest, latency, other_tests)
     with tempfile.TemporaryDirectory() as tmp:
         plot = tracking.plot_training_curves(rows, Path(tmp) / PLOT_FILE, run.info.run_name)
         client.log_artifact(run_id, str(plot), "plots")

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from avasr.checkpoint import BEST_CHECKPOINT
 from avasr.config import Config
+from avasr.corpus.splits import other_test_splits
 from avasr.data.prepare import prepare, run_on_ray
 from avasr.errors import AvasrError
 from avasr.ship.export import ParityError
@@ -190,6 +191,7 @@ class SweepPlan:
     storage: Path  # Tune's storage_path (absolute)
     experiment_path: Path  # storage / name: Tune's experiment folder and the sweep's own files
     test_manifest: str  # absolute; "" for none
+    other_tests: dict[str, str]  # the test manifest's corpus's other test splits (name -> absolute manifest)
     fixed: dict  # what every trial's config shares (absolute paths, the space's fixed entries)
     varying: tuple[dict, ...]  # each configuration's own values, keyed by its config_id
     base: Config  # `fixed` as a Config
@@ -258,6 +260,9 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         storage=storage,
         experiment_path=storage / options.name,
         test_manifest=str(Path(options.test_manifest).resolve()) if options.test_manifest else "",
+        other_tests={k: str(v) for k, v in other_test_splits(options.test_manifest).items()}
+        if options.test_manifest
+        else {},
         fixed=fixed,
         varying=tuple(varying),
         base=base,
@@ -366,13 +371,13 @@ def corpus_id(train_manifest: Path, val_manifest: Path) -> str:
     return f"{train_manifest.parent.name}-{digest}"
 
 
-def warm_feature_cache(config: Config, test_manifest: str = "") -> None:
+def warm_feature_cache(config: Config, test_manifests: Sequence[str] = ()) -> None:
     """Featurise every utterance once, as Ray tasks over the cluster (avasr.data.prepare), before trials start:
     they then find every entry through the manifests' indexes without reading media.
 
     Also reports bad manifests (naming file and line) before any trial is scheduled.
     """
-    manifests = [m for m in (config.train_manifest, config.val_manifest, test_manifest) if m]
+    manifests = [m for m in (config.train_manifest, config.val_manifest, *test_manifests) if m]
     report = prepare(manifests, config, runner=run_on_ray)
     print(f"feature cache: {report.summary()}")
     report.check()
@@ -569,7 +574,7 @@ def run_trials(plan: SweepPlan, experiment_id: str, parent_run_id: str) -> bool:
         resources = plan_resources(ray.cluster_resources(), options.cpus_per_trial, options.gpus_per_trial)
         print(resources.describe())
         if plan.base.cache_dir:
-            warm_feature_cache(plan.base, plan.test_manifest)
+            warm_feature_cache(plan.base, [plan.test_manifest, *plan.other_tests.values()])
         context = TrialContext(
             tracking_uri=plan.tracking_uri,
             experiment_id=experiment_id,
@@ -683,6 +688,7 @@ def finalise_trials(client: MlflowClient, plan: SweepPlan, experiment_id: str, p
                 plan.test_manifest,
                 latency=latency_of.get(config),
                 errors_dir=plan.errors_dir(run.info.run_id),
+                other_tests=plan.other_tests,
             )
             if measured is not None:
                 latency_of.setdefault(config, measured)

@@ -22,11 +22,12 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from avasr.corpus.splits import SHORT_NAMES
 from avasr.errors import AvasrError
 from avasr.sweep.champion import TrialSummary, comparable
 from avasr.sweep.leaderboard import save_figure
@@ -53,6 +54,7 @@ class Configuration:
     param_count: int
     latency_p50_ms: float
     test_wer: float  # mean over seeds on the unseen test speakers (shown, never used to choose); nan without one
+    split_wers: dict[str, float] = field(default_factory=dict)  # the same on each of the corpus's other test splits
 
     @property
     def seeds(self) -> int:
@@ -79,6 +81,14 @@ class Verdict:
     @property
     def tied(self) -> tuple[Configuration, ...]:
         return tuple(c for c in self.configurations if not c.significantly_worse)
+
+    @property
+    def split_names(self) -> list[str]:
+        """The other test splits the trials were measured on (e.g. unseen voices, unseen faces), in order."""
+        return list(dict.fromkeys(name for c in self.configurations for name in c.split_wers))
+
+    def _split_cells(self, c: Configuration) -> list[float]:
+        return [c.split_wers.get(name, math.nan) for name in self.split_names]
 
     @property
     def seed_variance_measured(self) -> bool:
@@ -118,15 +128,19 @@ class Verdict:
         return f"Shipping {champion.label}: tied on WER, {size}, {faster:.1f} ms faster."
 
     def markdown(self) -> str:
-        header = "| | configuration | seeds | val WER | 95 % CI | vs best | p (Holm) | test WER | params | p50 ms |"
-        lines = [header, "|---" * 10 + "|"]
+        splits = "".join(f" {SHORT_NAMES.get(n, n)} WER |" for n in self.split_names)
+        header = (
+            f"| | configuration | seeds | val WER | 95 % CI | vs best | p (Holm) |{splits} test WER | params | p50 ms |"
+        )
+        lines = [header, "|---" * (10 + len(self.split_names)) + "|"]
         for c in self.configurations:
             mark = "**champion**" if c is self.champion else ""
             verdict = "best" if c is self.best else "worse" if c.significantly_worse else "tied"
             p = "" if c.row.p_holm is None else _p(c.row.p_holm)
             lines.append(
                 f"| {mark} | {c.label} | {c.seeds} | {c.interval.estimate:.3f} | {c.interval.low:.3f}-"
-                f"{c.interval.high:.3f} | {verdict} | {p} | {c.test_wer:.3f} | {c.param_count:,} | "
+                f"{c.interval.high:.3f} | {verdict} | {p} |{''.join(f' {w:.3f} |' for w in self._split_cells(c))} "
+                f"{c.test_wer:.3f} | {c.param_count:,} | "
                 f"{c.latency_p50_ms:.1f} |"
             )
         return "\n".join(["# Verdict", "", self.sentence(), "", *lines, ""])
@@ -153,6 +167,7 @@ class Verdict:
                     "p_holm": c.row.p_holm,
                     "significantly_worse": c.significantly_worse,
                     "test_wer": c.test_wer,
+                    **{f"{name}_wer": wer for name, wer in c.split_wers.items()},
                     "param_count": c.param_count,
                     "cpu_latency_ms_p50": c.latency_p50_ms,
                 }
@@ -162,8 +177,9 @@ class Verdict:
 
     def table(self) -> str:
         """The configurations as text, best first: what the sweep prints."""
+        splits = "".join(f" {SHORT_NAMES.get(n, n).split()[-1] + ' WER':>9}" for n in self.split_names)
         head = (
-            f"{'':2} {'configuration':<24} {'seeds':>5} {'val WER':>7} {'95 % CI':>13} {'vs best':>8} "
+            f"{'':2} {'configuration':<24} {'seeds':>5} {'val WER':>7} {'95 % CI':>13} {'vs best':>8}{splits} "
             f"{'test WER':>8} {'params':>9} {'p50 ms':>7}"
         )
         lines = [head, "-" * len(head)]
@@ -173,12 +189,14 @@ class Verdict:
             verdict = ("worse " if c.significantly_worse else "tied ") + verdict if c is not self.best else verdict
             lines.append(
                 f"{mark:2} {c.label[:24]:<24} {c.seeds:>5} {c.interval.estimate:>7.3f} "
-                f"{c.interval.low:>6.3f}-{c.interval.high:<6.3f} {verdict:>8} {c.test_wer:>8.3f} "
+                f"{c.interval.low:>6.3f}-{c.interval.high:<6.3f} {verdict:>8}"
+                f"{''.join(f' {w:>9.3f}' for w in self._split_cells(c))} {c.test_wer:>8.3f} "
                 f"{c.param_count:>9,} {c.latency_p50_ms:>7.1f}"
             )
         lines.append(
             "*: shipped. tied / worse: not / significantly worse than the best (paired speaker-blocked test over "
             f"val utterances and seeds, Holm-corrected, alpha {self.alpha:g})"
+            + ". WERs on test splits are shown, never used to choose."
         )
         return "\n".join(lines)
 
@@ -288,6 +306,10 @@ def configuration(cid: str, label: str, trials: list[TrialSummary], interval: In
     """Size and latency from the seed that measured them (one per configuration; the others carry a copy)."""
     measured = [t for t in trials if math.isfinite(t.latency_p50_ms)]
     tests = [t.test_wer for t in trials if math.isfinite(t.test_wer)]
+    splits: dict[str, list[float]] = {}
+    for t in trials:
+        for name, wer in t.split_wers:
+            splits.setdefault(name, []).append(wer)
     return Configuration(
         config_id=cid,
         label=label,
@@ -297,6 +319,7 @@ def configuration(cid: str, label: str, trials: list[TrialSummary], interval: In
         param_count=trials[0].param_count,
         latency_p50_ms=measured[0].latency_p50_ms if measured else math.nan,
         test_wer=float(np.mean(tests)) if tests else math.nan,
+        split_wers={name: float(np.mean(wers)) for name, wers in splits.items()},
     )
 
 
