@@ -316,6 +316,7 @@ def test_tiny_sweep_tracks_one_parent_and_a_child_per_trial_and_ships_the_verdic
     verdict = result.verdict
     assert verdict is not None and verdict.seed_variance_measured
     assert verdict.split_names == ["test_unseen_voice"]
+    assert json.loads((result.experiment_path / "verdict.json").read_text())["sentence"] == verdict.sentence()
     assert sorted(c.config_id for c in verdict.configurations) == sorted(by_config)
     for c in verdict.configurations:  # the per-utterance errors reproduce each trial's val WER exactly
         seeds = by_config[c.config_id]

@@ -145,6 +145,9 @@ def test_files_the_parent_run_gets(tmp_path):
     verdict = decide(trials, errors, **BUDGETS)
     assert sorted(json.loads(json.dumps(verdict.to_dict()))["configurations"][0]["seeds"]) == [42, 43]
     assert verdict.markdown().startswith("# Verdict\n\n" + verdict.sentence())
+    kept = verdict.save(tmp_path / "sweep")  # beside the sweep: what benchmarks/stability.py reads
+    assert json.loads(kept.read_text()) == json.loads(json.dumps(verdict.to_dict()))
+    assert (tmp_path / "sweep" / "verdict.md").read_text() == verdict.markdown()
     assert plot_verdict(verdict, tmp_path / "v.png", "t").stat().st_size > 1000
     assert plot_front(verdict, tmp_path / "f.png", "t").stat().st_size > 1000
     with pytest.raises(VerdictError, match="not a per-utterance error file"):

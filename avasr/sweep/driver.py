@@ -493,6 +493,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
         interrupted = run_trials(plan, experiment_id, parent_run_id)
         trials = tuple(TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id))
         verdict = None if interrupted else give_verdict(client, plan, trials)
+        if verdict is not None:
+            verdict.save(plan.experiment_path)  # beside the sweep too: benchmarks/stability.py compares sweeps
         champion = choose_champion(plan, trials, verdict)
         onnx_path = version = ship_error = None
         if champion is not None and options.ship and not interrupted:

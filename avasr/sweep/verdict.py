@@ -20,6 +20,7 @@ The trial shipped is the champion configuration's seed with the lowest val WER.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from avasr.corpus.splits import SHORT_NAMES
-from avasr.errors import AvasrError
+from avasr.errors import AvasrError, OutputError
 from avasr.sweep.champion import TrialSummary, comparable
 from avasr.sweep.leaderboard import save_figure
 from avasr.sweep.significance import ALPHA, Interval, Row, Scores, compare_to_best, wer_interval
@@ -174,6 +175,17 @@ class Verdict:
                 for c in self.configurations
             ],
         }
+
+    def save(self, folder: str | Path) -> Path:
+        """VERDICT_MD and VERDICT_JSON into `folder` (the sweep's own, beside its errors); returns the JSON's path."""
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / VERDICT_MD).write_text(self.markdown(), encoding="utf-8")
+            (folder / VERDICT_JSON).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise OutputError(f"{folder}: cannot write the verdict: {e}") from None
+        return folder / VERDICT_JSON
 
     def table(self) -> str:
         """The configurations as text, best first: what the sweep prints."""
