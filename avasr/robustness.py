@@ -22,6 +22,7 @@ from avasr.config import AUDIO_ONLY, AUDIO_VISUAL, MODALITIES, VIDEO_ONLY
 from avasr.data.dataset import AVDataset
 from avasr.errors import AvasrError, OutputError
 from avasr.evaluation import DEFAULT_NOISE, DEFAULT_NOISE_DRAWS, Decoding, load_decoding, noisy_table
+from avasr.plots import save_figure
 
 INPUTS = MODALITIES  # audio, video, audio+video: what each row feeds the model
 INPUT_KEYS = {AUDIO_ONLY: "a", VIDEO_ONLY: "v", AUDIO_VISUAL: "av"}  # in MLflow metric names, which refuse "+"
@@ -209,15 +210,7 @@ def plot_wer_against_snr(
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    except (OSError, ValueError) as e:
-        raise OutputError(f"{path}: cannot save the plot: {e}") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --- from files and runs ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from avasr.config import Config  # noqa: E402
 from avasr.data.lips import load_lips  # noqa: E402
 from avasr.data.manifest import read_manifest  # noqa: E402
-from avasr.errors import OutputError  # noqa: E402
+from avasr.plots import save_figure  # noqa: E402
 
 CELL_INCHES = 0.9
 
@@ -42,12 +42,4 @@ def show_crops(
         )
         row[0].text(0, 1.08, title, transform=row[0].transAxes, fontsize=7)  # outside the layout: never squeezes
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.06, wspace=0.05, hspace=0.45)
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120)
-    except (OSError, ValueError) as e:  # ValueError: a file extension matplotlib has no format for
-        raise OutputError(f"{out}: cannot save the image: {e}") from None
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, out)

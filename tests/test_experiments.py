@@ -211,7 +211,7 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
         (
             "show_crops.py",
             ["--manifest", "{tmp}/m.txt", "--out", "{tmp}/crops.xyz"],
-            "{tmp}/crops.xyz: cannot save the image: Format 'xyz' is not supported",
+            "{tmp}/crops.xyz: cannot save the plot: Format 'xyz' is not supported",
         ),
         (
             "show_crops.py",

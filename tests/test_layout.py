@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "avasr"
 
 LAYERS = [
-    ("avasr.errors", "avasr.text"),
+    ("avasr.errors", "avasr.text", "avasr.plots"),
     ("avasr.config", "avasr.cli"),
     ("avasr.data", "avasr.corpus", "avasr.model", "avasr.decode", "avasr.metrics", "avasr.device", "avasr.features"),
     ("avasr.objective", "avasr.checkpoint", "avasr.augment", "avasr.visualize"),

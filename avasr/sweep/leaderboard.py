@@ -7,12 +7,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from avasr.errors import OutputError
+from avasr.plots import save_figure
 from avasr.sweep.champion import TrialSummary, comparable, pareto_front
 
 FRONT_MARK = "P"  # marks a Pareto-front trial in the text leaderboard
 CHAMPION_MARK = "*"
-PLOT_DPI = 120
 MARKER_AREA_PER_MILLION_PARAMS = 600.0  # marker area (points^2) of a 1M-parameter model in the plot
 MIN_MARKER_AREA = 30.0
 
@@ -135,17 +134,3 @@ def plot_front(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, markerscale=0.5)
     return save_figure(figure, path)
-
-
-def save_figure(figure, path: str | Path) -> Path:
-    """Write a matplotlib figure as PNG and close it; OutputError naming the file when it cannot be written."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    try:
-        figure.savefig(path, dpi=PLOT_DPI)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot save the plot: {e}") from None
-    finally:
-        plt.close(figure)
-    return path

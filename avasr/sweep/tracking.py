@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 
 from avasr.errors import AvasrError
+from avasr.plots import save_figure
 
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"  # next to the sqlite file
@@ -58,7 +59,6 @@ EPOCH_METRICS = (
     "save_s",
 )
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
-PLOT_DPI = 100
 URI_ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -300,7 +300,4 @@ def plot_training_curves(rows: Iterable[dict[str, float]], path: str | Path, tit
         axes.legend()
         axes.grid(alpha=0.3)
     figure.suptitle(title)
-    path = Path(path)
-    figure.savefig(path, dpi=PLOT_DPI)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -30,8 +30,8 @@ import numpy as np
 
 from avasr.corpus.splits import SHORT_NAMES
 from avasr.errors import AvasrError, OutputError
+from avasr.plots import save_figure
 from avasr.sweep.champion import TrialSummary, comparable
-from avasr.sweep.leaderboard import save_figure
 from avasr.sweep.significance import ALPHA, Interval, Row, Scores, compare_to_best, wer_interval
 
 PREFERENCES = ("deployment", "accuracy")
