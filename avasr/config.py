@@ -97,6 +97,9 @@ class ModelConfig(_Section):
     temporal_layers: int = 3  # dilated temporal conv blocks after fusion: CTC needs context the original lacked
     temporal_kernel: int = 5  # with dilations 1, 2, 4 the receptive field is 29 frames (1.16 s at 25 fps)
     dropout: float = 0.2  # the original's dropout, in encoders, fusion and temporal block
+    # the video encoder sees each lip-crop pixel minus its mean over the utterance: the face's still appearance
+    # (skin, lip colour and shape, light) goes, the mouth's movement stays
+    lip_motion: bool = False
 
     def check(self) -> list[str]:
         problems = []

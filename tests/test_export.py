@@ -149,3 +149,13 @@ def test_time_calls_reports_milliseconds():
     assert 2.0 <= timing["p50_ms"] <= timing["p95_ms"]
     with pytest.raises(ValueError, match="runs must be >= 1"):
         time_calls(lambda: None, runs=0, warmup=0)
+
+
+def test_a_lip_motion_model_exports_within_parity_and_keeps_its_switch(tmp_path):
+    torch.manual_seed(0)
+    config = SMALL.replace(fusion="weighted", lip_motion=True)
+    model = build_model(config)
+    path = export_onnx(model, config, tmp_path / "model.onnx")
+    assert read_config(path).lip_motion is True  # inference rebuilds the same input from the file's metadata
+    report = check_parity(model, path)
+    assert report.max_abs_diff <= PARITY_ATOL and report.texts_equal

@@ -4,6 +4,7 @@ import torch
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, NUM_CLASSES, Config
 from avasr.model import build_model, count_parameters, lengths_to_mask
+from avasr.model.avsr import without_still_appearance
 from avasr.model.encoders import AudioEncoder, VideoEncoder
 from avasr.model.fusion import FUSION_CLASSES
 from avasr.model.temporal import TemporalBlock
@@ -223,3 +224,21 @@ def test_conv_weights_are_channels_last_and_a_contiguous_checkpoint_loads_into_t
     assert loaded.video_encoder.convs[1][0].weight.is_contiguous(memory_format=torch.channels_last)
     audio, video = torch.randn(2, 1, 40, 4 * 9), torch.randn(2, 9, 1, lip_size, lip_size)
     assert torch.equal(loaded(audio, video), trained(audio, video))
+
+
+def test_lip_motion_takes_each_pixel_s_mean_over_the_valid_frames_away():
+    video = torch.tensor([1.0, 3.0, 8.0]).reshape(1, 3, 1, 1, 1)  # (B, T, 1, H, W)
+    assert without_still_appearance(video, torch.tensor([3])).flatten().tolist() == [-3.0, -1.0, 4.0]
+    assert without_still_appearance(video, torch.tensor([2])).flatten().tolist() == [-1.0, 1.0, 0.0]  # padding
+
+
+def test_with_lip_motion_a_face_s_still_appearance_does_not_reach_the_model():
+    torch.manual_seed(0)
+    config = CONFIG.replace(feature_dim=64, encoder_channels=(8, 8, 8), lip_size=32)
+    T = 7
+    audio, video = torch.randn(1, 1, 40, 4 * T), torch.randn(1, T, 1, 32, 32)
+    other_face = video + torch.randn(1, 1, 1, 32, 32)  # the same movement on another still image
+    moving = build_model(config.replace(lip_motion=True)).eval()
+    assert torch.allclose(moving(audio, video), moving(audio, other_face), atol=1e-5)
+    still = build_model(config).eval()
+    assert not torch.allclose(still(audio, video), still(audio, other_face), atol=1e-3)

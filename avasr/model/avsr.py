@@ -16,6 +16,14 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def without_still_appearance(video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each pixel minus its mean over the utterance's valid frames; padded frames stay zero.
+    shape = (B, T, 1, H, W) -> the same."""
+    mask = lengths_to_mask(lengths, video.shape[1]).to(video.dtype)[:, :, None, None, None]  # (B, T, 1, 1, 1)
+    mean = (video * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1, 1, H, W)
+    return (video - mean) * mask
+
+
 class AVSRModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -30,9 +38,11 @@ class AVSRModel(nn.Module):
     def forward(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """audio (B, 1, n_mels, 4 * T), video (B, T, 1, H, W), lengths (B,) valid video frames (default: all)
         -> log-probs shape = (B, T, 29)."""
-        v = self.video_encoder(video)  # (B, T, D)
         if lengths is None:
-            lengths = torch.full(v.shape[:1], v.shape[1], dtype=torch.long, device=v.device)
+            lengths = torch.full(video.shape[:1], video.shape[1], dtype=torch.long, device=video.device)
+        if self.config.lip_motion:
+            video = without_still_appearance(video, lengths)
+        v = self.video_encoder(video)  # (B, T, D)
         a = self.audio_encoder(audio, AUDIO_TIME_DOWNSAMPLING * lengths)[:, : v.shape[1]]  # (B, T, D) at 25 Hz
         mask = lengths_to_mask(lengths, v.shape[1])  # (B, T)
         x = self.temporal(self.fusion(a, v, mask), mask)  # (B, T, D)
