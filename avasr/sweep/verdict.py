@@ -31,7 +31,7 @@ import numpy as np
 from avasr.corpus.splits import SHORT_NAMES
 from avasr.errors import AvasrError, OutputError
 from avasr.plots import save_figure
-from avasr.sweep.champion import TrialSummary, comparable
+from avasr.sweep.champion import TrialSummary, comparable, split_metric
 from avasr.sweep.significance import ALPHA, Interval, Row, Scores, compare_to_best, wer_interval
 
 PREFERENCES = ("deployment", "accuracy")
@@ -168,7 +168,7 @@ class Verdict:
                     "p_holm": c.row.p_holm,
                     "significantly_worse": c.significantly_worse,
                     "test_wer": c.test_wer,
-                    **{f"{name}_wer": wer for name, wer in c.split_wers.items()},
+                    **{split_metric(name): wer for name, wer in c.split_wers.items()},
                     "param_count": c.param_count,
                     "cpu_latency_ms_p50": c.latency_p50_ms,
                 }
