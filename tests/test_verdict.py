@@ -198,3 +198,19 @@ def test_without_other_test_splits_the_table_has_none():
     trials, errors = sweep([("a", "attention", 0.1, 10, 1.0)])
     verdict = decide(trials, errors, **BUDGETS)
     assert verdict.split_names == [] and "voice" not in verdict.table() and "voice" not in verdict.markdown()
+
+
+def test_latencies_within_ten_percent_are_as_fast_and_then_fewer_parameters_ship():
+    spec = [
+        ("a", "attention", 0.09, 300_000, 1.00),  # the best and the fastest
+        ("w", "weighted", 0.10, 170_000, 1.08),  # 8 % slower: as fast, and fewer parameters
+        ("s", "simple", 0.10, 100_000, 1.20),  # the fewest parameters, but 20 % slower
+    ]
+    trials, errors = sweep(spec)
+    verdict = decide(trials, errors, **BUDGETS)
+    assert verdict.best.label == "attention" and len(verdict.tied) == 3
+    assert verdict.champion.label == "weighted"
+    shipping = "Shipping weighted: tied on WER, 43% fewer parameters, as fast (p50 within 10%)."
+    assert verdict.sentence().endswith(shipping)
+    trials, errors = sweep([spec[0], spec[2]])
+    assert decide(trials, errors, **BUDGETS).champion.label == "attention"  # 20 % is slower, whatever its size

@@ -10,8 +10,10 @@ held-out utterances, never the test speakers); intervals and tests come from ava
 per-utterance errors each trial's finalisation wrote. The champion rule:
 
 - `deployment` (default): among the configurations not significantly worse than the best, and within the
-  parameter and latency budgets, the one with the lowest CPU latency p50, then the fewest parameters. Latency
-  and size belong to the architecture: one measurement per configuration.
+  parameter and latency budgets, the one with the lowest CPU latency p50, then the fewest parameters. Latencies
+  within LATENCY_RESOLUTION of the fastest count as equal: a p50 of about 1 ms moves by 5-10 % from one
+  measurement to the next, and parameters then decide. Latency and size belong to the architecture: one
+  measurement per configuration.
 - `accuracy`: the lowest mean val WER within the budgets, as a sweep of one seed per configuration always did.
 
 The trial shipped is the champion configuration's seed with the lowest val WER.
@@ -36,6 +38,7 @@ from avasr.sweep.significance import ALPHA, Interval, Row, Scores, compare_to_be
 
 PREFERENCES = ("deployment", "accuracy")
 MIN_SPEAKERS = 2  # below this the val set's utterances, not its speakers, are resampled
+LATENCY_RESOLUTION = 0.10  # latencies within 10 % of the fastest count as equal for deployment
 VERDICT_MD, VERDICT_JSON, VERDICT_PLOT = "verdict.md", "verdict.json", "verdict.png"
 
 
@@ -126,7 +129,8 @@ class Verdict:
         fewer = 1 - champion.param_count / best.param_count if best.param_count else 0.0
         faster = best.latency_p50_ms - champion.latency_p50_ms
         size = f"{fewer:.0%} fewer parameters" if fewer >= 0 else f"{-fewer:.0%} more parameters"
-        return f"Shipping {champion.label}: tied on WER, {size}, {faster:.1f} ms faster."
+        speed = f"{faster:.1f} ms faster" if faster >= 0.05 else f"as fast (p50 within {LATENCY_RESOLUTION:.0%})"
+        return f"Shipping {champion.label}: tied on WER, {size}, {speed}."
 
     def markdown(self) -> str:
         splits = "".join(f" {SHORT_NAMES.get(n, n)} WER |" for n in self.split_names)
@@ -299,8 +303,7 @@ def decide(
         if c.param_count < max_params and c.latency_p50_ms <= max_latency_ms and math.isfinite(c.latency_p50_ms)
     ]
     if prefer == "deployment":
-        candidates = [c for c in within if not c.significantly_worse] or within
-        champion = min(candidates, key=lambda c: (c.latency_p50_ms, c.param_count), default=None)
+        champion = cheapest([c for c in within if not c.significantly_worse] or within)
     else:
         champion = within[0] if within else None
     shipped = next((t for t in champion.trials if comparable(t)), champion.trials[0]) if champion else None
@@ -312,6 +315,16 @@ def decide(
             "too narrow for new speakers.",
         )
     return Verdict(configurations, champion, shipped, prefer, alpha, notes)
+
+
+def cheapest(candidates: Sequence[Configuration]) -> Configuration | None:
+    """The fewest parameters among those as fast as the fastest (within LATENCY_RESOLUTION), then the lowest
+    latency; None without candidates."""
+    if not candidates:
+        return None
+    fastest = min(c.latency_p50_ms for c in candidates)
+    as_fast = [c for c in candidates if c.latency_p50_ms <= fastest * (1 + LATENCY_RESOLUTION)]
+    return min(as_fast, key=lambda c: (c.param_count, c.latency_p50_ms))
 
 
 def configuration(cid: str, label: str, trials: list[TrialSummary], interval: Interval, row: Row) -> Configuration:
