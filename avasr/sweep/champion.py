@@ -180,11 +180,8 @@ def final_metrics(
         metrics[NOISY_VAL_METRIC] = noisy["wer"]
     except NoiseError as e:  # e.g. a one-utterance val set has nobody to babble
         problems.append(str(e))
-    if test_manifest:
-        test = evaluate_decoding(decoding, test_manifest)
-        metrics |= {"test_wer": test["wer"], "test_cer": test["cer"]}
-        errors[TEST_ERRORS] = test["errors"]
-    for split, manifest in (other_tests or {}).items():
+    tests = ({TEST_ERRORS: test_manifest} if test_manifest else {}) | (other_tests or {})
+    for split, manifest in tests.items():  # test_wer, test_cer, then test_unseen_voice_wer, ...
         test = evaluate_decoding(decoding, manifest)
         metrics |= {split_metric(split): test["wer"], f"{split}_cer": test["cer"]}
         errors[split] = test["errors"]
