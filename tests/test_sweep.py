@@ -19,7 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint
 from avasr.config import Config
-from avasr.data.manifest import write_manifest
+from avasr.data.manifest import read_manifest, write_manifest
 from avasr.model import build_model, count_parameters
 from avasr.sweep.champion import NOISY_VAL_METRIC, ONNX_TAG, ShipError, TrialSummary, choose_best, pareto_front
 from avasr.sweep.driver import (
@@ -256,8 +256,7 @@ def test_global_uris_leave_mlflow_following_its_default_again(tmp_path, monkeypa
 @pytest.mark.slow
 def val_clips_as_test_splits(corpus: Path, folder: Path, splits: list[str]) -> Path:
     """A corpus.json in `folder` listing `splits`, each a manifest of the corpus's val clips; returns the last."""
-    rows = [line.split("|") for line in (corpus / "val_manifest.txt").read_text().splitlines()]
-    rows = [(corpus / audio, corpus / video, text) for audio, video, text in rows]
+    rows = [(e.audio_path, e.video_path, e.transcript) for e in read_manifest(corpus / "val_manifest.txt")]
     manifests = {split: f"{split}_manifest.txt" for split in splits}
     for file in manifests.values():
         write_manifest(folder / file, rows)
