@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from avasr.config import FUSIONS, Config, add_config_arguments, config_from_args
-from avasr.data.dataset import AVDataset
+from avasr.data.prepare import prepare
 from avasr.sweep.spaces import fixed_values, load_space
 from avasr.train import fit
 
@@ -56,8 +56,7 @@ def main() -> None:
     first = base.seed
     jobs = [(base.replace(fusion=f), first + i) for f in args.fusions for i in range(args.seeds)]
     start = time.perf_counter()
-    for manifest in (base.train_manifest, base.val_manifest):  # the feature cache filled once, before the trainings
-        AVDataset.from_manifest(manifest, base)
+    prepare([base.train_manifest, base.val_manifest], base).check()  # the feature cache filled once, before training
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:  # not daemonic: fit may fork
         results = list(pool.map(train_one, jobs))
     minutes = (time.perf_counter() - start) / 60
