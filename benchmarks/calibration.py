@@ -32,6 +32,7 @@ A recorded sweep (--recorded) is an .npz file as avasr.sweep.racing writes it (s
 import argparse
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from avasr.sweep.simulation import (
     Population,
     coverage,
     family_error_rate,
+    measure,
     measured_seed_sd,
     rejections,
     simulate,
@@ -51,6 +53,7 @@ from avasr.sweep.simulation import (
 SEED_SDS = (0.0, 0.0125, 0.03)
 POWER_SEED_SDS = (0.0, 0.005, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.05)
 DIFFERENCES = (0.02, 0.03, 0.04, 0.05)
+VAL_SCALES = (1, 3, 5)  # val sets of the recorded one's utterances per speaker times these
 BUDGET_SHARE = 0.6  # the racing goal: the full-repeat verdict with at most this share of its trials
 FUSIONS = {  # one fresh-clone `make sweep`'s val WERs, as true WERs of a simulated full-repeat sweep
     "attention": Population(wer=0.130),
@@ -113,6 +116,28 @@ def difference_table(sweeps: int, seed_sd: float = 0.0125) -> list[str]:
     return lines
 
 
+def measured_power_table(recorded: dict[str, Scores], sweeps: int, seeds: int = 3) -> list[str]:
+    """Power for a 2-point difference at each recorded configuration's measured spreads (avasr.sweep.simulation's
+    `measure`), on the recorded val set and on val sets with VAL_SCALES times the utterances per speaker."""
+    lines = [
+        f"power for a 2-point difference, {seeds} seeds, at each recorded configuration's measured spreads",
+        f"{'configuration':<14} {'WER':>5} {'speaker SD':>10} {'seed SD':>7} {'own noise':>9} "
+        + " ".join(f"{f'x{k} val':>7} {'oracle':>6}" for k in VAL_SCALES),
+    ]
+    for name, scores in recorded.items():
+        m = measure(scores)
+        p = m.population
+        cells = []
+        for k, design in enumerate(replace(m.design, utterances_per_speaker=m.design.utterances_per_speaker * k)
+                                   for k in VAL_SCALES):  # fmt: skip
+            r = rejections(p, replace(p, wer=p.wer + 0.02), seeds, sweeps, design, rng=9000 + k)
+            cells.append(f"{r.rate:>7.3f} {r.oracle:>6.3f}")
+        lines.append(
+            f"{name:<14} {p.wer:>5.3f} {p.speaker_sd:>10.4f} {p.seed_sd:>7.4f} {m.noise_sd:>9.4f} " + " ".join(cells)
+        )
+    return lines
+
+
 def replay_line(label: str, recorded: dict[str, Scores], count: int, policy: Policy, rng: int) -> str:
     results = replays(recorded, count, policy, rng)
     agreement = np.mean([r.agrees_with_full for r in results])
@@ -160,7 +185,9 @@ def main() -> None:
         print("\n".join(table(args.sweeps)), end="\n\n", flush=True)
     recordings = simulated_recordings(3, seeds=5, seed_sd=0.0125)
     if args.recorded is not None:
-        recordings = {args.recorded.name: load_recording(args.recorded)[0], **recordings}
+        recorded = load_recording(args.recorded)[0]
+        print("\n".join(measured_power_table(recorded, args.sweeps)), end="\n\n", flush=True)
+        recordings = {args.recorded.name: recorded, **recordings}
     print("\n".join(racing_table(recordings, args.replays)))
     print(f"\n{time.perf_counter() - started:.0f} s")
 

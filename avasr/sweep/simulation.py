@@ -24,7 +24,7 @@ solved for (`logit_model`): each quantity is a Gaussian integral, computed by Ga
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -32,11 +32,20 @@ from scipy import stats
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from avasr.sweep.significance import Scores, compare, compare_to_best, wer_interval
+from avasr.sweep.significance import (
+    Scores,
+    SignificanceError,
+    compare,
+    compare_to_best,
+    seed_noise,
+    speaker_table,
+    wer_interval,
+)
 
 QUADRATURE_NODES = 64  # Gauss-Hermite nodes: the integrals below are within 1e-6 for logit spreads up to 3.3
 SOLVER_STEPS = 50
 SOLVER_TOLERANCE = 1e-10
+MAX_WORD_SPREAD = 4.0  # logit SD: with the other spreads, integrals within 2e-5 (1e-6 up to a total of 3.3)
 
 
 @dataclass(frozen=True)
@@ -296,3 +305,86 @@ def measured_seed_sd(
         simulate({"a": population}, seeds, design, rng).scores["a"].seed_wers.var(ddof=1) for _ in range(sweeps)
     ]
     return float(np.sqrt(np.mean(variances)))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one configuration's scores on a real val set say about its population and the val set's design, by the
+    method of moments (each spread with the sampling noise of its estimate taken out, never below zero):
+
+    population  its WER, its speakers' SD (of a speaker's expected WER), its seeds' SD (of a trained model's
+                expected WER), and a shared word difficulty (`word`) that gives each model as much noise of its own
+                as measured: real models trip over the same words more than independent draws would
+    design      the val set: speakers, utterances per speaker, the range of words per utterance
+    seed_wer_sd the between-seed SD of val WER as the sweep saw it: seed SD and each model's own noise together
+    noise_sd    each model's own noise on this val set (the seed x speaker residual), the part of seed_wer_sd
+                that a larger val set shrinks
+    """
+
+    population: Population
+    design: Design
+    seed_wer_sd: float
+    noise_sd: float
+
+
+def measure(scores: Scores) -> Measured:
+    """The population and design that a configuration's scores (two seeds or more, every speaker with the same
+    number of utterances) estimate; see Measured."""
+    if scores.seeds < 2:
+        raise SignificanceError(f"measuring a seed SD needs two seeds or more, not {scores.seeds}")
+    labels, counts = np.unique(scores.speakers, return_counts=True)
+    if counts.min() != counts.max():
+        raise SignificanceError(f"speakers have {counts.min()} to {counts.max()} utterances: the design needs equal")
+    errors, words = speaker_table(scores)  # (S, K), (K,)
+    seed_wers = scores.seed_wers
+    noise = seed_noise(errors, words)[0].variance * scores.seeds  # one seed's own noise, from the S x K residual
+    seed_var = max(float(seed_wers.var(ddof=1)) - noise, 0.0)
+    design = Design(len(labels), int(counts[0]), (int(scores.words.min()), int(scores.words.max())))
+    population = Population(wer=scores.wer, speaker_sd=speaker_sd(scores), seed_sd=float(np.sqrt(seed_var)))
+    population = with_noise(population, design, float(np.sqrt(noise)))
+    return Measured(population, design, float(seed_wers.std(ddof=1)), float(np.sqrt(noise)))
+
+
+def speaker_sd(scores: Scores) -> float:
+    """The SD over speakers of a speaker's expected WER: the spread of the speakers' seed-averaged WERs less each
+    speaker's sampling noise over its own few utterances (the ratio estimator's variance, from the spread of its
+    utterances' errors about the speaker's WER times their words)."""
+    errors = scores.errors.mean(axis=0)  # (U,) seed-averaged: the seeds' noise is averaged down with it
+    rates, noises = [], []
+    for label in np.unique(scores.speakers):
+        mine = scores.speakers == label
+        e, w = errors[mine], scores.words[mine]
+        rate = e.sum() / w.sum()
+        n = mine.sum()
+        rates.append(rate)
+        noises.append(n / (n - 1) * ((e - rate * w) ** 2).sum() / w.sum() ** 2 if n > 1 else 0.0)
+    return float(np.sqrt(max(np.var(rates, ddof=1) - np.mean(noises), 0.0)))
+
+
+def model_noise_sd(population: Population, design: Design) -> float:
+    """The SD of one trained model's val WER about its expected value on a fixed val set, from its own Bernoulli
+    draws alone: sum of p (1 - p) over the val set's words, over its words squared. The more the shared effects
+    spread the words' error probabilities (towards always or never wrong), the less of it there is."""
+    model = logit_model(population)
+    total = spread(model.speaker, model.utterance, model.word, model.seed, model.interaction)
+    nodes, weights = gauss_hermite()
+    squared = (expit(model.mu + total * nodes) ** 2) @ weights
+    words = design.utterances * (design.words[0] + design.words[1]) / 2
+    return float(np.sqrt(max(population.wer - squared, 0.0) / words))
+
+
+def with_noise(population: Population, design: Design, noise_sd: float) -> Population:
+    """The population with a shared word difficulty (`word`, logit scale) that gives each model `noise_sd` of its
+    own on the design's val set; where even none gives less noise than measured, a smaller utterance spread."""
+
+    def excess(field: str):
+        return lambda value: model_noise_sd(replace(population, **{field: value}), design) - noise_sd
+
+    if excess("word")(0.0) <= 0.0:
+        if excess("utterance")(0.0) <= 0.0:
+            return replace(population, word=0.0, utterance=0.0)
+        return replace(population, word=0.0, utterance=brentq(excess("utterance"), 0.0, population.utterance))
+    high = MAX_WORD_SPREAD
+    if excess("word")(high) > 0.0:
+        return replace(population, word=high)
+    return replace(population, word=brentq(excess("word"), 0.0, high, xtol=1e-6))
