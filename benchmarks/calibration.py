@@ -9,13 +9,20 @@ Calibration, every row over --sweeps simulated sweeps (val set: 24 speakers x 10
 0.15, speakers' SD 0.05; seed SD as the row says):
     coverage       share of 95 % intervals holding the true expected WER (with 1 seed: that seed's model's), and
                    the shares of truths below and above the interval
-    A/A            share of paired comparisons of two equal configurations with p < 0.05
+    A/A            share of paired comparisons of two equal configurations with p < 0.05, their models trained with
+                   one seed independent or alike (seed correlation)
     family         share of sweeps of four equal configurations in which compare_to_best calls one significantly
                    worse, with Holm over every pair (the default) and over the comparisons with the best alone
     power          share of comparisons finding a real difference at p < 0.05; "oracle" is a z-test that knows the
                    true SD of the difference, the most any test on the same data could reach; "measured seed SD" is
                    the between-seed SD of val WER a sweep would see on its one val set (seed SD plus each model's
                    own noise on the val set's 1,440 words)
+
+With --recorded, first the power for a 2-point difference with 3 seeds at each recorded pair of configurations'
+measured spreads (simulation.measure: WER, speaker SD, seed SD beyond each model's own noise, that noise; and
+simulation.seed_correlation: how much of their between-seed variance the two share, since one seed fixes the batch
+order of both), on the recorded val set and on ones with 3 and 5 times its utterances per speaker. "SD of a-b" is
+the recorded per-seed differences' SD, "simulated" the same in simulated sweeps at those spreads.
 
 Racing, over --replays seed orders: how often the race's verdict (the configurations left) equals the full-repeat
 sweep's (those not significantly worse with every seed), and the share of its trials the race used; per policy:
@@ -38,19 +45,23 @@ from pathlib import Path
 import numpy as np
 
 from avasr.sweep.racing import Policy, load_recording, replays, seed_count
-from avasr.sweep.significance import Scores
+from avasr.sweep.significance import Scores, pairs
 from avasr.sweep.simulation import (
     Design,
+    Measured,
     Population,
     coverage,
     family_error_rate,
     measure,
     measured_seed_sd,
     rejections,
+    seed_correlation,
     simulate,
+    with_noise,
 )
 
 SEED_SDS = (0.0, 0.0125, 0.03)
+SEED_CORRELATIONS = (0.0, 0.9)  # how alike two configurations' models trained with the same seed are
 POWER_SEED_SDS = (0.0, 0.005, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.05)
 DIFFERENCES = (0.02, 0.03, 0.04, 0.05)
 VAL_SCALES = (1, 3, 5)  # val sets of the recorded one's utterances per speaker times these
@@ -73,11 +84,18 @@ def coverage_table(sweeps: int) -> list[str]:
 
 
 def false_positive_table(sweeps: int) -> list[str]:
-    lines = ["A/A: equal configurations called different at alpha 0.05", f"{'seed SD':>8} {'seeds':>5} {'rate':>6}"]
+    lines = [
+        "A/A: equal configurations called different at alpha 0.05 (seeds pooled with 2, paired from 3)",
+        f"{'seed SD':>8} {'seeds':>5} " + " ".join(f"{f'corr {c:g}':>9}" for c in SEED_CORRELATIONS),
+    ]
     for sd in SEED_SDS:
         for seeds in (2, 3, 5):
-            rate = rejections(Population(seed_sd=sd), Population(seed_sd=sd), seeds, sweeps, rng=2000 + seeds).rate
-            lines.append(f"{sd:>8.4f} {seeds:>5} {rate:>6.3f}")
+            population = Population(seed_sd=sd)
+            rates = [
+                rejections(population, population, seeds, sweeps, rng=2000 + seeds, seed_correlation=c).rate
+                for c in SEED_CORRELATIONS
+            ]
+            lines.append(f"{sd:>8.4f} {seeds:>5} " + " ".join(f"{r:>9.3f}" for r in rates))
     return lines
 
 
@@ -117,25 +135,50 @@ def difference_table(sweeps: int, seed_sd: float = 0.0125) -> list[str]:
 
 
 def measured_power_table(recorded: dict[str, Scores], sweeps: int, seeds: int = 3) -> list[str]:
-    """Power for a 2-point difference at each recorded configuration's measured spreads (avasr.sweep.simulation's
-    `measure`), on the recorded val set and on val sets with VAL_SCALES times the utterances per speaker."""
+    """Power for a 2-point difference at each recorded pair of configurations' measured spreads (`measure`: WER,
+    speaker SD, seed SD beyond each model's own noise, that noise; `seed_correlation`: how much of it the pair
+    shares), on the recorded val set and on val sets with VAL_SCALES times the utterances per speaker."""
     lines = [
-        f"power for a 2-point difference, {seeds} seeds, at each recorded configuration's measured spreads",
-        f"{'configuration':<14} {'WER':>5} {'speaker SD':>10} {'seed SD':>7} {'own noise':>9} "
-        + " ".join(f"{f'x{k} val':>7} {'oracle':>6}" for k in VAL_SCALES),
+        f"power for a 2-point difference, {seeds} seeds, at each recorded pair's measured spreads",
+        f"{'pair':<22} {'WER':>5} {'speaker SD':>10} {'seed SD':>7} {'own noise':>9} {'seed corr':>9} "
+        f"{'SD of a-b':>9} {'simulated':>9} " + " ".join(f"{f'x{k} val':>7} {'oracle':>6}" for k in VAL_SCALES),
     ]
-    for name, scores in recorded.items():
-        m = measure(scores)
-        p = m.population
+    measured = {name: measure(scores) for name, scores in recorded.items()}
+    for x, y in pairs(list(recorded)):
+        population, design, noise = pooled(measured[x], measured[y])
+        correlation = seed_correlation(recorded[x], recorded[y])
+        differences = recorded[x].seed_wers - recorded[y].seed_wers
+        simulated = [
+            simulate({"a": population, "b": population}, 5, design, rng, correlation).scores
+            for rng in range(100, 100 + max(sweeps // 10, 20))
+        ]
+        simulated_sd = np.sqrt(np.mean([(s["a"].seed_wers - s["b"].seed_wers).var(ddof=1) for s in simulated]))
         cells = []
-        for k, design in enumerate(replace(m.design, utterances_per_speaker=m.design.utterances_per_speaker * k)
-                                   for k in VAL_SCALES):  # fmt: skip
-            r = rejections(p, replace(p, wer=p.wer + 0.02), seeds, sweeps, design, rng=9000 + k)
+        for k in VAL_SCALES:
+            scaled = replace(design, utterances_per_speaker=design.utterances_per_speaker * k)
+            better = replace(population, wer=population.wer + 0.02)
+            r = rejections(population, better, seeds, sweeps, scaled, rng=9000 + k, seed_correlation=correlation)
             cells.append(f"{r.rate:>7.3f} {r.oracle:>6.3f}")
         lines.append(
-            f"{name:<14} {p.wer:>5.3f} {p.speaker_sd:>10.4f} {p.seed_sd:>7.4f} {m.noise_sd:>9.4f} " + " ".join(cells)
+            f"{x + ' - ' + y:<22} {population.wer:>5.3f} {population.speaker_sd:>10.4f} {population.seed_sd:>7.4f} "
+            f"{noise:>9.4f} {correlation:>9.3f} {differences.std(ddof=1):>9.4f} {simulated_sd:>9.4f} " + " ".join(cells)
         )
     return lines
+
+
+def pooled(x: Measured, y: Measured) -> tuple[Population, Design, float]:
+    """One population for a pair: the mean WER, the root mean squares of the spreads, the first's design."""
+
+    def rms(a: float, b: float) -> float:
+        return float(np.sqrt((a**2 + b**2) / 2))
+
+    noise = rms(x.noise_sd, y.noise_sd)
+    population = Population(
+        wer=(x.population.wer + y.population.wer) / 2,
+        speaker_sd=rms(x.population.speaker_sd, y.population.speaker_sd),
+        seed_sd=rms(x.population.seed_sd, y.population.seed_sd),
+    )
+    return with_noise(population, x.design, noise), x.design, noise
 
 
 def replay_line(label: str, recorded: dict[str, Scores], count: int, policy: Policy, rng: int) -> str:

@@ -43,7 +43,7 @@ def main() -> None:
     recorded, seed_values = {}, None
     for cid, trials in complete.items():
         trials = sorted(trials, key=lambda t: t.seed)  # seed s is the same seed for every configuration
-        recorded[names[cid]] = scores_of([errors[t.run_id] for t in trials], names[cid])
+        recorded[names[cid]] = scores_of([errors[t.run_id] for t in trials], names[cid], [t.seed for t in trials])
         seed_values = [t.seed for t in trials]
     save_recording(args.out, recorded, seed_values)
     print(f"{args.out}: {len(recorded)} configurations x {seeds} seeds of sweep {found.parent.info.run_name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -304,7 +305,7 @@ def test_there_are_at_least_8_faces_and_3_engines():
 
 def test_tiny_corpus_layout_and_splits(tiny_corpus):
     description = json.loads((tiny_corpus / "corpus.json").read_text())
-    assert description["id"] == "gridsynth-14utt3+1+1+1spk-seed7-v4"
+    assert description["id"] == "gridsynth-14utt3+1+1+1spk-seed7-v5"
     assert description["splits"] == {"train": 8, "val": 1, "test_unseen_voice": 2, "test_unseen_face": 2, "test": 1}
     assert description["manifests"] == {split: f"{split}_manifest.txt" for split in SPLITS}
     assert description["groups"] == {"train": 3, "unseen_voice": 1, "unseen_face": 1, "unseen_engine": 1}
@@ -445,7 +446,7 @@ def test_complete_corpus_is_kept_and_another_one_refused(tiny_corpus):
     stamp = (tiny_corpus / "train_manifest.txt").stat().st_mtime_ns
     assert synth.build_corpus(tiny_corpus, size=TINY, seed=7) == tiny_corpus
     assert (tiny_corpus / "train_manifest.txt").stat().st_mtime_ns == stamp
-    with pytest.raises(synth.CorpusError, match=r"already holds corpus 'gridsynth-14utt3\+1\+1\+1spk-seed7-v4'"):
+    with pytest.raises(synth.CorpusError, match=r"already holds corpus 'gridsynth-14utt3\+1\+1\+1spk-seed7-v5'"):
         synth.build_corpus(tiny_corpus, size=TINY, seed=8)
 
 
@@ -454,6 +455,19 @@ def test_other_seed_other_sentences():
     _, second = synth.plan_corpus(synth.SIZES["smoke"], seed=43)
     assert [u.words for u in first] != [u.words for u in second]
     assert [u.words for u in first] == [u.words for u in synth.plan_corpus(synth.SIZES["smoke"], seed=42)[1]]
+
+
+def test_extra_val_utterances_come_after_the_others_and_change_none_of_them():
+    plain = dataclasses.replace(synth.SIZES["medium"], extra_val_per_speaker=0)
+    _, without = synth.plan_corpus(plain, seed=42)
+    _, with_extra = synth.plan_corpus(synth.SIZES["medium"], seed=42)
+    assert with_extra[: len(without)] == without
+    extra = with_extra[len(without) :]
+    assert [u.index for u in extra] == list(range(1200, 1392))
+    assert {u.split for u in extra} == {"val"}
+    assert Counter(u.speaker.id for u in extra) == Counter({f"s{k:02d}": 8 for k in range(1, 25)})
+    assert Counter(u.split for u in with_extra)["val"] == 24 * 12
+    assert synth.SIZES["medium"].name == "medium" and plain.name == "1200utt24+4+4+4spk"
 
 
 def test_make_corpus_draws_the_faces_grid(tmp_path):

@@ -649,7 +649,11 @@ def run_race(
         trials = [TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id)]
         errors = val_errors(client, plan, trials)
         groups = group([t for t in trials if t.run_id in errors])
-        return {cid: scores_of([errors[t.run_id] for t in groups[cid]], cid) for cid in targets if cid in groups}
+        return {
+            cid: scores_of([errors[t.run_id] for t in groups[cid]], cid, [t.seed for t in groups[cid]])
+            for cid in targets
+            if cid in groups
+        }
 
     try:
         state = race(plan.config_ids, one_round, policy)

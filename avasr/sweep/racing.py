@@ -157,15 +157,17 @@ def replay(
     rng: np.random.Generator | int | None = None,
     full_verdict: frozenset[str] | None = None,
 ) -> ReplayResult:
-    """Race on a recorded full-repeat sweep: each configuration's seeds come in an order drawn at random (seeds
-    are exchangeable, and not paired across configurations), its first n recorded seeds standing for the n it has
-    run. The policy's max_seeds defaults to the recorded count; `full_verdict` saves recomputing it per replay."""
+    """Race on a recorded full-repeat sweep: the seeds come in an order drawn at random (seeds are exchangeable),
+    one order for every configuration, as in a sweep's rounds, where seed s of one configuration shares its batch
+    order and draws with seed s of another; a configuration's first n seeds in it stand for the n it has run. The
+    policy's max_seeds defaults to the recorded count; `full_verdict` saves recomputing it per replay."""
     seeds = seed_count(recorded)
     policy = policy or Policy(max_seeds=seeds)
     if policy.max_seeds > seeds:
         raise SignificanceError(f"the policy runs up to {policy.max_seeds} seeds but {seeds} were recorded")
     rng = np.random.default_rng(rng)
-    orders = {name: rng.permutation(seeds) for name in recorded}
+    order = rng.permutation(seeds)
+    orders = dict.fromkeys(recorded, order)
 
     def run_round(targets: dict[str, int]) -> dict[str, Scores]:
         return {name: first_seeds(recorded[name], orders[name], n) for name, n in targets.items()}
@@ -177,7 +179,8 @@ def replay(
 
 
 def first_seeds(scores: Scores, order: np.ndarray, n: int) -> Scores:
-    return Scores(errors=scores.errors[order[:n]], words=scores.words, speakers=scores.speakers)
+    ids = None if scores.seed_ids is None else scores.seed_ids[order[:n]]
+    return Scores(errors=scores.errors[order[:n]], words=scores.words, speakers=scores.speakers, seed_ids=ids)
 
 
 def replays(
@@ -220,7 +223,7 @@ def load_recording(path: Path) -> tuple[dict[str, Scores], np.ndarray]:
                 f"({len(configs)}, {len(data['seeds'])}, utterances)"
             )
         recorded = {
-            str(name): Scores(errors=errors[c], words=data["words"], speakers=data["speakers"])
+            str(name): Scores(errors=errors[c], words=data["words"], speakers=data["speakers"], seed_ids=data["seeds"])
             for c, name in enumerate(configs)
         }
         return recorded, data["seeds"]

@@ -12,9 +12,13 @@ many new speakers, averaged over many retrainings. Its estimate is the mean over
 seed's corpus WER. Its variance has two terms:
 
 - the seeds: the sample variance of the per-seed WERs, over S. It holds the seeds' luck and each trained model's own
-  noise on the fixed val set (which words it happens to get wrong). In a comparison it is pooled over the two
+  noise on the fixed val set (which words it happens to get wrong). In a comparison of two configurations trained
+  with the same seeds (PAIRED_MIN_SEEDS or more), the seeds are paired: a seed fixes the batch order and the draws
+  of every configuration alike, and what it does to both cancels in the per-seed differences, whose sample variance
+  over S (S - 1 degrees of freedom) is the term. Otherwise the per-seed variances are pooled over the two
   configurations and multiplied by 1 / S_a + 1 / S_b: the exact S_a + S_b - 2 degrees of freedom of the pooled
-  two-sample t, which with equal seed counts is robust to unequal variances.
+  two-sample t, which with equal seed counts is robust to unequal variances. With two seeds pairing would leave one
+  degree of freedom (a t quantile of 12.7 against 4.3 pooled), so two seeds are pooled.
 - the val set: its speakers are a sample, and one speaker's utterances are correlated (one voice, one face). A
   speaker-blocked bootstrap (speakers resampled with replacement: the blockwise bootstrap of Peng & Liu 2020; with
   one utterance per speaker, Bisani & Ney 2004's utterance bootstrap) measures it, every seed and both configurations
@@ -57,6 +61,7 @@ LEVEL = 0.95
 ALPHA = 0.05
 RESAMPLES = 2000
 RNG_SEED = 0
+PAIRED_MIN_SEEDS = 3  # fewer: a paired t on 1 degree of freedom (quantile 12.7) loses more than pairing gains
 FAMILIES = ("pairs", "best")  # what compare_to_best's Holm correction runs over
 MAX_EXPONENT = 700.0  # exp() of more overflows a float: an interval that wide is [0, inf) anyway
 
@@ -73,11 +78,14 @@ class Scores:
     errors shape = (S, U): word errors of each seed's model on each utterance (one seed may be given as (U,))
     words shape = (U,): reference words of each utterance
     speakers shape = (U,): speaker label of each utterance
+    seed_ids shape = (S,): the training seed of each row, or None where unknown. Two configurations trained with
+        the same seeds share each seed's batch order and draws, and their comparison pairs the seeds.
     """
 
     errors: np.ndarray
     words: np.ndarray
     speakers: np.ndarray
+    seed_ids: np.ndarray | None = None
 
     def __post_init__(self):
         errors = np.asarray(self.errors)
@@ -91,6 +99,11 @@ class Scores:
                 raise SignificanceError(
                     f"{name} has shape {array.shape} but errors has {utterances} utterances (shape {errors.shape})"
                 )
+        if self.seed_ids is not None:
+            ids = np.asarray(self.seed_ids)
+            if ids.shape != (errors.shape[0],) or len(set(ids.tolist())) != ids.size:
+                raise SignificanceError(f"seed_ids {ids.tolist()} must name each of the {errors.shape[0]} seeds once")
+            object.__setattr__(self, "seed_ids", ids)
         object.__setattr__(self, "errors", whole_counts("errors", errors))
         object.__setattr__(self, "words", whole_counts("words", words))
         object.__setattr__(self, "speakers", speakers)
@@ -129,7 +142,8 @@ class Interval:
 class Comparison:
     """WER of a minus WER of b (negative: a is better), its confidence interval, the two-sided p-value of no
     difference, and the probability that a's expected WER is the lower (from the same t approximation).
-    `seed_variance_measured`: at least one of the two has two seeds or more."""
+    `seed_variance_measured`: at least one of the two has two seeds or more; `seeds_paired`: their seeds were
+    compared seed by seed (both trained with the same seeds)."""
 
     difference: float
     low: float
@@ -137,6 +151,7 @@ class Comparison:
     p_value: float
     prob_a_better: float
     seed_variance_measured: bool
+    seeds_paired: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +231,14 @@ def bootstrap_wers(scores: Scores, resamples: int = RESAMPLES, rng: np.random.Ge
     return resampled_wers(speaker_weights(len(words), resamples, generator(rng)), errors, words)
 
 
+def variance_terms(
+    replicates: np.ndarray, speakers: int, noises: Sequence[Component], seeds: Sequence[Component]
+) -> list[Component]:
+    """The estimate's variance terms: the val set's (the bootstrap's, less each seed's own noise on the val set,
+    which the between-seed term already holds) and the seeds'."""
+    return val_set_terms(replicates, speakers, noises) + list(seeds)
+
+
 def val_set_terms(replicates: np.ndarray, speakers: int, noises: Sequence[Component]) -> list[Component]:
     """The val set's variance: the bootstrap variance, scaled by K / (K - 1) (the bootstrap variance of a mean of K
     values is (K - 1) / K times the unbiased one), less each seed's own noise, which the between-seed term already
@@ -280,8 +303,7 @@ def wer_interval(
     WER over speakers, utterances and (with two seeds or more) seeds; see the module docstring."""
     errors, words = speaker_table(scores)
     replicates = resampled_wers(speaker_weights(len(words), resamples, generator(rng)), errors, words)
-    val_set = val_set_terms(replicates, len(words), seed_noise(errors, words))
-    variance, df = satterthwaite(val_set + seed_term([scores]))
+    variance, df = satterthwaite(variance_terms(replicates, len(words), seed_noise(errors, words), seed_term([scores])))
     low, high = log_scale_interval(scores.wer, t_half_width(variance, df, level))
     return Interval(scores.wer, low, high, scores.seeds, scores.seeds > 1)
 
@@ -316,22 +338,52 @@ def compare(
     level: float = LEVEL,
     resamples: int = RESAMPLES,
     rng: np.random.Generator | int | None = None,
+    paired: bool | None = None,
 ) -> Comparison:
     """WER of a minus WER of b, paired on their shared utterances: one speaker-blocked bootstrap resample serves
-    both. Seeds are not paired (seed 42 of one configuration has nothing in common with seed 42 of another): their
-    between-seed variances are pooled (module docstring), and one with a single seed borrows the other's."""
+    both. Their seeds are paired (`paired_seeds`) where both were trained with the same PAIRED_MIN_SEEDS seeds or
+    more (`paired` None), or where `paired` says so; otherwise their between-seed variances are pooled (module
+    docstring), and one with a single seed borrows the other's."""
     check_paired(a, b)
+    paired = can_pair_seeds(a, b) if paired is None else paired
+    if paired:
+        a, b = paired_seeds(a, b)
     errors_a, words = speaker_table(a)
     errors_b, _ = speaker_table(b)
     weights = speaker_weights(len(words), resamples, generator(rng))
     replicates = resampled_wers(weights, errors_a, words) - resampled_wers(weights, errors_b, words)
-    val_set = val_set_terms(replicates, len(words), seed_noise(errors_a, words) + seed_noise(errors_b, words))
-    variance, df = satterthwaite(val_set + seed_term([a, b]))
+    if paired:  # each seed's two models: their own noises may be alike, so take it from their difference
+        noises, seeds = seed_noise(errors_a - errors_b, words), paired_seed_term(a, b)
+    else:
+        noises, seeds = seed_noise(errors_a, words) + seed_noise(errors_b, words), seed_term([a, b])
+    variance, df = satterthwaite(variance_terms(replicates, len(words), noises, seeds))
     difference = a.wer - b.wer
     half = t_half_width(variance, df, level)
     p_value, prob_a_better = t_test(difference, variance, df)
     measured = a.seeds > 1 or b.seeds > 1
-    return Comparison(difference, difference - half, difference + half, p_value, prob_a_better, measured)
+    return Comparison(difference, difference - half, difference + half, p_value, prob_a_better, measured, paired)
+
+
+def can_pair_seeds(a: Scores, b: Scores) -> bool:
+    """Both trained with the same seeds, at least PAIRED_MIN_SEEDS of them."""
+    if a.seed_ids is None or b.seed_ids is None or a.seeds < PAIRED_MIN_SEEDS:
+        return False
+    return sorted(a.seed_ids.tolist()) == sorted(b.seed_ids.tolist())
+
+
+def paired_seeds(a: Scores, b: Scores) -> tuple[Scores, Scores]:
+    """a and b with their seeds in one order (sorted ids), for a comparison seed by seed."""
+    if a.seed_ids is None or b.seed_ids is None or sorted(a.seed_ids.tolist()) != sorted(b.seed_ids.tolist()):
+        raise SignificanceError("pairing seeds needs both configurations trained with the same seed ids")
+    return tuple(Scores(s.errors[np.argsort(s.seed_ids)], s.words, s.speakers, np.sort(s.seed_ids)) for s in (a, b))
+
+
+def paired_seed_term(a: Scores, b: Scores) -> list[Component]:
+    """The between-seed variance of the difference of two configurations trained with the same seeds (in the same
+    order): the sample variance of the per-seed differences over S, with S - 1 degrees of freedom. What a seed does
+    to both alike (its batch order, its augmentation draws) cancels in each difference."""
+    differences = a.seed_wers - b.seed_wers  # (S,)
+    return [Component(float(differences.var(ddof=1)) / a.seeds, a.seeds - 1)]
 
 
 def t_test(difference: float, variance: float, df: float) -> tuple[float, float]:

@@ -37,6 +37,7 @@ from avasr.sweep.significance import (
     SignificanceError,
     compare,
     compare_to_best,
+    paired_seeds,
     seed_noise,
     speaker_table,
     wer_interval,
@@ -173,30 +174,76 @@ def val_set(design: Design, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     return words, speakers, rng.standard_normal(design.speakers), rng.standard_normal(design.utterances), h
 
 
+@dataclass(frozen=True)
+class SeedDraws:
+    """What one training seed gives every configuration alike (the batch order, the augmentation draws, part of
+    the initialisation): standard normals for the seed effects a shape = (S,), the seed x speaker effects g shape =
+    (S, K), and the word draws z shape = (S, U, most words). A configuration's own draws mix with them at the
+    sweep's seed correlation."""
+
+    a: np.ndarray
+    g: np.ndarray
+    z: np.ndarray
+
+
+def seed_draws(seeds: int, val: tuple[np.ndarray, ...], rng: np.random.Generator) -> SeedDraws:
+    _, _, b, _, h = val
+    return SeedDraws(
+        rng.standard_normal(seeds), rng.standard_normal((seeds, len(b))), rng.standard_normal((seeds, *h.shape))
+    )
+
+
 def word_errors(
-    model: LogitModel, seeds: int, val: tuple[np.ndarray, ...], rng: np.random.Generator
+    model: LogitModel,
+    seeds: int,
+    val: tuple[np.ndarray, ...],
+    rng: np.random.Generator,
+    shared: SeedDraws | None = None,
+    correlation: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each seed's errors on each utterance shape = (S, U), and the seeds' effects a shape = (S,)."""
+    """Each seed's errors on each utterance shape = (S, U), and the seeds' effects a shape = (S,). With `shared`
+    draws, each of the model's seed effect, seed x speaker effects and word draws (by a Gaussian copula) has
+    correlation `correlation` with another configuration's trained with the same seed."""
     words, speakers, b, d, h = val
     a = rng.standard_normal(seeds)
     g = rng.standard_normal((seeds, len(b)))
+    if shared is not None:
+        a, g = mixed(shared.a, a, correlation), mixed(shared.g, g, correlation)
     utterance = model.mu + model.speaker * b[speakers] + model.utterance * d + model.interaction * g[:, speakers]
     logit = (utterance + model.seed * a[:, None])[..., None] + model.word * h
-    wrong = rng.random(logit.shape) < expit(logit)  # NaN past the last word: never wrong
+    if shared is None:
+        uniforms = rng.random(logit.shape)
+    else:
+        uniforms = stats.norm.cdf(mixed(shared.z, rng.standard_normal(logit.shape), correlation))
+    wrong = uniforms < expit(logit)  # NaN past the last word: never wrong
     return wrong.sum(axis=-1), a
 
 
+def mixed(shared: np.ndarray, own: np.ndarray, correlation: float) -> np.ndarray:
+    """Standard normals with `correlation` to any other mix of the same shared draws."""
+    return np.sqrt(correlation) * shared + np.sqrt(1.0 - correlation) * own
+
+
 def simulate(
-    populations: dict[str, Population], seeds: int, design: Design = Design(), rng: np.random.Generator | None = None
+    populations: dict[str, Population],
+    seeds: int,
+    design: Design = Design(),
+    rng: np.random.Generator | None = None,
+    seed_correlation: float = 0.0,
 ) -> Sweep:
-    """One sweep: every configuration trained with `seeds` seeds and scored on one freshly drawn val set."""
+    """One sweep: every configuration trained with `seeds` seeds (ids 0, 1, ...) and scored on one freshly drawn val
+    set. `seed_correlation`: how alike two configurations' models trained with the same seed are (their seed
+    effects, seed x speaker effects and word draws); 0 makes every trained model independent."""
+    if not 0.0 <= seed_correlation < 1.0:
+        raise ValueError(f"seed_correlation must lie in [0, 1), not {seed_correlation}")
     rng = np.random.default_rng(rng)
     val = val_set(design, rng)
+    shared = seed_draws(seeds, val, rng) if seed_correlation > 0.0 else None
     scores, truth, seed_truth = {}, {}, {}
     for name, population in populations.items():
         model = logit_model(population)
-        errors, a = word_errors(model, seeds, val, rng)
-        scores[name] = Scores(errors=errors, words=val[0], speakers=val[1])
+        errors, a = word_errors(model, seeds, val, rng, shared, seed_correlation)
+        scores[name] = Scores(errors=errors, words=val[0], speakers=val[1], seed_ids=np.arange(seeds))
         truth[name] = population.wer
         seed_truth[name] = seed_truths(model, a)
     return Sweep(scores, truth, seed_truth)
@@ -252,14 +299,17 @@ def rejections(
     alpha: float = 0.05,
     resamples: int = 1000,
     rng: np.random.Generator | int | None = None,
+    seed_correlation: float = 0.0,
+    paired: bool | None = None,
 ) -> Rejections:
     """The share of simulated sweeps in which `compare` finds a and b different at alpha: the false-positive rate
-    where they are equal, the power where they are not."""
+    where they are equal, the power where they are not. `paired`: compare's choice of pairing the seeds (None: its
+    default)."""
     rng = np.random.default_rng(rng)
     differences, rejected = [], 0
     for _ in range(sweeps):
-        sweep = simulate({"a": a, "b": b}, seeds, design, rng)
-        comparison = compare(sweep.scores["a"], sweep.scores["b"], resamples=resamples, rng=rng)
+        sweep = simulate({"a": a, "b": b}, seeds, design, rng, seed_correlation)
+        comparison = compare(sweep.scores["a"], sweep.scores["b"], resamples=resamples, rng=rng, paired=paired)
         rejected += comparison.p_value < alpha
         differences.append(comparison.difference)
     differences = np.asarray(differences)
@@ -278,6 +328,7 @@ def family_error_rate(
     resamples: int = 1000,
     rng: np.random.Generator | int | None = None,
     family: str = "pairs",
+    seed_correlation: float = 0.0,
 ) -> float:
     """The share of simulated sweeps of `configs` equal configurations in which `compare_to_best` (Holm over
     `family`) calls any of them significantly worse than the best (the best itself chosen by the data)."""
@@ -285,7 +336,7 @@ def family_error_rate(
     names = {f"c{i}": population for i in range(configs)}
     wrong = 0
     for _ in range(sweeps):
-        configs = simulate(names, seeds, design, rng).scores
+        configs = simulate(names, seeds, design, rng, seed_correlation).scores
         rows = compare_to_best(configs, alpha, resamples=resamples, rng=rng, family=family)
         wrong += any(row.significantly_worse for row in rows)
     return wrong / sweeps
@@ -388,3 +439,16 @@ def with_noise(population: Population, design: Design, noise_sd: float) -> Popul
     if excess("word")(high) > 0.0:
         return replace(population, word=high)
     return replace(population, word=brentq(excess("word"), 0.0, high, xtol=1e-6))
+
+
+def seed_correlation(a: Scores, b: Scores) -> float:
+    """How alike two configurations trained with the same seeds are, as `simulate`'s seed_correlation: the share
+    of their between-seed variance that cancels in the per-seed differences, 1 - var(a - b) / (var(a) + var(b)),
+    never below 0."""
+    if a.seeds < 2:
+        raise SignificanceError(f"a seed correlation needs two seeds or more, not {a.seeds}")
+    a, b = paired_seeds(a, b)  # the same seed ids, or a SignificanceError that says so
+    total = a.seed_wers.var(ddof=1) + b.seed_wers.var(ddof=1)
+    if total == 0.0:
+        return 0.0
+    return float(max(1.0 - (a.seed_wers - b.seed_wers).var(ddof=1) / total, 0.0))

@@ -211,7 +211,7 @@ class Verdict:
             )
         lines.append(
             "*: shipped. tied / worse: not / significantly worse than the best (paired speaker-blocked test over "
-            f"val utterances and seeds, Holm-corrected, alpha {self.alpha:g})"
+            f"val utterances and seeds, seeds paired from 3 on, Holm-corrected, alpha {self.alpha:g})"
             + ". WERs on test splits are shown, never used to choose."
         )
         return "\n".join(lines)
@@ -230,10 +230,12 @@ def read_errors(path: str | Path) -> dict[str, tuple[str, int, int]]:
         raise VerdictError(f"{path}: not a per-utterance error file ({e})") from None
 
 
-def scores_of(errors: Sequence[dict[str, tuple[str, int, int]]], where: str) -> Scores:
-    """The seeds of one configuration as Scores on the utterances in the first seed's order; every seed must
-    have been scored on the same utterances. A val set of one speaker has no speakers to resample: its utterances
-    are then the blocks (see Verdict.notes)."""
+def scores_of(
+    errors: Sequence[dict[str, tuple[str, int, int]]], where: str, seed_ids: Sequence[int] | None = None
+) -> Scores:
+    """The seeds of one configuration (trained with `seed_ids`, in the same order) as Scores on the utterances in
+    the first seed's order; every seed must have been scored on the same utterances. A val set of one speaker has
+    no speakers to resample: its utterances are then the blocks (see Verdict.notes)."""
     utterances = list(errors[0])
     for seed_errors in errors[1:]:
         if set(seed_errors) != set(utterances):
@@ -243,7 +245,7 @@ def scores_of(errors: Sequence[dict[str, tuple[str, int, int]]], where: str) -> 
         speakers = np.array(utterances)
     words = np.array([errors[0][u][1] for u in utterances])
     table = np.array([[seed_errors[u][2] for u in utterances] for seed_errors in errors])  # (S, U)
-    return Scores(table, words, speakers)
+    return Scores(table, words, speakers, None if seed_ids is None else np.asarray(seed_ids))
 
 
 def labels(groups: dict[str, list[TrialSummary]]) -> dict[str, str]:
@@ -289,7 +291,9 @@ def decide(
     if not groups:
         raise VerdictError("no finished trial with per-utterance val errors: nothing to compare")
     names = labels(groups)
-    scores = {cid: scores_of([errors[t.run_id] for t in ts], names[cid]) for cid, ts in groups.items()}
+    scores = {
+        cid: scores_of([errors[t.run_id] for t in ts], names[cid], [t.seed for t in ts]) for cid, ts in groups.items()
+    }
     rows = {row.name: row for row in compare_to_best(scores, alpha=alpha)}
     configurations = tuple(
         sorted(
