@@ -272,15 +272,20 @@ def test_sizes_keep_their_roles():
         assert size.train_speakers >= 14 and min(size.speakers(g) for g in synth.GROUPS[1:]) >= 2
 
 
+TRAINING_ENGINES = {voices.FLITE: {voices.ESPEAK, voices.FESTIVAL}, voices.ESPEAK: {voices.FESTIVAL, voices.FLITE}}
+
+
+@pytest.mark.parametrize("held_out", voices.HELD_OUT_ENGINES)
 @pytest.mark.parametrize("size", list(synth.SIZES))
-def test_unseen_means_unseen(size):
-    """No test speaker's voice recordings, engine or face (as its split says) was in training."""
-    speakers = synth.make_speakers(synth.SIZES[size], seed=42)
+def test_unseen_means_unseen(size, held_out):
+    """No test speaker's voice recordings, engine or face (as its split says) was in training, in either direction."""
+    speakers = synth.make_speakers(synth.SIZES[size], seed=42, held_out_engine=held_out)
     train = [s for s in speakers if s.group == synth.TRAIN]
     seen_recordings = {s.voice.engine_voice.recordings for s in train}
     seen_engines = {s.voice.engine_voice.engine for s in train}
     seen_faces = {s.face.identity for s in train}
-    assert seen_engines == {voices.ESPEAK, voices.FESTIVAL} and voices.HELD_OUT_ENGINE not in seen_engines
+    assert seen_engines == TRAINING_ENGINES[held_out] and held_out not in seen_engines
+    assert {s.voice.engine_voice.engine for s in speakers if s.group == synth.UNSEEN_ENGINE} == {held_out}
     assert not seen_faces & set(faces.HELD_OUT)
     for s in speakers:
         recordings, engine, identity = s.voice.engine_voice.recordings, s.voice.engine_voice.engine, s.face.identity
@@ -294,6 +299,15 @@ def test_unseen_means_unseen(size):
     heard = [s.voice for s in speakers if s.group != synth.UNSEEN_FACE]
     assert len(set(heard)) == len(heard)
     assert len({s.face for s in speakers}) == len(speakers)
+
+
+def test_the_reverse_direction_holds_out_espeak_ng_under_its_own_id(tmp_path):
+    speakers, utterances = synth.plan_corpus(TINY, seed=7, held_out_engine=voices.ESPEAK)
+    _, default_utterances = synth.plan_corpus(TINY, seed=7)
+    assert [u.words for u in utterances] == [u.words for u in default_utterances]  # the same sentences, other voices
+    assert synth.corpus_id(TINY, 7, voices.ESPEAK) == "gridsynth-14utt3+1+1+1spk-seed7-v5-without-espeak-ng"
+    with pytest.raises(ValueError, match="held-out engine must be one of flite, espeak-ng, not 'festival'"):
+        synth.make_speakers(TINY, seed=7, held_out_engine=voices.FESTIVAL)
 
 
 def test_there_are_at_least_8_faces_and_3_engines():

@@ -67,6 +67,11 @@ SPLIT_MEANING = {
     "test_unseen_face": "training speakers' voices, faces never seen in training",
     "test": "a speech engine (flite) and faces never heard or seen in training: the hardest",
 }
+SPLIT_MEANING_WITHOUT_ESPEAK = {  # the reverse direction: espeak-ng held out
+    **SPLIT_MEANING,
+    "test_unseen_voice": "a voice never heard in training (festival's ked), seen faces",
+    "test": "a speech engine (espeak-ng) and faces never heard or seen in training: the hardest",
+}
 FESTIVAL_EVERY = 3  # every third training speaker is a festival voice, the others espeak-ng
 TRAIN_TURNS = 2  # a training speaker has twice as many utterances as a test speaker: most of the data trains
 
@@ -153,19 +158,29 @@ class Utterance:
 
 
 # --- planning -----------------------------------------------------------------------------------------------------
-def make_speakers(size: CorpusSize, seed: int) -> list[Speaker]:
+def make_speakers(size: CorpusSize, seed: int, held_out_engine: str = voices.HELD_OUT_ENGINE) -> list[Speaker]:
     """Every speaker, group after group (train, unseen voice, unseen face, unseen engine), numbered s01, s02, ...
 
     Voices are distinct within each engine's pool as long as it lasts (then they repeat with other prosody and
     channel); unseen-face speakers reuse the voices of training speakers, round-robin; faces go round-robin over
     the training faces (train, unseen voice) or the held-out faces (unseen face, unseen engine), shuffled by seed.
+    `held_out_engine`: flite (training hears espeak-ng and festival) or espeak-ng (training hears festival and
+    flite; the unseen voice is festival's ked, the unseen engine's speakers espeak-ng variants of every kind).
     """
+    check_held_out_engine(held_out_engine)
     rng = np.random.default_rng([seed, SPEAKER_STREAM])
     seen_faces, held_out_faces = _shuffled(faces.training_faces(), rng), _shuffled(faces.HELD_OUT, rng)
-    train_voices = _train_engine_voices(size.train_speakers, rng)
-    unseen_voices = _unseen_engine_voices(size.unseen_voice_speakers, rng)
-    engine_voices = [voices.flite_voice(voices.FLITE_VOICES[k % len(voices.FLITE_VOICES)])
-                     for k in range(size.unseen_engine_speakers)]  # fmt: skip
+    if held_out_engine == voices.FLITE:
+        train_voices = _train_engine_voices(size.train_speakers, rng)
+        unseen_voices = _unseen_engine_voices(size.unseen_voice_speakers, rng)
+        engine_voices = [voices.flite_voice(voices.FLITE_VOICES[k % len(voices.FLITE_VOICES)])
+                         for k in range(size.unseen_engine_speakers)]  # fmt: skip
+    else:
+        train_voices = _reverse_train_voices(size.train_speakers)
+        unseen_voices = [voices.festival_voice(voices.FESTIVAL_UNSEEN_VOICES[k % len(voices.FESTIVAL_UNSEEN_VOICES)])
+                         for k in range(size.unseen_voice_speakers)]  # fmt: skip
+        every_variant = voices.ESPEAK_TRAIN_VARIANTS + voices.ESPEAK_UNSEEN_VARIANTS
+        engine_voices = _espeak_voices(size.unseen_engine_speakers, every_variant, rng)
     speakers: list[Speaker] = []
 
     def add(group: str, voice: voices.Voice, identity: str, voice_of: str = "") -> None:
@@ -207,6 +222,16 @@ def _unseen_engine_voices(n: int, rng: np.random.Generator) -> list[voices.Engin
     return [espeak.pop(0) if k % 2 == 0 else festival.pop(0) for k in range(n)]
 
 
+def _reverse_train_voices(n: int) -> list[voices.EngineVoice]:
+    """With espeak-ng held out: festival's and flite's training voices in turn (each heard by several speakers, with
+    their own prosody, vocal tract and channel)."""
+    pool = [voices.festival_voice(v) for v in voices.FESTIVAL_TRAIN_VOICES] + [
+        voices.flite_voice(v) for v in voices.FLITE_VOICES
+    ]
+    pool = [pool[k] for k in (0, 2, 1, 3)]  # festival, flite, festival, flite
+    return [pool[k % len(pool)] for k in range(n)]
+
+
 def _espeak_voices(n: int, variants: tuple[str, ...], rng: np.random.Generator) -> list[voices.EngineVoice]:
     """n espeak-ng voices: distinct variants while they last, each with an accent, accents as balanced as possible."""
     order = _shuffled(variants, rng)
@@ -227,7 +252,14 @@ def _face_style(identity: str, rng: np.random.Generator) -> face.FaceStyle:
     )
 
 
-def plan_corpus(size: CorpusSize, seed: int) -> tuple[list[Speaker], list[Utterance]]:
+def check_held_out_engine(engine: str) -> None:
+    if engine not in voices.HELD_OUT_ENGINES:
+        raise ValueError(f"the held-out engine must be one of {', '.join(voices.HELD_OUT_ENGINES)}, not {engine!r}")
+
+
+def plan_corpus(
+    size: CorpusSize, seed: int, held_out_engine: str = voices.HELD_OUT_ENGINE
+) -> tuple[list[Speaker], list[Utterance]]:
     """Speakers and every utterance's speaker, split and sentence.
 
     Utterances go round-robin over the speakers, each training speaker taking TRAIN_TURNS turns a round. Every
@@ -235,7 +267,7 @@ def plan_corpus(size: CorpusSize, seed: int) -> tuple[list[Speaker], list[Uttera
     own test split. Then each training speaker says `extra_val_per_speaker` more, all for validation, numbered
     after the others and with sentences of their own stream: the other utterances stay as they are without them.
     """
-    speakers = make_speakers(size, seed)
+    speakers = make_speakers(size, seed, held_out_engine)
     turns = speakers + [s for s in speakers if s.group == TRAIN] * (TRAIN_TURNS - 1)
     sentences = grammar.sample_sentences(size.utterances, np.random.default_rng([seed, SENTENCE_STREAM]))
     per_speaker: Counter[str] = Counter()
@@ -399,43 +431,52 @@ def _init_worker() -> None:
 
 
 # --- the corpus ---------------------------------------------------------------------------------------------------
-def corpus_id(size: CorpusSize, seed: int) -> str:
-    """e.g. "gridsynth-smoke-seed42-v1": names the data in run tags; changes whenever the output would."""
-    return f"gridsynth-{size.name}-seed{seed}-v{GENERATOR_VERSION}"
+def corpus_id(size: CorpusSize, seed: int, held_out_engine: str = voices.HELD_OUT_ENGINE) -> str:
+    """e.g. "gridsynth-smoke-seed42-v5", or "gridsynth-smoke-seed42-v5-without-espeak-ng" with espeak-ng held out:
+    names the data in run tags; changes whenever the output would."""
+    direction = "" if held_out_engine == voices.HELD_OUT_ENGINE else f"-without-{held_out_engine}"
+    return f"gridsynth-{size.name}-seed{seed}-v{GENERATOR_VERSION}{direction}"
 
 
 def build_corpus(
-    out_dir: str | Path, size: str | CorpusSize = "smoke", seed: int = 42, workers: int | None = None
+    out_dir: str | Path,
+    size: str | CorpusSize = "smoke",
+    seed: int = 42,
+    workers: int | None = None,
+    held_out_engine: str = voices.HELD_OUT_ENGINE,
 ) -> Path:
     """Build (or finish) the corpus in `out_dir` and return that folder, which holds the manifests (`SPLITS`).
 
     `size`: "smoke" (200 utterances), "small" (480), "medium" (1392), "full" (6000) or a CorpusSize. Returns at
     once when a complete corpus with the same id (size, seed, generator version) is there; utterances already
-    written by an interrupted build are kept. `workers`: processes (default: all cores).
+    written by an interrupted build are kept. `workers`: processes (default: all cores). `held_out_engine`: the
+    speech engine of the test split, never heard in training (`make_speakers`).
     """
     if isinstance(size, str):
         if size not in SIZES:
             raise ValueError(f"unknown corpus size {size!r} (choose from {', '.join(SIZES)})")
         size = SIZES[size]
     out_dir = Path(out_dir)
-    if _is_complete(out_dir, size, seed):
+    check_held_out_engine(held_out_engine)
+    identity = corpus_id(size, seed, held_out_engine)
+    if _is_complete(out_dir, identity):
         return out_dir
     engines = {voices.ESPEAK: library_version(), **voices.program_versions()}  # a missing engine: said here
-    speakers, utterances = plan_corpus(size, seed)
+    speakers, utterances = plan_corpus(size, seed, held_out_engine)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{out_dir}: cannot create the corpus folder: {e}") from None
-    log.info("building corpus %s in %s", corpus_id(size, seed), out_dir)
+    log.info("building corpus %s in %s", identity, out_dir)
     spoken, animated = _render_all(utterances, out_dir, seed, workers or os.cpu_count() or 1)
     _write_manifests(out_dir, utterances)
     (out_dir / "lexicon.txt").write_text("\n".join(grammar.vocabulary()) + "\n", encoding="utf-8")
-    _write_description(out_dir, size, seed, engines, speakers, utterances)
+    _write_description(out_dir, size, seed, held_out_engine, engines, speakers, utterances)
     log.info("%s: %d utterances (%d WAVs, %d MP4s written now)", out_dir, len(utterances), spoken, animated)
     return out_dir
 
 
-def _is_complete(out_dir: Path, size: CorpusSize, seed: int) -> bool:
+def _is_complete(out_dir: Path, identity: str) -> bool:
     description = out_dir / "corpus.json"
     if not description.is_file():
         return False
@@ -443,9 +484,9 @@ def _is_complete(out_dir: Path, size: CorpusSize, seed: int) -> bool:
         found = json.loads(description.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CorpusError(f"{description}: unreadable ({e}); delete the folder to rebuild") from None
-    if found.get("id") != corpus_id(size, seed):
+    if found.get("id") != identity:
         raise CorpusError(
-            f"{out_dir} already holds corpus {found.get('id')!r}, not {corpus_id(size, seed)!r}: "
+            f"{out_dir} already holds corpus {found.get('id')!r}, not {identity!r}: "
             "choose another folder or delete this one"
         )
     return all((out_dir / f"{split}_manifest.txt").is_file() for split in SPLITS)
@@ -516,14 +557,20 @@ def write_speaker_table(path: Path, rows: list[dict]) -> None:
 
 
 def _write_description(
-    out_dir: Path, size: CorpusSize, seed: int, engines: dict, speakers: list[Speaker], utterances: list[Utterance]
+    out_dir: Path,
+    size: CorpusSize,
+    seed: int,
+    held_out_engine: str,
+    engines: dict,
+    speakers: list[Speaker],
+    utterances: list[Utterance],
 ) -> None:
     """corpus.json, written last and atomically: a folder with it is a complete corpus."""
     counts = Counter(u.speaker.id for u in utterances)
     rows = [describe_speaker(s, counts[s.id]) for s in speakers]
     write_speaker_table(out_dir / "speakers.tsv", rows)
     description = {
-        "id": corpus_id(size, seed),
+        "id": corpus_id(size, seed, held_out_engine),
         "size": size.name,
         "seed": seed,
         "generator_version": GENERATOR_VERSION,
@@ -531,9 +578,9 @@ def _write_description(
         "utterances": len(utterances),
         "splits": {split: sum(u.split == split for u in utterances) for split in SPLITS},
         "manifests": {split: f"{split}_manifest.txt" for split in SPLITS},
-        "split_meaning": SPLIT_MEANING,
+        "split_meaning": SPLIT_MEANING if held_out_engine == voices.FLITE else SPLIT_MEANING_WITHOUT_ESPEAK,
         "groups": {group: sum(s.group == group for s in speakers) for group in GROUPS},
-        "held_out": {"engine": voices.HELD_OUT_ENGINE, "faces": list(faces.HELD_OUT)},
+        "held_out": {"engine": held_out_engine, "faces": list(faces.HELD_OUT)},
         "sample_rate": SAMPLE_RATE,
         "fps": FPS,
         "frame_size": face.FRAME_SIZE,

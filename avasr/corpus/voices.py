@@ -32,7 +32,8 @@ SAMPLE_RATE = 16000  # the corpus's WAVs (the training loader's rate); every eng
 
 ESPEAK, FESTIVAL, FLITE = "espeak-ng", "festival", "flite"
 ENGINES = (ESPEAK, FESTIVAL, FLITE)
-HELD_OUT_ENGINE = FLITE
+HELD_OUT_ENGINE = FLITE  # the default direction; HELD_OUT_ENGINES lists both
+HELD_OUT_ENGINES = (FLITE, ESPEAK)  # flite: train on espeak-ng and festival; espeak-ng: train on festival and flite
 
 # espeak-ng English accents (voice files in the Debian package) and human-sounding voice variants (its "!v" folder;
 # the robots, whispers and croaks are left out). The unseen variants are never heard in training.
