@@ -231,14 +231,6 @@ def bootstrap_wers(scores: Scores, resamples: int = RESAMPLES, rng: np.random.Ge
     return resampled_wers(speaker_weights(len(words), resamples, generator(rng)), errors, words)
 
 
-def variance_terms(
-    replicates: np.ndarray, speakers: int, noises: Sequence[Component], seeds: Sequence[Component]
-) -> list[Component]:
-    """The estimate's variance terms: the val set's (the bootstrap's, less each seed's own noise on the val set,
-    which the between-seed term already holds) and the seeds'."""
-    return val_set_terms(replicates, speakers, noises) + list(seeds)
-
-
 def val_set_terms(replicates: np.ndarray, speakers: int, noises: Sequence[Component]) -> list[Component]:
     """The val set's variance: the bootstrap variance, scaled by K / (K - 1) (the bootstrap variance of a mean of K
     values is (K - 1) / K times the unbiased one), less each seed's own noise, which the between-seed term already
@@ -303,7 +295,8 @@ def wer_interval(
     WER over speakers, utterances and (with two seeds or more) seeds; see the module docstring."""
     errors, words = speaker_table(scores)
     replicates = resampled_wers(speaker_weights(len(words), resamples, generator(rng)), errors, words)
-    variance, df = satterthwaite(variance_terms(replicates, len(words), seed_noise(errors, words), seed_term([scores])))
+    val_set = val_set_terms(replicates, len(words), seed_noise(errors, words))
+    variance, df = satterthwaite(val_set + seed_term([scores]))
     low, high = log_scale_interval(scores.wer, t_half_width(variance, df, level))
     return Interval(scores.wer, low, high, scores.seeds, scores.seeds > 1)
 
@@ -356,7 +349,7 @@ def compare(
         noises, seeds = seed_noise(errors_a - errors_b, words), paired_seed_term(a, b)
     else:
         noises, seeds = seed_noise(errors_a, words) + seed_noise(errors_b, words), seed_term([a, b])
-    variance, df = satterthwaite(variance_terms(replicates, len(words), noises, seeds))
+    variance, df = satterthwaite(val_set_terms(replicates, len(words), noises) + seeds)
     difference = a.wer - b.wer
     half = t_half_width(variance, df, level)
     p_value, prob_a_better = t_test(difference, variance, df)
@@ -375,6 +368,8 @@ def paired_seeds(a: Scores, b: Scores) -> tuple[Scores, Scores]:
     """a and b with their seeds in one order (sorted ids), for a comparison seed by seed."""
     if a.seed_ids is None or b.seed_ids is None or sorted(a.seed_ids.tolist()) != sorted(b.seed_ids.tolist()):
         raise SignificanceError("pairing seeds needs both configurations trained with the same seed ids")
+    if a.seeds < 2:
+        raise SignificanceError(f"pairing seeds needs two seeds or more, not {a.seeds}")
     return tuple(Scores(s.errors[np.argsort(s.seed_ids)], s.words, s.speakers, np.sort(s.seed_ids)) for s in (a, b))
 
 
