@@ -214,3 +214,15 @@ def test_latencies_within_ten_percent_are_as_fast_and_then_fewer_parameters_ship
     assert verdict.sentence().endswith(shipping)
     trials, errors = sweep([spec[0], spec[2]])
     assert decide(trials, errors, **BUDGETS).champion.label == "attention"  # 20 % is slower, whatever its size
+
+
+def test_as_fast_and_as_large_ships_the_lower_wer():
+    """Latencies within 10 % are equal: a tied configuration of the same size is no cheaper, so the best ships."""
+    spec = [
+        ("a", "adaptive", 0.24, 200_000, 1.20),
+        ("s", "simple", 0.25, 200_000, 1.10),  # 8 % faster: as fast, as large, a higher WER
+    ]
+    trials, errors = sweep(spec)
+    verdict = decide(trials, errors, **BUDGETS)
+    assert len(verdict.tied) == 2 and verdict.champion.label == "adaptive"
+    assert verdict.sentence().endswith("Shipping adaptive: the lowest val WER within the budgets.")

@@ -128,7 +128,8 @@ class Verdict:
             return f"Shipping {champion.label}: the lowest val WER within the budgets."
         fewer = 1 - champion.param_count / best.param_count if best.param_count else 0.0
         faster = best.latency_p50_ms - champion.latency_p50_ms
-        size = f"{fewer:.0%} fewer parameters" if fewer >= 0 else f"{-fewer:.0%} more parameters"
+        size = f"{fewer:.0%} fewer parameters" if fewer > 0 else f"{-fewer:.0%} more parameters" if fewer < 0 else ""
+        size = size or "as many parameters"
         speed = f"{faster:.1f} ms faster" if faster >= 0.05 else f"as fast (p50 within {LATENCY_RESOLUTION:.0%})"
         return f"Shipping {champion.label}: tied on WER, {size}, {speed}."
 
@@ -322,13 +323,13 @@ def decide(
 
 
 def cheapest(candidates: Sequence[Configuration]) -> Configuration | None:
-    """The fewest parameters among those as fast as the fastest (within LATENCY_RESOLUTION), then the lowest
-    latency; None without candidates."""
+    """The fewest parameters among those as fast as the fastest (within LATENCY_RESOLUTION), then the lowest val
+    WER: as fast and as large is no cheaper, and a lower WER is worth having; None without candidates."""
     if not candidates:
         return None
     fastest = min(c.latency_p50_ms for c in candidates)
     as_fast = [c for c in candidates if c.latency_p50_ms <= fastest * (1 + LATENCY_RESOLUTION)]
-    return min(as_fast, key=lambda c: (c.param_count, c.latency_p50_ms))
+    return min(as_fast, key=lambda c: (c.param_count, c.interval.estimate, c.latency_p50_ms))
 
 
 def configuration(cid: str, label: str, trials: list[TrialSummary], interval: Interval, row: Row) -> Configuration:
