@@ -21,8 +21,9 @@ Calibration, every row over --sweeps simulated sweeps (val set: 24 speakers x 10
 With --recorded, first the power for a 2-point difference with 3 seeds at each recorded pair of configurations'
 measured spreads (simulation.measure: WER, speaker SD, seed SD beyond each model's own noise, that noise; and
 simulation.seed_correlation: how much of their between-seed variance the two share, since one seed fixes the batch
-order of both), on the recorded val set and on ones with 3 and 5 times its utterances per speaker. "SD of a-b" is
-the recorded per-seed differences' SD, "simulated" the same in simulated sweeps at those spreads.
+order of both): the verdict's test (seeds pooled) on the recorded val set and on one with 3 times its utterances
+per speaker, and the test with the seeds paired ("paired", recorded val set). "SD of a-b" is the recorded per-seed
+differences' SD, "simulated" the same in simulated sweeps at those spreads.
 
 Racing, over --replays seed orders: how often the race's verdict (the configurations left) equals the full-repeat
 sweep's (those not significantly worse with every seed), and the share of its trials the race used; per policy:
@@ -64,7 +65,7 @@ SEED_SDS = (0.0, 0.0125, 0.03)
 SEED_CORRELATIONS = (0.0, 0.9)  # how alike two configurations' models trained with the same seed are
 POWER_SEED_SDS = (0.0, 0.005, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.05)
 DIFFERENCES = (0.02, 0.03, 0.04, 0.05)
-VAL_SCALES = (1, 3, 5)  # val sets of the recorded one's utterances per speaker times these
+VAL_SCALES = (1, 3)  # val sets of the recorded one's utterances per speaker times these
 BUDGET_SHARE = 0.6  # the racing goal: the full-repeat verdict with at most this share of its trials
 FUSIONS = {  # one fresh-clone `make sweep`'s val WERs, as true WERs of a simulated full-repeat sweep
     "attention": Population(wer=0.130),
@@ -85,7 +86,7 @@ def coverage_table(sweeps: int) -> list[str]:
 
 def false_positive_table(sweeps: int) -> list[str]:
     lines = [
-        "A/A: equal configurations called different at alpha 0.05 (seeds pooled with 2, paired from 3)",
+        "A/A: equal configurations called different at alpha 0.05",
         f"{'seed SD':>8} {'seeds':>5} " + " ".join(f"{f'corr {c:g}':>9}" for c in SEED_CORRELATIONS),
     ]
     for sd in SEED_SDS:
@@ -137,11 +138,13 @@ def difference_table(sweeps: int, seed_sd: float = 0.0125) -> list[str]:
 def measured_power_table(recorded: dict[str, Scores], sweeps: int, seeds: int = 3) -> list[str]:
     """Power for a 2-point difference at each recorded pair of configurations' measured spreads (`measure`: WER,
     speaker SD, seed SD beyond each model's own noise, that noise; `seed_correlation`: how much of it the pair
-    shares), on the recorded val set and on val sets with VAL_SCALES times the utterances per speaker."""
+    shares): seeds paired on the recorded val set, pooled on it and on val sets with VAL_SCALES times the
+    utterances per speaker."""
     lines = [
         f"power for a 2-point difference, {seeds} seeds, at each recorded pair's measured spreads",
         f"{'pair':<22} {'WER':>5} {'speaker SD':>10} {'seed SD':>7} {'own noise':>9} {'seed corr':>9} "
-        f"{'SD of a-b':>9} {'simulated':>9} " + " ".join(f"{f'x{k} val':>7} {'oracle':>6}" for k in VAL_SCALES),
+        f"{'SD of a-b':>9} {'simulated':>9} {'paired':>6} "
+        + " ".join(f"{f'x{k} val':>7} {'oracle':>6}" for k in VAL_SCALES),
     ]
     measured = {name: measure(scores) for name, scores in recorded.items()}
     for x, y in pairs(list(recorded)):
@@ -153,10 +156,13 @@ def measured_power_table(recorded: dict[str, Scores], sweeps: int, seeds: int = 
             for rng in range(100, 100 + max(sweeps // 10, 20))
         ]
         simulated_sd = np.sqrt(np.mean([(s["a"].seed_wers - s["b"].seed_wers).var(ddof=1) for s in simulated]))
-        cells = []
+        better = replace(population, wer=population.wer + 0.02)
+        paired = rejections(
+            population, better, seeds, sweeps, design, rng=9000, seed_correlation=correlation, paired=True
+        )
+        cells = [f"{paired.rate:>6.3f}"]
         for k in VAL_SCALES:
             scaled = replace(design, utterances_per_speaker=design.utterances_per_speaker * k)
-            better = replace(population, wer=population.wer + 0.02)
             r = rejections(population, better, seeds, sweeps, scaled, rng=9000 + k, seed_correlation=correlation)
             cells.append(f"{r.rate:>7.3f} {r.oracle:>6.3f}")
         lines.append(

@@ -12,13 +12,13 @@ many new speakers, averaged over many retrainings. Its estimate is the mean over
 seed's corpus WER. Its variance has two terms:
 
 - the seeds: the sample variance of the per-seed WERs, over S. It holds the seeds' luck and each trained model's own
-  noise on the fixed val set (which words it happens to get wrong). In a comparison of two configurations trained
-  with the same seeds (PAIRED_MIN_SEEDS or more), the seeds are paired: a seed fixes the batch order and the draws
-  of every configuration alike, and what it does to both cancels in the per-seed differences, whose sample variance
-  over S (S - 1 degrees of freedom) is the term. Otherwise the per-seed variances are pooled over the two
+  noise on the fixed val set (which words it happens to get wrong). In a comparison it is pooled over the two
   configurations and multiplied by 1 / S_a + 1 / S_b: the exact S_a + S_b - 2 degrees of freedom of the pooled
-  two-sample t, which with equal seed counts is robust to unequal variances. With two seeds pairing would leave one
-  degree of freedom (a t quantile of 12.7 against 4.3 pooled), so two seeds are pooled.
+  two-sample t, which with equal seed counts is robust to unequal variances. `compare(paired=True)` pairs the seeds
+  instead (two configurations trained with the same seeds share each seed's batch order and draws): the per-seed
+  differences' sample variance over S, on S - 1 degrees of freedom. It pays only where a seed moves both
+  configurations alike; with seeds that do not, it halves the degrees of freedom for nothing, and the sweep's
+  fusions mostly do not (docs/decisions.md), so the verdict pools.
 - the val set: its speakers are a sample, and one speaker's utterances are correlated (one voice, one face). A
   speaker-blocked bootstrap (speakers resampled with replacement: the blockwise bootstrap of Peng & Liu 2020; with
   one utterance per speaker, Bisani & Ney 2004's utterance bootstrap) measures it, every seed and both configurations
@@ -61,7 +61,6 @@ LEVEL = 0.95
 ALPHA = 0.05
 RESAMPLES = 2000
 RNG_SEED = 0
-PAIRED_MIN_SEEDS = 3  # fewer: a paired t on 1 degree of freedom (quantile 12.7) loses more than pairing gains
 FAMILIES = ("pairs", "best")  # what compare_to_best's Holm correction runs over
 MAX_EXPONENT = 700.0  # exp() of more overflows a float: an interval that wide is [0, inf) anyway
 
@@ -331,14 +330,12 @@ def compare(
     level: float = LEVEL,
     resamples: int = RESAMPLES,
     rng: np.random.Generator | int | None = None,
-    paired: bool | None = None,
+    paired: bool = False,
 ) -> Comparison:
     """WER of a minus WER of b, paired on their shared utterances: one speaker-blocked bootstrap resample serves
-    both. Their seeds are paired (`paired_seeds`) where both were trained with the same PAIRED_MIN_SEEDS seeds or
-    more (`paired` None), or where `paired` says so; otherwise their between-seed variances are pooled (module
-    docstring), and one with a single seed borrows the other's."""
+    both. Their between-seed variances are pooled (module docstring), and one with a single seed borrows the
+    other's; with `paired`, their seeds are compared seed by seed instead (`paired_seeds`)."""
     check_paired(a, b)
-    paired = can_pair_seeds(a, b) if paired is None else paired
     if paired:
         a, b = paired_seeds(a, b)
     errors_a, words = speaker_table(a)
@@ -355,13 +352,6 @@ def compare(
     p_value, prob_a_better = t_test(difference, variance, df)
     measured = a.seeds > 1 or b.seeds > 1
     return Comparison(difference, difference - half, difference + half, p_value, prob_a_better, measured, paired)
-
-
-def can_pair_seeds(a: Scores, b: Scores) -> bool:
-    """Both trained with the same seeds, at least PAIRED_MIN_SEEDS of them."""
-    if a.seed_ids is None or b.seed_ids is None or a.seeds < PAIRED_MIN_SEEDS:
-        return False
-    return sorted(a.seed_ids.tolist()) == sorted(b.seed_ids.tolist())
 
 
 def paired_seeds(a: Scores, b: Scores) -> tuple[Scores, Scores]:

@@ -300,11 +300,10 @@ def rejections(
     resamples: int = 1000,
     rng: np.random.Generator | int | None = None,
     seed_correlation: float = 0.0,
-    paired: bool | None = None,
+    paired: bool = False,
 ) -> Rejections:
     """The share of simulated sweeps in which `compare` finds a and b different at alpha: the false-positive rate
-    where they are equal, the power where they are not. `paired`: compare's choice of pairing the seeds (None: its
-    default)."""
+    where they are equal, the power where they are not. `paired`: compare the seeds seed by seed."""
     rng = np.random.default_rng(rng)
     differences, rejected = [], 0
     for _ in range(sweeps):

@@ -212,7 +212,7 @@ class Verdict:
             )
         lines.append(
             "*: shipped. tied / worse: not / significantly worse than the best (paired speaker-blocked test over "
-            f"val utterances and seeds, seeds paired from 3 on, Holm-corrected, alpha {self.alpha:g})"
+            f"val utterances and seeds, Holm-corrected, alpha {self.alpha:g})"
             + ". WERs on test splits are shown, never used to choose."
         )
         return "\n".join(lines)
