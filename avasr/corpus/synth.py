@@ -123,7 +123,7 @@ SIZES = {
                         unseen_engine_speakers=2),
     # the smoke sweep's (make sweep); also enough for lip reading to show
     # 8 extra val utterances per training speaker (12 in all): each trained model's own noise on val WER shrinks
-    # by sqrt(3), and the verdict can tell a 2-point difference between fusions whose seeds agree
+    # by sqrt(3), and with it every interval and comparison of the sweep's verdict
     "medium": CorpusSize(utterances=1200, train_speakers=24, unseen_voice_speakers=4, unseen_face_speakers=4,
                          unseen_engine_speakers=4, extra_val_per_speaker=8),
     "full": CorpusSize(utterances=6000, train_speakers=32, unseen_voice_speakers=8, unseen_face_speakers=8,

@@ -128,8 +128,12 @@ class Verdict:
             return f"Shipping {champion.label}: the lowest val WER within the budgets."
         fewer = 1 - champion.param_count / best.param_count if best.param_count else 0.0
         faster = best.latency_p50_ms - champion.latency_p50_ms
-        size = f"{fewer:.0%} fewer parameters" if fewer > 0 else f"{-fewer:.0%} more parameters" if fewer < 0 else ""
-        size = size or "as many parameters"
+        if fewer > 0:
+            size = f"{fewer:.0%} fewer parameters"
+        elif fewer < 0:
+            size = f"{-fewer:.0%} more parameters"
+        else:
+            size = "as many parameters"
         speed = f"{faster:.1f} ms faster" if faster >= 0.05 else f"as fast (p50 within {LATENCY_RESOLUTION:.0%})"
         return f"Shipping {champion.label}: tied on WER, {size}, {speed}."
 
