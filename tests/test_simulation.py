@@ -6,7 +6,16 @@ import pytest
 from scipy.special import expit
 
 from avasr.sweep.significance import SignificanceError
-from avasr.sweep.simulation import Design, Population, logit_model, measure, model_noise_sd, simulate, with_noise
+from avasr.sweep.simulation import (
+    Design,
+    Population,
+    logit_model,
+    measure,
+    model_noise_sd,
+    seed_correlation,
+    simulate,
+    with_noise,
+)
 
 POPULATION = Population(wer=0.15, speaker_sd=0.05, seed_sd=0.0125, utterance=1.0, word=1.0, interaction=0.1)
 
@@ -96,3 +105,14 @@ def test_measuring_needs_two_seeds_and_equal_speakers():
     uneven = type(scores)(scores.errors[:, 1:], scores.words[1:], scores.speakers[1:])
     with pytest.raises(SignificanceError, match="speakers have 3 to 4 utterances"):
         measure(uneven)
+
+
+def test_seed_correlation_reads_back_how_alike_two_configurations_seeds_are():
+    """Seeds that dominate the spread (SD 0.05 against a model's own noise of ~0.015): the share of the between-seed
+    variance two configurations share is the simulated correlation, within the sampling error of 40 seeds."""
+    seedy = Population(wer=0.3, seed_sd=0.05)
+    for truth in (0.0, 0.8):
+        scores = simulate({"a": seedy, "b": seedy}, 40, GRID_VAL, rng=11, seed_correlation=truth).scores
+        assert seed_correlation(scores["a"], scores["b"]) == pytest.approx(truth, abs=0.2)
+    with pytest.raises(ValueError, match=r"seed_correlation must lie in \[0, 1\), not 1.0"):
+        simulate({"a": seedy}, 2, GRID_VAL, rng=0, seed_correlation=1.0)

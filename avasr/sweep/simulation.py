@@ -20,6 +20,11 @@ corpus WER of infinitely many new speakers decoded by infinitely many retrained 
 the WER scale with two spreads, also on the WER scale and exact: `speaker_sd` is the SD over speakers of a speaker's
 expected WER, `seed_sd` the SD over seeds of a trained model's expected WER. Their logit-scale coefficients are
 solved for (`logit_model`): each quantity is a Gaussian integral, computed by Gauss-Hermite quadrature.
+
+A training seed fixes the batch order and the draws of every configuration alike: `simulate`'s seed_correlation
+mixes shared draws into each model's seed effect, seed x speaker effects and word draws (0: every trained model
+independent). `measure` and `seed_correlation` read a Population, a Design and a seed correlation off real scores,
+so that the calibration can be run at the spreads a recorded sweep measured.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from avasr.sweep.significance import (
 QUADRATURE_NODES = 64  # Gauss-Hermite nodes: the integrals below are within 1e-6 for logit spreads up to 3.3
 SOLVER_STEPS = 50
 SOLVER_TOLERANCE = 1e-10
+MAX_SEED_CORRELATION = 0.999  # simulate takes correlations below 1: a configuration keeps some draws of its own
 MAX_WORD_SPREAD = 4.0  # logit SD: with the other spreads, integrals within 2e-5 (1e-6 up to a total of 3.3)
 
 
@@ -450,4 +456,4 @@ def seed_correlation(a: Scores, b: Scores) -> float:
     total = a.seed_wers.var(ddof=1) + b.seed_wers.var(ddof=1)
     if total == 0.0:
         return 0.0
-    return float(max(1.0 - (a.seed_wers - b.seed_wers).var(ddof=1) / total, 0.0))
+    return float(np.clip(1.0 - (a.seed_wers - b.seed_wers).var(ddof=1) / total, 0.0, MAX_SEED_CORRELATION))
