@@ -173,12 +173,12 @@ def make_speakers(size: CorpusSize, seed: int, held_out_engine: str = voices.HEL
     if held_out_engine == voices.FLITE:
         train_voices = _train_engine_voices(size.train_speakers, rng)
         unseen_voices = _unseen_engine_voices(size.unseen_voice_speakers, rng)
-        engine_voices = [voices.flite_voice(voices.FLITE_VOICES[k % len(voices.FLITE_VOICES)])
-                         for k in range(size.unseen_engine_speakers)]  # fmt: skip
+        engine_voices = _in_turn([voices.flite_voice(v) for v in voices.FLITE_VOICES], size.unseen_engine_speakers)
     else:
         train_voices = _reverse_train_voices(size.train_speakers)
-        unseen_voices = [voices.festival_voice(voices.FESTIVAL_UNSEEN_VOICES[k % len(voices.FESTIVAL_UNSEEN_VOICES)])
-                         for k in range(size.unseen_voice_speakers)]  # fmt: skip
+        unseen_voices = _in_turn(
+            [voices.festival_voice(v) for v in voices.FESTIVAL_UNSEEN_VOICES], size.unseen_voice_speakers
+        )
         every_variant = voices.ESPEAK_TRAIN_VARIANTS + voices.ESPEAK_UNSEEN_VARIANTS
         engine_voices = _espeak_voices(size.unseen_engine_speakers, every_variant, rng)
     speakers: list[Speaker] = []
@@ -208,8 +208,7 @@ def _train_engine_voices(n: int, rng: np.random.Generator) -> list[voices.Engine
     """Every FESTIVAL_EVERY-th speaker a festival training voice (alternating), the others espeak-ng's."""
     n_festival = n // FESTIVAL_EVERY
     espeak = _espeak_voices(n - n_festival, voices.ESPEAK_TRAIN_VARIANTS, rng)
-    festival = [voices.festival_voice(voices.FESTIVAL_TRAIN_VOICES[k % len(voices.FESTIVAL_TRAIN_VOICES)])
-                for k in range(n_festival)]  # fmt: skip
+    festival = _in_turn([voices.festival_voice(v) for v in voices.FESTIVAL_TRAIN_VOICES], n_festival)
     return [festival.pop(0) if k % FESTIVAL_EVERY == FESTIVAL_EVERY - 1 and festival else espeak.pop(0)
             for k in range(n)]  # fmt: skip
 
@@ -217,19 +216,21 @@ def _train_engine_voices(n: int, rng: np.random.Generator) -> list[voices.Engine
 def _unseen_engine_voices(n: int, rng: np.random.Generator) -> list[voices.EngineVoice]:
     """Half espeak-ng's unseen variants, half festival's unseen voices, alternating (espeak-ng first)."""
     espeak = _espeak_voices(n - n // 2, voices.ESPEAK_UNSEEN_VARIANTS, rng)
-    festival = [voices.festival_voice(voices.FESTIVAL_UNSEEN_VOICES[k % len(voices.FESTIVAL_UNSEEN_VOICES)])
-                for k in range(n // 2)]  # fmt: skip
+    festival = _in_turn([voices.festival_voice(v) for v in voices.FESTIVAL_UNSEEN_VOICES], n // 2)
     return [espeak.pop(0) if k % 2 == 0 else festival.pop(0) for k in range(n)]
 
 
 def _reverse_train_voices(n: int) -> list[voices.EngineVoice]:
     """With espeak-ng held out: festival's and flite's training voices in turn (each heard by several speakers, with
     their own prosody, vocal tract and channel)."""
-    pool = [voices.festival_voice(v) for v in voices.FESTIVAL_TRAIN_VOICES] + [
-        voices.flite_voice(v) for v in voices.FLITE_VOICES
-    ]
-    pool = [pool[k] for k in (0, 2, 1, 3)]  # festival, flite, festival, flite
-    return [pool[k % len(pool)] for k in range(n)]
+    festival = [voices.festival_voice(v) for v in voices.FESTIVAL_TRAIN_VOICES]
+    flite = [voices.flite_voice(v) for v in voices.FLITE_VOICES]
+    return _in_turn([v for pair in zip(festival, flite) for v in pair], n)
+
+
+def _in_turn(engine_voices: list[voices.EngineVoice], n: int) -> list[voices.EngineVoice]:
+    """n engine voices, taken in turn (the first again after the last)."""
+    return [engine_voices[k % len(engine_voices)] for k in range(n)]
 
 
 def _espeak_voices(n: int, variants: tuple[str, ...], rng: np.random.Generator) -> list[voices.EngineVoice]:
