@@ -21,7 +21,7 @@ from avasr.sweep.racing import save_recording
 from avasr.sweep.shipping import sweep_trials, val_errors
 from avasr.sweep.significance import corpus_wer
 from avasr.sweep.tracking import resolve_tracking_uri
-from avasr.sweep.verdict import group, labels, scores_of
+from avasr.sweep.verdict import group, labels, trial_scores
 
 
 def main() -> None:
@@ -43,8 +43,8 @@ def main() -> None:
     recorded, seed_values = {}, None
     for cid, trials in complete.items():
         trials = sorted(trials, key=lambda t: t.seed)  # seed s is the same seed for every configuration
-        recorded[names[cid]] = scores_of([errors[t.run_id] for t in trials], names[cid], [t.seed for t in trials])
-        seed_values = [t.seed for t in trials]
+        recorded[names[cid]] = trial_scores(trials, errors, names[cid])
+        seed_values = recorded[names[cid]].seed_ids
     save_recording(args.out, recorded, seed_values)
     print(f"{args.out}: {len(recorded)} configurations x {seeds} seeds of sweep {found.parent.info.run_name!r}")
     for name, scores in recorded.items():

@@ -91,7 +91,7 @@ from avasr.sweep.verdict import (
     group,
     plot_verdict,
     read_errors,
-    scores_of,
+    trial_scores,
 )
 from avasr.sweep.verdict import (
     plot_front as plot_configuration_front,
@@ -649,11 +649,7 @@ def run_race(
         trials = [TrialSummary.from_run(r) for r in tracking.child_runs(client, experiment_id, parent_run_id)]
         errors = val_errors(client, plan, trials)
         groups = group([t for t in trials if t.run_id in errors])
-        return {
-            cid: scores_of([errors[t.run_id] for t in groups[cid]], cid, [t.seed for t in groups[cid]])
-            for cid in targets
-            if cid in groups
-        }
+        return {cid: trial_scores(groups[cid], errors, cid) for cid in targets if cid in groups}
 
     try:
         state = race(plan.config_ids, one_round, policy)

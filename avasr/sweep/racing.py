@@ -167,10 +167,9 @@ def replay(
         raise SignificanceError(f"the policy runs up to {policy.max_seeds} seeds but {seeds} were recorded")
     rng = np.random.default_rng(rng)
     order = rng.permutation(seeds)
-    orders = dict.fromkeys(recorded, order)
 
     def run_round(targets: dict[str, int]) -> dict[str, Scores]:
-        return {name: first_seeds(recorded[name], orders[name], n) for name, n in targets.items()}
+        return {name: first_seeds(recorded[name], order, n) for name, n in targets.items()}
 
     final = race(list(recorded), run_round, policy)
     full = verdict(recorded, policy) if full_verdict is None else full_verdict

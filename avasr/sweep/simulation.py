@@ -450,9 +450,7 @@ def seed_correlation(a: Scores, b: Scores) -> float:
     """How alike two configurations trained with the same seeds are, as `simulate`'s seed_correlation: the share
     of their between-seed variance that cancels in the per-seed differences, 1 - var(a - b) / (var(a) + var(b)),
     never below 0."""
-    if a.seeds < 2:
-        raise SignificanceError(f"a seed correlation needs two seeds or more, not {a.seeds}")
-    a, b = paired_seeds(a, b)  # the same seed ids, or a SignificanceError that says so
+    a, b = paired_seeds(a, b)  # the same seed ids, two or more, or a SignificanceError that says which
     total = a.seed_wers.var(ddof=1) + b.seed_wers.var(ddof=1)
     if total == 0.0:
         return 0.0

@@ -253,6 +253,12 @@ def scores_of(
     return Scores(table, words, speakers, None if seed_ids is None else np.asarray(seed_ids))
 
 
+def trial_scores(trials: Sequence[TrialSummary], errors: dict[str, dict], where: str) -> Scores:
+    """`scores_of` the trials of one configuration, from `errors` (run id -> that trial's val errors), with their
+    seeds."""
+    return scores_of([errors[t.run_id] for t in trials], where, [t.seed for t in trials])
+
+
 def labels(groups: dict[str, list[TrialSummary]]) -> dict[str, str]:
     """Each configuration named by what sets it apart: its fusion, with dropout and lr when those vary too."""
     firsts = {cid: trials[0] for cid, trials in groups.items()}
@@ -296,9 +302,7 @@ def decide(
     if not groups:
         raise VerdictError("no finished trial with per-utterance val errors: nothing to compare")
     names = labels(groups)
-    scores = {
-        cid: scores_of([errors[t.run_id] for t in ts], names[cid], [t.seed for t in ts]) for cid, ts in groups.items()
-    }
+    scores = {cid: trial_scores(ts, errors, names[cid]) for cid, ts in groups.items()}
     rows = {row.name: row for row in compare_to_best(scores, alpha=alpha)}
     configurations = tuple(
         sorted(
