@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
+from avasr.plots import save_figure
 from avasr.sweep.champion import TrialSummary
 from avasr.sweep.verdict import (
     VerdictError,
@@ -216,6 +217,24 @@ def test_latencies_within_ten_percent_are_as_fast_and_then_fewer_parameters_ship
     assert decide(trials, errors, **BUDGETS).champion.label == "attention"  # 20 % is slower, whatever its size
 
 
+def test_a_speed_claim_needs_more_than_the_latency_resolution():
+    """The sentence says "faster" only where the cheapest rule saw a difference: beyond 10 % of the best's p50."""
+    as_fast = [("a", "adaptive", 0.24, 200_000, 1.20), ("w", "weighted", 0.25, 170_000, 1.10)]  # 0.1 ms, 8 %
+    trials, errors = sweep(as_fast)
+    assert (
+        decide(trials, errors, **BUDGETS)
+        .sentence()
+        .endswith("Shipping weighted: tied on WER, 15% fewer parameters, as fast (p50 within 10%).")
+    )
+    faster = [("a", "adaptive", 0.24, 200_000, 1.60), ("w", "weighted", 0.25, 170_000, 1.10)]  # 0.5 ms, 31 %
+    trials, errors = sweep(faster)
+    assert (
+        decide(trials, errors, **BUDGETS)
+        .sentence()
+        .endswith("Shipping weighted: tied on WER, 15% fewer parameters, 0.5 ms faster.")
+    )
+
+
 def test_as_fast_and_as_large_ships_the_lower_wer():
     """Latencies within 10 % are equal: a tied configuration of the same size is no cheaper, so the best ships."""
     spec = [
@@ -226,3 +245,31 @@ def test_as_fast_and_as_large_ships_the_lower_wer():
     verdict = decide(trials, errors, **BUDGETS)
     assert len(verdict.tied) == 2 and verdict.champion.label == "adaptive"
     assert verdict.sentence().endswith("Shipping adaptive: the lowest val WER within the budgets.")
+
+
+def test_an_interval_past_a_blank_models_wer_prints_as_more_than_one_and_stays_exact_in_json(tmp_path, monkeypatch):
+    """Two seeds that disagree (0.2 and 0.45) leave an interval no reader can use: ">1", a note, a cut bar."""
+    trials, errors = sweep([("w", "weighted", 0.30, 170_000, 1.0)])
+    for seed, rate in ((42, 0.20), (43, 0.45)):
+        errors[f"a-{seed}"] = errors_at(rate, seed)
+        trials.append(trial(f"a-{seed}", "a", "attention", seed, wer_of(errors[f"a-{seed}"]), 270_000, 1.5))
+    verdict = decide(trials, errors, **BUDGETS)
+    attention = next(c for c in verdict.configurations if c.label == "attention")
+    assert attention.interval.high > 1
+    row = next(line for line in verdict.table().splitlines() if "attention" in line)
+    assert f"{attention.interval.low:.3f}->1 " in row
+    assert "A CI up to >1 passes a blank model's WER" in verdict.table()
+    assert f"| {attention.interval.low:.3f}->1 |" in verdict.markdown()
+    saved = next(c for c in verdict.to_dict()["configurations"] if c["label"] == "attention")
+    assert saved["ci"] == [attention.interval.low, attention.interval.high]
+    tops = []
+
+    def save(figure, path):  # what the plot shows, read just before it is written
+        tops.append(figure.axes[0].get_ylim()[1])
+        return save_figure(figure, path)
+
+    monkeypatch.setattr("avasr.sweep.verdict.save_figure", save)
+    plot_verdict(verdict, tmp_path / "v.png", "t")
+    assert tops[0] < 1.2  # the bar is cut at 1, not drawn to its top (38 here)
+    trials, errors = sweep([("w", "weighted", 0.30, 170_000, 1.0), ("s", "simple", 0.30, 170_000, 1.0)])
+    assert "A CI up to" not in decide(trials, errors, **BUDGETS).table()  # no such interval: no note

@@ -39,6 +39,9 @@ from avasr.sweep.significance import ALPHA, Interval, Row, Scores, compare_to_be
 PREFERENCES = ("deployment", "accuracy")
 MIN_SPEAKERS = 2  # below this the val set's utterances, not its speakers, are resampled
 LATENCY_RESOLUTION = 0.10  # latencies within 10 % of the fastest count as equal for deployment
+# The WER of a model that emits nothing (every word deleted). An interval reaching past it bounds nothing a user can
+# act on (two seeds that disagree give a t quantile of 12.7): tables print its top as ">1", plots cut its bar there.
+BLANK_MODEL_WER = 1.0
 VERDICT_MD, VERDICT_JSON, VERDICT_PLOT = "verdict.md", "verdict.json", "verdict.png"
 
 
@@ -101,8 +104,9 @@ class Verdict:
     def sentence(self) -> str:
         """One plain paragraph a user can act on."""
         best, others = self.best, self.configurations[1:]
-        text = f"{best.label} is best (val WER {best.interval.estimate:.3f}, 95 % CI {best.interval.low:.3f}-" + (
-            f"{best.interval.high:.3f}, {_count(best.seeds, 'seed')})"
+        text = (
+            f"{best.label} is best (val WER {best.interval.estimate:.3f}, 95 % CI {_ci(best.interval)}, "
+            f"{_count(best.seeds, 'seed')})"
         )
         tied = [c for c in others if not c.significantly_worse]
         worse = [c for c in others if c.significantly_worse]
@@ -127,14 +131,17 @@ class Verdict:
         if champion is best or self.prefer == "accuracy":
             return f"Shipping {champion.label}: the lowest val WER within the budgets."
         fewer = 1 - champion.param_count / best.param_count if best.param_count else 0.0
-        faster = best.latency_p50_ms - champion.latency_p50_ms
+        faster = best.latency_p50_ms - champion.latency_p50_ms  # ms; negative when the champion is slower
         if fewer > 0:
             size = f"{fewer:.0%} fewer parameters"
         elif fewer < 0:
             size = f"{-fewer:.0%} more parameters"
         else:
             size = "as many parameters"
-        speed = f"{faster:.1f} ms faster" if faster >= 0.05 else f"as fast (p50 within {LATENCY_RESOLUTION:.0%})"
+        if abs(faster) <= LATENCY_RESOLUTION * best.latency_p50_ms:  # inside the resolution: no speed claim
+            speed = f"as fast (p50 within {LATENCY_RESOLUTION:.0%})"
+        else:
+            speed = f"{abs(faster):.1f} ms {'faster' if faster > 0 else 'slower'}"
         return f"Shipping {champion.label}: tied on WER, {size}, {speed}."
 
     def markdown(self) -> str:
@@ -148,8 +155,8 @@ class Verdict:
             verdict = "best" if c is self.best else "worse" if c.significantly_worse else "tied"
             p = "" if c.row.p_holm is None else _p(c.row.p_holm)
             lines.append(
-                f"| {mark} | {c.label} | {c.seeds} | {c.interval.estimate:.3f} | {c.interval.low:.3f}-"
-                f"{c.interval.high:.3f} | {verdict} | {p} |{''.join(f' {w:.3f} |' for w in self._split_cells(c))} "
+                f"| {mark} | {c.label} | {c.seeds} | {c.interval.estimate:.3f} | {_ci(c.interval)} | {verdict} | {p} |"
+                f"{''.join(f' {w:.3f} |' for w in self._split_cells(c))} "
                 f"{c.test_wer:.3f} | {c.param_count:,} | "
                 f"{c.latency_p50_ms:.1f} |"
             )
@@ -210,7 +217,7 @@ class Verdict:
             verdict = ("worse " if c.significantly_worse else "tied ") + verdict if c is not self.best else verdict
             lines.append(
                 f"{mark:2} {c.label[:24]:<24} {c.seeds:>5} {c.interval.estimate:>7.3f} "
-                f"{c.interval.low:>6.3f}-{c.interval.high:<6.3f} {verdict:>8}"
+                f"{_ci(c.interval):>13} {verdict:>8}"
                 f"{''.join(f' {w:>9.3f}' for w in self._split_cells(c))} {c.test_wer:>8.3f} "
                 f"{c.param_count:>9,} {c.latency_p50_ms:>7.1f}"
             )
@@ -218,6 +225,7 @@ class Verdict:
             "*: shipped. tied / worse: not / significantly worse than the best (paired speaker-blocked test over "
             f"val utterances and seeds, Holm-corrected, alpha {self.alpha:g})"
             + ". WERs on test splits are shown, never used to choose."
+            + (UNBOUNDED_NOTE if any(c.interval.high > BLANK_MODEL_WER for c in self.configurations) else "")
         )
         return "\n".join(lines)
 
@@ -373,15 +381,8 @@ def plot_verdict(verdict: Verdict, path: str | Path, title: str) -> Path:
     for x, c in enumerate(verdict.configurations):
         colour = "red" if c is verdict.champion else "grey" if c.significantly_worse else "C0"
         estimate = c.interval.estimate
-        axes.errorbar(
-            [x],
-            [estimate],
-            yerr=[[estimate - c.interval.low], [c.interval.high - estimate]],
-            fmt="o",
-            color=colour,
-            capsize=6,
-            markersize=8,
-        )
+        axes.errorbar([x], [estimate], yerr=_error_bar(c.interval), fmt="o", color=colour, capsize=6, markersize=8)
+        _mark_cut(axes, x, c.interval, colour)
         jitter = np.linspace(-0.12, 0.12, len(c.trials)) if len(c.trials) > 1 else [0.0]
         axes.scatter(x + np.asarray(jitter), [t.val_wer for t in c.trials], s=14, color="black", zorder=3)
     axes.set_xticks(range(len(verdict.configurations)), [c.label for c in verdict.configurations], rotation=15)
@@ -423,13 +424,14 @@ def plot_front(verdict: Verdict, path: str | Path, title: str) -> Path:
         axes.errorbar(
             [c.latency_p50_ms],
             [estimate],
-            yerr=[[estimate - c.interval.low], [c.interval.high - estimate]],
+            yerr=_error_bar(c.interval),
             fmt="x" if c.config_id in front else "o",
             color=colour,
             capsize=5,
             markersize=9,
             label=f"{c.label} ({c.param_count:,} params)",
         )
+        _mark_cut(axes, c.latency_p50_ms, c.interval, colour)
         if c is verdict.champion:
             axes.scatter([c.latency_p50_ms], [estimate], s=300, facecolors="none", edgecolors="red", linewidths=1.5)
     axes.set(
@@ -440,6 +442,34 @@ def plot_front(verdict: Verdict, path: str | Path, title: str) -> Path:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return save_figure(figure, path)
+
+
+UNBOUNDED_NOTE = (
+    " A CI up to >1 passes a blank model's WER: that configuration's seeds disagree more than so few seeds can bound;"
+    " run more seeds."
+)
+
+
+def _ci(interval: Interval) -> str:
+    """ "low-high", with a top beyond a blank model's WER written ">1" (the numbers stay exact in verdict.json)."""
+    high = ">1" if interval.high > BLANK_MODEL_WER else f"{interval.high:.3f}"
+    return f"{interval.low:.3f}-{high}"
+
+
+def _bar_top(interval: Interval) -> float:
+    """Where a plot's CI bar ends: its top, cut at a blank model's WER (or the estimate, were that higher)."""
+    return min(interval.high, max(BLANK_MODEL_WER, interval.estimate))
+
+
+def _error_bar(interval: Interval) -> list[list[float]]:
+    """matplotlib's yerr for one point: [[below], [above]]."""
+    return [[interval.estimate - interval.low], [_bar_top(interval) - interval.estimate]]
+
+
+def _mark_cut(axes, x: float, interval: Interval, colour: str) -> None:
+    """An arrowhead on a bar cut at a blank model's WER: the interval goes on beyond the plot."""
+    if interval.high > _bar_top(interval):
+        axes.scatter([x], [_bar_top(interval)], marker="^", s=60, color=colour, zorder=3)
 
 
 def _count(n: int, noun: str) -> str:
