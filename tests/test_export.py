@@ -21,7 +21,14 @@ from avasr.ship.export import (
     export_onnx,
     read_config,
 )
-from avasr.ship.latency import onnx_cpu_latency, time_calls, torch_cpu_latency
+from avasr.ship.latency import (
+    onnx_cpu_latencies,
+    onnx_cpu_latency,
+    time_calls,
+    time_interleaved,
+    torch_cpu_latency,
+    turns,
+)
 from tests.synthetic import TINY, dataset
 
 # Default 64x64 lips and 40 mels with narrow layers: exports in seconds, exercises the real graph.
@@ -142,6 +149,31 @@ def test_full_size_default_model_exports_within_parity_and_its_cpu_latency_is_me
         assert set(timing) == {"p50_ms", "p95_ms", "mean_ms"}
         assert all(math.isfinite(v) and v > 0 for v in timing.values())
         assert timing["p50_ms"] <= timing["p95_ms"]
+
+
+def test_interleaved_turns_give_every_name_its_runs_in_rotated_order():
+    assert turns(["a", "b", "c"], runs=7, rounds=3) == [
+        ("a", 3), ("b", 3), ("c", 3),
+        ("b", 2), ("c", 2), ("a", 2),
+        ("c", 2), ("a", 2), ("b", 2),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="1 <= rounds <= runs"):
+        turns(["a"], runs=2, rounds=3)
+
+
+def test_interleaved_timing_alternates_the_calls_it_measures():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    timings = time_interleaved(calls, runs=4, warmup=1, rounds=2)
+    assert order == ["a", "b"] + ["a", "a", "b", "b", "b", "b", "a", "a"]  # warm-up, then two rotated rounds
+    assert set(timings) == {"a", "b"} and all(t["p50_ms"] >= 0 for t in timings.values())
+
+
+def test_onnx_latencies_of_several_files_in_turns(small_export):
+    paths = {fusion: small_export(fusion)[2] for fusion in ("simple", "attention")}
+    timings = onnx_cpu_latencies(paths, runs=4, warmup=1, rounds=2)
+    assert set(timings) == set(paths)
+    assert all(0 < t["p50_ms"] <= t["p95_ms"] for t in timings.values())
 
 
 def test_time_calls_reports_milliseconds():

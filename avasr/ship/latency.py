@@ -11,8 +11,9 @@ stream. Pass `threads` to measure other settings.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from avasr.ship.export import cpu_copy, cpu_session, example_inputs, read_config
 ORIGINAL_SECONDS = 5.0  # the original design's input length
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5  # first runs allocate buffers and pick kernels
+DEFAULT_ROUNDS = 10  # interleaved measurements: every model timed in each of this many rounds
 DEFAULT_THREADS = 1  # see the module docstring
 BATCH = 1
 P50, P95 = 50, 95
@@ -46,16 +48,55 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> dict[str, 
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     for _ in range(warmup):
         call()
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter_ns()
-        call()
-        times[i] = (time.perf_counter_ns() - start) * MS_PER_NS
+    return summary([timed(call) for _ in range(runs)])
+
+
+def timed(call: Callable[[], object]) -> float:
+    """One call's wall time in milliseconds."""
+    start = time.perf_counter_ns()
+    call()
+    return (time.perf_counter_ns() - start) * MS_PER_NS
+
+
+def summary(times_ms: Sequence[float]) -> dict[str, float]:
+    times = np.asarray(times_ms)
     return {
         "p50_ms": float(np.percentile(times, P50)),
         "p95_ms": float(np.percentile(times, P95)),
         "mean_ms": float(times.mean()),
     }
+
+
+def turns(names: Sequence[str], runs: int, rounds: int) -> list[tuple[str, int]]:
+    """The order of an interleaved measurement: `rounds` rounds, each timing every name for its share of `runs`
+    calls (the first `runs % rounds` rounds one more), the order rotated by one each round so that no name always
+    follows the same neighbour. -> [(name, calls), ...]"""
+    if runs < 1 or not 1 <= rounds <= runs:
+        raise ValueError(f"need runs >= 1 and 1 <= rounds <= runs, got runs={runs}, rounds={rounds}")
+    order = list(names)
+    schedule = []
+    for r in range(rounds):
+        calls = runs // rounds + (r < runs % rounds)
+        rotated = order[r % len(order) :] + order[: r % len(order)] if order else []
+        schedule += [(name, calls) for name in rotated]
+    return schedule
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], object]], runs: int, warmup: int, rounds: int = DEFAULT_ROUNDS
+) -> dict[str, dict[str, float]]:
+    """time_calls for several calls at once, in turns (see `turns`): a load that comes and goes while they are
+    measured (a neighbour's job, a CPU that throttles) falls on every one of them alike, instead of on whichever
+    was being timed then. -> {name: {"p50_ms", "p95_ms", "mean_ms"}}, each over `runs` calls."""
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for name, count in turns(list(calls), runs, min(rounds, runs)):
+        times[name] += [timed(calls[name]) for _ in range(count)]
+    return {name: summary(t) for name, t in times.items()}
 
 
 def onnx_cpu_latency(
@@ -71,13 +112,31 @@ def onnx_cpu_latency(
     intra_op_num_threads = inter_op_num_threads = `threads` (1 by default: see the module docstring).
     Returns {"p50_ms", "p95_ms", "mean_ms"}.
     """
+    return time_calls(onnx_call(onnx_path, seconds, threads, batch), runs, warmup)
+
+
+def onnx_call(onnx_path: str | Path, seconds: float, threads: int, batch: int) -> Callable[[], object]:
+    """One inference of `batch` x `seconds` of input in a CPU session of the file, ready to time."""
     config = read_config(onnx_path)
     session = cpu_session(Path(onnx_path), threads)
-    audio, video, lengths = example_inputs(
-        config, batch, input_frames(seconds, config), generator=torch.Generator().manual_seed(0)
-    )
-    lengths[:] = input_frames(seconds, config)  # every utterance full length: the batch does `batch` x the work
-    return time_calls(lambda: run_session(session, audio, video, lengths), runs, warmup)
+    frames = input_frames(seconds, config)
+    audio, video, lengths = example_inputs(config, batch, frames, generator=torch.Generator().manual_seed(0))
+    lengths[:] = frames  # every utterance full length: the batch does `batch` x the work
+    return functools.partial(run_session, session, audio, video, lengths)
+
+
+def onnx_cpu_latencies(
+    onnx_paths: Mapping[str, str | Path],
+    seconds: float = ORIGINAL_SECONDS,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int = DEFAULT_THREADS,
+    rounds: int = DEFAULT_ROUNDS,
+) -> dict[str, dict[str, float]]:
+    """onnx_cpu_latency of several files (batch 1), measured in turns (time_interleaved): the latencies a sweep
+    compares configurations by. -> {name: {"p50_ms", "p95_ms", "mean_ms"}}."""
+    calls = {name: onnx_call(path, seconds, threads, BATCH) for name, path in onnx_paths.items()}
+    return time_interleaved(calls, runs, warmup, rounds)
 
 
 def torch_cpu_latency(

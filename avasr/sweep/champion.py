@@ -141,8 +141,9 @@ def final_metrics(
     """The best checkpoint of a trial's checkpoint folder (whose metrics.csv holds `rows`): its val WER/CER, its
     errors per val utterance (decoded again, clean, as training's val WER), its ONNX written to onnx_path and its CPU
     latency measured, unless `latency` gives them (latency and size belong to the architecture, not the seed: the
-    sweep measures them once per configuration), its WER in babble, and its WER/CER and errors on `test_manifest`
-    and on each of `other_tests` (split name -> manifest: the corpus's other test splits).
+    sweep exports and times each configuration once, all in turns, before finalising its trials), its WER in babble,
+    and its WER/CER and errors on `test_manifest` and on each of `other_tests` (split name -> manifest: the corpus's
+    other test splits).
 
     A failed export or noisy evaluation is a problem, not an error: the run stays comparable (without a latency it
     can never be chosen)."""
@@ -243,7 +244,7 @@ def finalise_trial(
     for name in (METRICS_FILE, LOG_FILE):
         client.log_artifact(run_id, str(folder / name), "training")
     tags = {CHECKPOINT_TAG: folder, FINAL_TAG: "true"}
-    if "cpu_latency_ms_p50" in final.metrics and latency is None:
+    if "cpu_latency_ms_p50" in final.metrics and onnx_path.is_file():  # the seed whose export was timed
         tags[ONNX_TAG] = onnx_path
     if final.problems:
         tags[tracking.ERROR_TAG] = "; ".join(final.problems)[:TAG_MAX_CHARS]

@@ -40,18 +40,20 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from tqdm.auto import tqdm
 
-from avasr.checkpoint import BEST_CHECKPOINT
+from avasr.checkpoint import BEST_CHECKPOINT, load_checkpoint, model_from_checkpoint
 from avasr.config import Config
 from avasr.corpus.splits import other_test_splits
 from avasr.data.prepare import prepare, run_on_ray
 from avasr.errors import AvasrError
-from avasr.ship.export import ParityError
+from avasr.ship.export import ParityError, export_onnx
+from avasr.ship.latency import onnx_cpu_latencies
 from avasr.sweep import tracking
 from avasr.sweep.champion import (
     CHAMPION_ONNX,
     DEFAULT_MAX_LATENCY_MS,
     DEFAULT_MAX_PARAMS,
     ERRORS_FOLDER,
+    FINAL_TAG,
     SELECTION_METRICS,
     STORAGE_TAG,
     TAG_MAX_CHARS,
@@ -60,6 +62,7 @@ from avasr.sweep.champion import (
     TrialSummary,
     choose_best,
     finalise_trial,
+    latency_metrics,
 )
 from avasr.sweep.leaderboard import leaderboard, leaderboard_table, pareto_front, plot_front
 from avasr.sweep.mlflow_ui import SweepLinks, save_sweep_view, sweep_links, ui_url
@@ -671,11 +674,11 @@ def on_one_machine(started_ray: bool, address: str | None) -> bool:
 
 def finalise_trials(client: MlflowClient, plan: SweepPlan, experiment_id: str, parent_run_id: str, grid) -> None:
     """Every child run of the sweep finalised from its trial's Tune result (see avasr.sweep.champion.finalise_trial),
-    one configuration after another: its first finished seed measures the CPU latency, the others carry it."""
+    one configuration after another, each with its configuration's CPU latency (configuration_latencies)."""
     results = {r.metrics["trial_id"]: r for r in grid}
-    runs = tracking.child_runs(client, experiment_id, parent_run_id)
-    latency_of: dict[str, dict] = {}
-    for run in tqdm(sorted(runs, key=config_order), desc="finalising trials", unit="trial"):
+    runs = sorted(tracking.child_runs(client, experiment_id, parent_run_id), key=config_order)
+    latency_of = configuration_latencies(runs, results, plan)
+    for run in tqdm(runs, desc="finalising trials", unit="trial"):
         trial_id = run.data.tags.get(tracking.TRIAL_TAG, "")
         config = run.data.params.get(CONFIG_ID_KEY, run.info.run_id)
         result = results.get(trial_id)
@@ -693,10 +696,43 @@ def finalise_trials(client: MlflowClient, plan: SweepPlan, experiment_id: str, p
                 other_tests=plan.other_tests,
             )
             if measured is not None:
-                latency_of.setdefault(config, measured)
+                latency_of.setdefault(config, measured)  # measured here: the interleaved export had failed
         except Exception as e:  # one broken trial (corrupt checkpoint, ORT error) must not strand the others
             tracking.set_tags(client, run.info.run_id, {tracking.ERROR_TAG: repr(e)[:TAG_MAX_CHARS]})
             client.set_terminated(run.info.run_id, "FAILED")
+
+
+def configuration_latencies(runs: Sequence, results: dict, plan: SweepPlan) -> dict[str, dict[str, float]]:
+    """Each configuration's CPU latency metrics, measured once (latency belongs to the architecture, not the seed):
+    the ONNX of its first seed with a checkpoint is exported, then all configurations are timed in turns
+    (avasr.ship.latency.onnx_cpu_latencies), so that a load which comes and goes during the measurement falls on
+    every configuration alike. A configuration finalised before (a resumed sweep, a race's earlier round) keeps its
+    latency. A configuration whose export fails is left out: its trials' finalisation exports again and records why.
+    """
+    known: dict[str, dict[str, float]] = {}
+    exported: dict[str, Path] = {}
+    for run in runs:
+        config = run.data.params.get(CONFIG_ID_KEY, run.info.run_id)
+        if config in known or config in exported:
+            continue
+        if run.data.tags.get(FINAL_TAG) == "true":
+            if (measured := latency_metrics(run.data.metrics)) is not None:
+                known[config] = measured
+            continue
+        result = results.get(run.data.tags.get(tracking.TRIAL_TAG, ""))
+        folder = None if result is None or result.error is not None else latest_checkpoint(result, plan.train_storage)
+        if folder is None:
+            continue
+        path = plan.onnx_dir / f"{result.metrics['trial_id']}.onnx"
+        try:
+            model, model_config = model_from_checkpoint(load_checkpoint(folder / BEST_CHECKPOINT), where=str(folder))
+            exported[config] = export_onnx(model, model_config, path)
+        except AvasrError:
+            continue
+    if exported:
+        timings = onnx_cpu_latencies(exported)
+        known |= {c: {"cpu_latency_ms_p50": t["p50_ms"], "cpu_latency_ms_p95": t["p95_ms"]} for c, t in timings.items()}
+    return known
 
 
 def config_order(run) -> tuple[str, int]:
