@@ -59,6 +59,7 @@ def timed(call: Callable[[], object]) -> float:
 
 
 def summary(times_ms: Sequence[float]) -> dict[str, float]:
+    """{"p50_ms", "p95_ms", "mean_ms"} of call times in milliseconds."""
     times = np.asarray(times_ms)
     return {
         "p50_ms": float(np.percentile(times, P50)),
