@@ -54,6 +54,7 @@ from avasr.sweep.champion import (
     DEFAULT_MAX_PARAMS,
     ERRORS_FOLDER,
     FINAL_TAG,
+    LATENCY_METRICS,
     SELECTION_METRICS,
     STORAGE_TAG,
     TAG_MAX_CHARS,
@@ -729,10 +730,11 @@ def configuration_latencies(runs: Sequence, results: dict, plan: SweepPlan) -> d
             exported[config] = export_onnx(model, model_config, path)
         except AvasrError:
             continue
-    if exported:
+    try:
         timings = onnx_cpu_latencies(exported)
-        known |= {c: {"cpu_latency_ms_p50": t["p50_ms"], "cpu_latency_ms_p95": t["p95_ms"]} for c, t in timings.items()}
-    return known
+    except Exception:  # e.g. an onnxruntime error: each configuration's first trial then times itself and says why
+        return known
+    return known | {c: {LATENCY_METRICS[0]: t["p50_ms"], LATENCY_METRICS[1]: t["p95_ms"]} for c, t in timings.items()}
 
 
 def config_order(run) -> tuple[str, int]:
