@@ -6,8 +6,10 @@ Per utterance, in this order:
    mixed into the clean speech as evaluation mixes it (avasr.data.noisy_speech); the log-mel is then recomputed.
    Babble comes from other training speakers (a streamed training set: a sample of BABBLE_VOICES of them). This
    needs the training set loaded (or streamed) with keep_speech;
-2. `freq_masks` frequency masks and `audio_time_masks` time masks on the log-mel, `video_time_masks` on the lips;
-3. modality dropout (probability `modality_dropout`): audio or video, equally likely, blanked whole. Only an
+2. a frequency warp (`freq_warp`): the log-mel's bands resampled at a factor drawn from 1 -/+ freq_warp and
+   standardised again, so formants sit higher or lower than the voice put them (vocal tract length perturbation);
+3. `freq_masks` frequency masks and `audio_time_masks` time masks on the log-mel, `video_time_masks` on the lips;
+4. modality dropout (probability `modality_dropout`): audio or video, equally likely, blanked whole. Only an
    utterance with both streams loses one: an audio-only one (no face) keeps its audio.
 Masked and blanked values are zeros, the mean of standardised features: what `modalities` blanking feeds too.
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from avasr.config import AUDIO_TIME_DOWNSAMPLING, AUDIO_VISUAL, Config
+from avasr.data.audio import standardise_bands
 from avasr.data.dataset import AVDataset, Batch
 from avasr.data.mixing import DEFAULT_BABBLE_TALKERS
 from avasr.data.noisy_speech import checked_pools, mixed_speech, speech_features
@@ -59,7 +62,8 @@ class Augmenter:
     @property
     def active(self) -> bool:
         c = self.config
-        return bool(c.noise_prob or c.freq_masks or c.audio_time_masks or c.video_time_masks or c.modality_dropout)
+        masks = c.freq_masks or c.audio_time_masks or c.video_time_masks
+        return bool(c.noise_prob or c.freq_warp or masks or c.modality_dropout)
 
     def __call__(self, batch: Batch, rng: np.random.Generator) -> Batch:
         audio, video = batch.audio.clone(), batch.video.clone()  # (B, 1, n_mels, T_a), (B, T_v, 1, H, W)
@@ -67,6 +71,10 @@ class Augmenter:
             frames = int(batch.video_lengths[i])
             if self.config.noise_prob and rng.random() < self.config.noise_prob:
                 audio[i, 0, :, : AUDIO_TIME_DOWNSAMPLING * frames] = self.noisy_features(batch, i, frames, rng)
+            if self.config.freq_warp:
+                factor = rng.uniform(1 - self.config.freq_warp, 1 + self.config.freq_warp)
+                valid = audio[i, 0, :, : AUDIO_TIME_DOWNSAMPLING * frames]
+                audio[i, 0, :, : AUDIO_TIME_DOWNSAMPLING * frames] = warp_bands(valid, factor)
             self.mask(audio[i, 0], video[i], frames, rng)
             if batch.streams[i] == AUDIO_VISUAL and rng.random() < self.config.modality_dropout:
                 (audio if rng.random() < BLANK_AUDIO_FIRST else video)[i] = 0.0
@@ -95,6 +103,18 @@ class Augmenter:
         for _ in range(c.video_time_masks):
             start, width = span(frames, c.time_mask_frames, rng)
             lips[start : start + width] = 0.0
+
+
+def warp_bands(mel: torch.Tensor, factor: float) -> torch.Tensor:
+    """Band f takes the log-mel at band f / factor (linear interpolation, the edge bands repeated beyond the edges),
+    then every band is standardised again as log_mel leaves it: a factor above 1 moves the formants up. The warp is
+    linear on the mel axis (VTLP's is linear in Hz). shape = (n_mels, T_a) -> the same."""
+    bands = mel.shape[0]
+    source = (torch.arange(bands, dtype=mel.dtype) / factor).clamp(0, bands - 1)  # (n_mels,)
+    below = source.floor().long()
+    above = (below + 1).clamp(max=bands - 1)
+    weight = (source - below)[:, None]  # (n_mels, 1)
+    return standardise_bands((1 - weight) * mel[below] + weight * mel[above])
 
 
 def span(length: int, max_width: int, rng: np.random.Generator) -> tuple[int, int]:

@@ -295,6 +295,9 @@ class AugmentConfig(_Section):
     noise_prob: float = 0.0
     noise_kinds: tuple[str, ...] = NOISE_KINDS  # drawn uniformly; babble is other training speakers' speech
     noise_snr_db: tuple[float, ...] = (-10.0, 20.0)  # (low, high): each noisy utterance's SNR, drawn uniformly
+    # > 0: each utterance's mel axis stretched or squeezed by a factor drawn uniformly from 1 -/+ freq_warp, which
+    # moves its formants as another vocal tract length would (VTLP); 0: off
+    freq_warp: float = 0.0
     freq_masks: int = 0  # SpecAugment frequency masks per utterance, each 0..freq_mask_bands mel bands wide
     freq_mask_bands: int = 8
     audio_time_masks: int = 0  # time masks per utterance on the log-mel, each 0..time_mask_frames long
@@ -309,6 +312,8 @@ class AugmentConfig(_Section):
         for name in ("noise_prob", "modality_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.freq_warp < 1.0:
+            problems.append(f"freq_warp must be in [0, 1), got {self.freq_warp}")
         unknown_noise = [k for k in self.noise_kinds if k not in NOISE_KINDS]
         if unknown_noise or not self.noise_kinds:
             problems.append(f"noise_kinds must be some of {', '.join(NOISE_KINDS)}, got {self.noise_kinds}")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from avasr.augment import Augmenter, AugmentError, span
+from avasr.augment import Augmenter, AugmentError, span, warp_bands
 from avasr.checkpoint import LAST_CHECKPOINT
 from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, ConfigError
+from avasr.data.audio import standardise_bands
 from avasr.data.dataset import AVDataset, collate
 from avasr.data.mixing import make_noise, mix_at_snr
 from avasr.data.noisy_speech import speech_features
@@ -99,6 +100,30 @@ def test_masks_blank_spans_within_each_utterance():
         assert changed_video[i].nonzero().numel() <= 3 * 4 and not changed_video[i, frames:].any()
 
 
+def test_a_frequency_warp_moves_a_band_by_its_factor_and_keeps_bands_standardised():
+    mel = torch.zeros(40, 50)
+    mel[:, ::2] = 1.0  # every band alternates over time ...
+    mel[10] = torch.linspace(0.0, 1.0, 50)  # ... but band 10, which rises: where does it go?
+    ramp = standardise_bands(mel)[10]
+    up, down = warp_bands(mel, 1.5), warp_bands(mel, 0.8)
+    assert torch.allclose(up[15], ramp, atol=1e-5) and torch.allclose(down[8], ramp, atol=1e-5)  # band f <- f / factor
+    assert not torch.allclose(up[10], ramp, atol=0.1)
+    for warped in (up, down):
+        assert torch.allclose(warped.mean(dim=1), torch.zeros(40), atol=1e-5)
+        assert torch.allclose(warped.std(dim=1), torch.ones(40), atol=1e-3)
+    assert torch.allclose(warp_bands(mel, 1.0), standardise_bands(mel), atol=1e-6)
+
+
+def test_a_frequency_warp_changes_only_real_frames_and_the_same_seed_warps_alike():
+    config = TINY.replace(freq_warp=0.2)
+    batch, out = augmented(config, dataset(), seed=3)
+    for i, frames in enumerate(batch.video_lengths.tolist()):
+        real = AUDIO_TIME_DOWNSAMPLING * frames
+        assert not torch.equal(out.audio[i, 0, :, :real], batch.audio[i, 0, :, :real])
+        assert torch.equal(out.audio[i, 0, :, real:], batch.audio[i, 0, :, real:])  # padding untouched
+    assert torch.equal(augmented(config, dataset(), seed=3)[1].audio, out.audio)
+
+
 def test_span_stays_inside_and_never_exceeds_its_width():
     rng = np.random.default_rng(0)
     spans = [span(7, 4, rng) for _ in range(500)]
@@ -137,6 +162,8 @@ def test_augmentation_fields_are_checked():
         dict(noise_snr_db=(10.0, 0.0)),
         dict(noise_snr_db=(1.0,)),
         dict(freq_masks=-1),
+        dict(freq_warp=1.0),
+        dict(freq_warp=-0.1),
     ):
         with pytest.raises(ConfigError):
             TINY.replace(**bad)

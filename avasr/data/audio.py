@@ -73,7 +73,12 @@ def _mel_transform(sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -
 def log_mel(waveform: torch.Tensor, config: Config) -> torch.Tensor:
     """shape = (N,) at config.sample_rate -> (n_mels, N // hop + 1), standardised per utterance and per band."""
     mel = _mel_transform(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)(waveform)
-    features = torch.log(mel + LOG_FLOOR)  # (n_mels, T_a)
+    return standardise_bands(torch.log(mel + LOG_FLOOR))  # (n_mels, T_a)
+
+
+def standardise_bands(features: torch.Tensor) -> torch.Tensor:
+    """Each band to mean 0 and SD 1 over the utterance: a channel's fixed colouring (a gain per band) is gone.
+    shape = (n_mels, T_a) -> the same."""
     mean = features.mean(dim=1, keepdim=True)
     std = features.std(dim=1, keepdim=True)
     return (features - mean) / (std + NORM_EPS)
