@@ -163,7 +163,7 @@ def final_metrics(
         try:
             export_onnx(model, config, onnx_path)
             measured = onnx_cpu_latency(onnx_path)
-            metrics |= {"cpu_latency_ms_p50": measured["p50_ms"], "cpu_latency_ms_p95": measured["p95_ms"]}
+            metrics |= as_latency_metrics(measured)
         except ExportError as e:
             problems.append(str(e))
     else:
@@ -187,6 +187,11 @@ def final_metrics(
         metrics |= {split_metric(split): test["wer"], f"{split}_cer": test["cer"]}
         errors[split] = test["errors"]
     return Finalised(metrics, problems, errors)
+
+
+def as_latency_metrics(timing: dict[str, float]) -> dict[str, float]:
+    """A timing of avasr.ship.latency ({"p50_ms", "p95_ms", ...}) as a trial's latency metrics."""
+    return {"cpu_latency_ms_p50": timing["p50_ms"], "cpu_latency_ms_p95": timing["p95_ms"]}
 
 
 def latency_metrics(metrics: dict[str, float]) -> dict[str, float] | None:

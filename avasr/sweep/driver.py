@@ -54,13 +54,13 @@ from avasr.sweep.champion import (
     DEFAULT_MAX_PARAMS,
     ERRORS_FOLDER,
     FINAL_TAG,
-    LATENCY_METRICS,
     SELECTION_METRICS,
     STORAGE_TAG,
     TAG_MAX_CHARS,
     TEST_MANIFEST_TAG,
     VAL_ERRORS,
     TrialSummary,
+    as_latency_metrics,
     choose_best,
     finalise_trial,
     latency_metrics,
@@ -734,7 +734,7 @@ def configuration_latencies(runs: Sequence, results: dict, plan: SweepPlan) -> d
         timings = onnx_cpu_latencies(exported)
     except Exception:  # e.g. an onnxruntime error: each configuration's first trial then times itself and says why
         return known
-    return known | {c: {LATENCY_METRICS[0]: t["p50_ms"], LATENCY_METRICS[1]: t["p95_ms"]} for c, t in timings.items()}
+    return known | {config: as_latency_metrics(timing) for config, timing in timings.items()}
 
 
 def config_order(run) -> tuple[str, int]:
