@@ -225,7 +225,7 @@ class Verdict:
             "*: shipped. tied / worse: not / significantly worse than the best (paired speaker-blocked test over "
             f"val utterances and seeds, Holm-corrected, alpha {self.alpha:g})"
             + ". WERs on test splits are shown, never used to choose."
-            + (UNBOUNDED_NOTE if any(c.interval.high > BLANK_MODEL_WER for c in self.configurations) else "")
+            + (UNBOUNDED_NOTE if any(_past_blank(c.interval) for c in self.configurations) else "")
         )
         return "\n".join(lines)
 
@@ -452,8 +452,12 @@ UNBOUNDED_NOTE = (
 
 def _ci(interval: Interval) -> str:
     """ "low-high", with a top beyond a blank model's WER written ">1" (the numbers stay exact in verdict.json)."""
-    high = ">1" if interval.high > BLANK_MODEL_WER else f"{interval.high:.3f}"
+    high = ">1" if _past_blank(interval) else f"{interval.high:.3f}"
     return f"{interval.low:.3f}-{high}"
+
+
+def _past_blank(interval: Interval) -> bool:
+    return interval.high > BLANK_MODEL_WER
 
 
 def _bar_top(interval: Interval) -> float:
