@@ -251,6 +251,10 @@ class TrainConfig(_Section):
     # Linear warm-up from ~0 to lr over this many epochs (fractions allowed): a high LR from the first step knocks
     # CTC into its blank-only plateau; reached gradually it leaves the plateau sooner. 0: the original's constant LR.
     warmup_epochs: float = 0.0
+    # > 0: an exponential moving average of the weights, updated after every step with this decay, is what each
+    # epoch evaluates and the checkpoints keep as the model (0: the trained weights themselves). It smooths out
+    # where the last steps happened to leave the weights; about 1 / (1 - decay) steps are averaged.
+    ema_decay: float = 0.0
     num_workers: int = 0  # DataLoader workers; features are in memory, so 0 is usually fastest
     device: str = "auto"  # auto picks cuda when available
     precision: str = "fp32"  # fp32 | bf16: forward passes under bf16 autocast (weights stay fp32)
@@ -260,6 +264,8 @@ class TrainConfig(_Section):
         problems = []
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.lr_final_ratio <= 1.0 or self.warmup_epochs < 0:
             problems.append(
                 f"lr_final_ratio must be in [0, 1] and warmup_epochs >= 0, got {self.lr_final_ratio} "

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -135,9 +136,11 @@ def train_one_epoch(
     desc: str = "train",
     lr_at: Callable[[int], float] | None = None,
     augment: Callable[[Batch], Batch] | None = None,
+    averaged: AveragedModel | None = None,
 ) -> tuple[float, float]:
     """One pass over `loader` -> (mean loss, seconds spent waiting for batches, augmentation included). `lr_at(i)`
-    sets the LR of the epoch's i-th step (None: leave the optimizer's); `augment` changes each batch (avasr.augment)."""
+    sets the LR of the epoch's i-th step (None: leave the optimizer's); `augment` changes each batch (avasr.augment);
+    `averaged` takes the weights into its moving average after every step."""
     model.train()
     total, count, waited = 0.0, 0, 0.0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False)
@@ -160,10 +163,40 @@ def train_one_epoch(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         total += loss.item() * len(batch.ids)
         count += len(batch.ids)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return total / count, waited
+
+
+# --- weight averaging ------------------------------------------------------------------------------------------
+# With `ema_decay`, a checkpoint's "model" holds the averaged weights (what inference and export load), and the
+# weights the optimizer trains travel beside them for a resumed run to continue from.
+TRAINED_WEIGHTS, AVERAGED_STEPS = "trained_model", "averaged_steps"
+
+
+def moving_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights and BatchNorm statistics (None for decay 0)."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def averaging_state(model: torch.nn.Module, averaged: AveragedModel | None) -> dict:
+    """What a checkpoint keeps beside the averaged weights: the trained ones and how many steps were averaged."""
+    if averaged is None:
+        return {}
+    return {TRAINED_WEIGHTS: model.state_dict(), AVERAGED_STEPS: int(averaged.n_averaged)}
+
+
+def restore_average(averaged: AveragedModel, checkpoint: dict) -> None:
+    """Continue the average a checkpoint holds; one written without averaging starts it anew."""
+    if AVERAGED_STEPS not in checkpoint:
+        return
+    averaged.module.load_state_dict(checkpoint["model"])
+    averaged.n_averaged.fill_(checkpoint[AVERAGED_STEPS])
 
 
 # --- the loop --------------------------------------------------------------------------------------------------
@@ -226,11 +259,15 @@ def fit(
 
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    averaged = moving_average(model, config.ema_decay)
+    scored = model if averaged is None else averaged.module  # what each epoch scores and the checkpoints keep
     state = EarlyStopState()
     best_metrics: dict = {}
     if resume:
         checkpoint = load_checkpoint(resume)
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.get(TRAINED_WEIGHTS, checkpoint["model"]))
+        if averaged is not None:
+            restore_average(averaged, checkpoint)
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = EarlyStopState(**checkpoint["state"])
         best_metrics = checkpoint["best_metrics"]
@@ -268,9 +305,10 @@ def fit(
             desc=f"epoch {epoch + 1}",
             lr_at=lambda i: learning_rate(config, epoch * steps + i, steps, decays),  # noqa: B023 (this epoch only)
             augment=(lambda batch: augmenter(batch, rng)) if augmenter.active else None,  # noqa: B023 (this epoch only)
+            averaged=averaged,
         )
         trained = time.perf_counter()
-        val = evaluate(model, val_loader, config, device, lexicon)
+        val = evaluate(scored, val_loader, config, device, lexicon)
         evaluated = time.perf_counter()
         improved = state.update(val["wer"], val["loss"])
         if config.lr_schedule == "plateau" and state.should_decay_lr(config.lr_decay_patience):
@@ -289,7 +327,8 @@ def fit(
             best_metrics = dict(metrics)
         payload = {
             "config": config.to_dict(),
-            "model": model.state_dict(),
+            "model": scored.state_dict(),
+            **averaging_state(model, averaged),
             "optimizer": optimizer.state_dict(),
             "state": asdict(state),
             "best_metrics": best_metrics,

@@ -18,7 +18,17 @@ from avasr.evaluation import evaluate
 from avasr.features import ctc_min_frames
 from avasr.model import build_model
 from avasr.objective import ctc_objective
-from avasr.train import LOG_FILE, METRICS_FILE, fit, learning_rate, seed_everything, train_one_epoch
+from avasr.train import (
+    AVERAGED_STEPS,
+    LOG_FILE,
+    METRICS_FILE,
+    TRAINED_WEIGHTS,
+    fit,
+    learning_rate,
+    moving_average,
+    seed_everything,
+    train_one_epoch,
+)
 from tests.synthetic import TINY, dataset
 
 
@@ -79,8 +89,11 @@ def next_step_loss(model, optimizer, data, config, epoch: int) -> float:
     return ctc_objective(model(batch.audio, batch.video, batch.video_lengths), batch, config.label_smoothing).item()
 
 
-@pytest.mark.parametrize("fusion,schedule", [("adaptive", "plateau"), ("attention", "cosine")])
-def test_resume_continues_exactly(tmp_path, fusion, schedule):
+@pytest.mark.parametrize(
+    "fusion,schedule,ema_decay",
+    [("adaptive", "plateau", 0.0), ("attention", "cosine", 0.0), ("weighted", "cosine", 0.9)],
+)
+def test_resume_continues_exactly(tmp_path, fusion, schedule, ema_decay):
     data = dataset()
     config = TINY.replace(
         fusion=fusion,
@@ -89,6 +102,7 @@ def test_resume_continues_exactly(tmp_path, fusion, schedule):
         epochs=3,  # dropout: RNG matters
         lr_schedule=schedule,
         warmup_epochs=1.5,
+        ema_decay=ema_decay,  # the average continues: its step count and weights come back
     )  # the resumed epoch starts mid-warm-up
     full = fit(config.replace(output_dir=str(tmp_path / "full")), datasets=(data, data))
 
@@ -128,6 +142,36 @@ def test_resumed_next_step_loss_equals_uninterrupted(tmp_path):
     optimizer.load_state_dict(checkpoint["optimizer"])
     restore_rng_state(checkpoint["rng"])
     assert next_step_loss(model, optimizer, data, config, epoch=checkpoint["state"]["epoch"]) == uninterrupted
+
+
+def test_moving_average_starts_at_the_weights_then_decays_towards_them():
+    model = torch.nn.Linear(1, 1, bias=False)
+    averaged = moving_average(model, decay=0.75)
+    for weight in (4.0, 8.0, 0.0):
+        model.weight.data.fill_(weight)
+        averaged.update_parameters(model)
+    assert averaged.module.weight.item() == pytest.approx(0.75 * (0.75 * 4.0 + 0.25 * 8.0) + 0.25 * 0.0)
+    assert int(averaged.n_averaged) == 3
+    assert moving_average(model, decay=0.0) is None
+
+
+def test_averaged_weights_are_scored_and_kept_as_the_model(tmp_path):
+    data = dataset()
+    config = TINY.replace(output_dir=str(tmp_path), ema_decay=0.9, epochs=2)
+    fit(config, datasets=(data, data))
+    checkpoint = load_checkpoint(tmp_path / LAST_CHECKPOINT)
+    steps = sum(len(make_loader(data, config, shuffle=True, epoch=epoch)) for epoch in range(2))
+    assert checkpoint[AVERAGED_STEPS] == steps
+    logged = list(csv.DictReader((tmp_path / METRICS_FILE).open()))[-1]
+
+    def val_loss(weights) -> float:
+        model = build_model(config)
+        model.load_state_dict(weights)
+        return evaluate(model, make_loader(data, config, shuffle=False), config, "cpu")["loss"]
+
+    assert float(logged["val_loss"]) == pytest.approx(val_loss(checkpoint["model"]), rel=1e-6)
+    assert float(logged["val_loss"]) != pytest.approx(val_loss(checkpoint[TRAINED_WEIGHTS]), rel=1e-3)
+    assert float(logged["val_loss"]) == pytest.approx(val_loss(load_model(tmp_path / LAST_CHECKPOINT)[0].state_dict()))
 
 
 def test_determinism_under_a_seed(tmp_path):
@@ -180,3 +224,6 @@ def test_bad_schedule_fields_are_refused():
         Config(lr_schedule="step")
     with pytest.raises(ConfigError, match="warmup_epochs >= 0"):
         Config(warmup_epochs=-1)
+    for decay in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=rf"ema_decay must be in \[0, 1\), got {decay}"):
+            Config(ema_decay=decay)
