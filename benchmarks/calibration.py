@@ -17,6 +17,8 @@ Calibration, every row over --sweeps simulated sweeps (val set: 24 speakers x 10
                    true SD of the difference, the most any test on the same data could reach; "measured seed SD" is
                    the between-seed SD of val WER a sweep would see on its one val set (seed SD plus each model's
                    own noise on the val set's 1,440 words)
+    detectable     the difference a tie can hide: equal configurations' comparisons' mean `detectable`, and the
+                   share of sweeps finding a real difference of that size ("found"; the test's 80 % power)
 
 With --recorded, first the power for a 2-point difference with 3 seeds at each recorded pair of configurations'
 measured spreads (simulation.measure: WER, speaker SD, seed SD beyond each model's own noise, that noise; and
@@ -46,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from avasr.sweep.racing import Policy, load_recording, replays, seed_count
-from avasr.sweep.significance import Scores, pairs
+from avasr.sweep.significance import Scores, compare, pairs
 from avasr.sweep.simulation import (
     Design,
     Measured,
@@ -132,6 +134,24 @@ def difference_table(sweeps: int, seed_sd: float = 0.0125) -> list[str]:
             a, b = Population(seed_sd=seed_sd), Population(wer=0.15 + difference, seed_sd=seed_sd)
             r = rejections(a, b, seeds, sweeps, rng=6000 + seeds)
             lines.append(f"{difference:>5.2f} {seeds:>5} {r.rate:>6.3f} {r.oracle:>6.3f}")
+    return lines
+
+
+def detectable_table(sweeps: int, seed_sd: float = 0.0125) -> list[str]:
+    """The difference a tie can hide (Comparison.detectable), averaged over comparisons of equal configurations,
+    and how often a real difference of that size is found: the POWER it stands for."""
+    lines = [
+        f"the detectable difference (80 % power), seed SD {seed_sd}",
+        f"{'seeds':>5} {'detectable':>10} {'found':>6} {'oracle':>6}",
+    ]
+    population = Population(seed_sd=seed_sd)
+    for seeds in (2, 3, 5, 8):
+        rng = np.random.default_rng(7000 + seeds)
+        equal = [simulate({"a": population, "b": population}, seeds, rng=rng).scores for _ in range(sweeps // 4)]
+        detectable = float(np.mean([compare(s["a"], s["b"], resamples=1000, rng=rng).detectable for s in equal]))
+        real = replace(population, wer=population.wer + detectable)
+        r = rejections(population, real, seeds, sweeps, rng=7100 + seeds)
+        lines.append(f"{seeds:>5} {detectable:>10.4f} {r.rate:>6.3f} {r.oracle:>6.3f}")
     return lines
 
 
@@ -229,7 +249,7 @@ def main() -> None:
     parser.add_argument("--recorded", type=Path, help="a recorded full-repeat sweep (.npz) to replay racing on")
     args = parser.parse_args()
     started = time.perf_counter()
-    tables = [coverage_table, false_positive_table, family_table, power_table, difference_table]
+    tables = [coverage_table, false_positive_table, family_table, power_table, difference_table, detectable_table]
     for table in tables:
         print("\n".join(table(args.sweeps)), end="\n\n", flush=True)
     recordings = simulated_recordings(3, seeds=5, seed_sd=0.0125)

@@ -28,6 +28,7 @@ from avasr.sweep.significance import (
     compare,
     compare_to_best,
     corpus_wer,
+    detectable_difference,
     holm,
     wer_interval,
 )
@@ -122,6 +123,9 @@ def test_paired_comparison_is_the_paired_t_test_with_one_seed_one_utterance_per_
     assert ours.difference == pytest.approx((a.sum() - b.sum()) / words.sum())
     assert ours.p_value == pytest.approx(theirs.pvalue, rel=0.05)
     assert ours.seed_variance_measured is False
+    standard_error = np.std((a - b) / words, ddof=1) / np.sqrt(words.size)  # the paired t test's, in WER
+    t_sum = stats.t.ppf(0.975, words.size - 1) + stats.t.ppf(0.8, words.size - 1)
+    assert ours.detectable == pytest.approx(t_sum * standard_error, rel=0.03)
 
 
 def test_one_seed_gives_an_interval_over_speakers_and_utterances_only():
@@ -210,6 +214,23 @@ def test_a_real_difference_is_found_80_percent_of_the_time_where_the_data_allow_
     (benchmarks/calibration.py prints the table over seed SD, seeds and difference)."""
     a, b = Population(seed_sd=seed_sd), Population(wer=0.15 + difference, seed_sd=seed_sd)
     assert rejections(a, b, seeds, SWEEPS, rng=400 + seeds).rate >= 0.8
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_the_detectable_difference_is_found_about_80_percent_of_the_time(seeds):
+    """What a tie can hide: the detectable difference equal configurations' comparisons report, made real, is found
+    at p < 0.05 in 72-88 % of simulated sweeps."""
+    population, rng = Population(), np.random.default_rng(600 + seeds)
+    equal = [simulate({"a": population, "b": population}, seeds, rng=rng).scores for _ in range(150)]
+    detectable = float(np.mean([compare(s["a"], s["b"], resamples=1000, rng=rng).detectable for s in equal]))
+    assert 0.02 < detectable < 0.08
+    found = rejections(population, replace(population, wer=population.wer + detectable), seeds, 600, rng=700 + seeds)
+    assert 0.72 <= found.rate <= 0.88
+
+
+def test_the_detectable_difference_is_the_sample_size_formula():
+    assert detectable_difference(0.0001, 1e9) == pytest.approx((1.959964 + 0.841621) * 0.01)
+    assert detectable_difference(0.0001, 4) > detectable_difference(0.0001, 40) > detectable_difference(0.0001, 1e9)
 
 
 # Seeds that move two configurations alike: adaptive and weighted in a recording of 5 seeds each on the 96-utterance

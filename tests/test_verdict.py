@@ -86,6 +86,10 @@ def test_a_tied_cheaper_configuration_ships_and_a_clearly_worse_one_is_named():
     sentence = verdict.sentence()
     assert sentence.startswith(f"{verdict.best.label} is best (val WER {verdict.best.interval.estimate:.3f}, 95 % CI ")
     assert "2 seeds" in sentence and "simple is (p < 0.001)" in sentence
+    tied = next(c for c in verdict.configurations[1:] if not c.significantly_worse)
+    assert tied.row.detectable > abs(tied.row.difference)  # a tie: the difference seen is below what is detectable
+    assert f"but a true difference under {tied.row.detectable:.3f} can hide in that tie; simple is" in sentence
+    assert verdict.to_dict()["configurations"][1]["detectable_difference"] == tied.row.detectable
     shipping = "Shipping weighted: the lowest" if verdict.best is verdict.champion else "Shipping weighted: tied on WER"
     assert shipping in sentence
     assert "not measured" not in sentence

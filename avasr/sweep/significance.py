@@ -3,7 +3,8 @@ paired comparisons of configurations scored on the same utterances.
 
     corpus_wer       summed word errors / summed reference words (never a mean of utterance WERs)
     wer_interval     a configuration's expected WER with a CI over speakers, utterances and seeds
-    compare          the paired difference of two configurations: CI, p-value, probability that one is better
+    compare          the paired difference of two configurations: CI, p-value, probability that one is better,
+                     and the difference it would detect 4 times in 5 (what a tie can still hide)
     compare_to_best  every configuration against the lowest-WER one, Holm-corrected: which are significantly worse
     holm             Holm's step-down adjustment of p-values
 
@@ -59,6 +60,7 @@ from avasr.errors import AvasrError
 
 LEVEL = 0.95
 ALPHA = 0.05
+POWER = 0.8  # a comparison's `detectable` difference is the one it finds this often
 RESAMPLES = 2000
 RNG_SEED = 0
 FAMILIES = ("pairs", "best")  # what compare_to_best's Holm correction runs over
@@ -142,7 +144,9 @@ class Comparison:
     """WER of a minus WER of b (negative: a is better), its confidence interval, the two-sided p-value of no
     difference, and the probability that a's expected WER is the lower (from the same t approximation).
     `seed_variance_measured`: at least one of the two has two seeds or more; `seeds_paired`: their seeds were
-    compared seed by seed (both trained with the same seeds)."""
+    compared seed by seed (both trained with the same seeds). `detectable`: the true difference that data as noisy
+    as these show at p < 1 - level with probability POWER (`detectable_difference`); a tie says the difference is
+    probably smaller than about this, not that there is none."""
 
     difference: float
     low: float
@@ -151,6 +155,7 @@ class Comparison:
     prob_a_better: float
     seed_variance_measured: bool
     seeds_paired: bool = False
+    detectable: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,7 @@ class Row:
     p_value: float | None
     p_holm: float | None
     significantly_worse: bool
+    detectable: float | None = None  # Comparison.detectable of its comparison with the best (uncorrected)
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,15 @@ def wer_interval(
     return Interval(scores.wer, low, high, scores.seeds, scores.seeds > 1)
 
 
+def detectable_difference(variance: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The true difference a two-sided t test at `alpha` finds with probability `power` when its estimate's variance
+    and degrees of freedom are these: (t_{1 - alpha/2} + t_{power}) x SE, the usual sample-size approximation (it
+    leaves out the noncentral t's far tail). The variance is itself estimated: with few seeds a difference of this
+    size is found a little less often than `power`, and with 2 seeds clearly less (tests/test_significance.py;
+    benchmarks/calibration.py prints how often)."""
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * math.sqrt(variance))
+
+
 def log_scale_interval(estimate: float, half_width: float) -> tuple[float, float]:
     """estimate -/+ half_width, taken on the log scale (the delta method's log-scale half width is half_width /
     estimate): a WER's spread grows with the WER itself, so a low estimate comes with a narrow interval that misses
@@ -351,7 +366,10 @@ def compare(
     half = t_half_width(variance, df, level)
     p_value, prob_a_better = t_test(difference, variance, df)
     measured = a.seeds > 1 or b.seeds > 1
-    return Comparison(difference, difference - half, difference + half, p_value, prob_a_better, measured, paired)
+    detectable = detectable_difference(variance, df, alpha=1 - level)
+    return Comparison(
+        difference, difference - half, difference + half, p_value, prob_a_better, measured, paired, detectable
+    )
 
 
 def paired_seeds(a: Scores, b: Scores) -> tuple[Scores, Scores]:
@@ -423,10 +441,10 @@ def compare_to_best(
     if family == "pairs":
         p_values += [compare(configs[x], configs[y], level, resamples, rng).p_value for x, y in pairs(others)]
     adjusted = holm(p_values)[: len(others)]
-    rows = [row(best, configs[best], wer_interval(configs[best], level, resamples, rng), 0.0, None, None, alpha)]
+    rows = [row(best, configs[best], wer_interval(configs[best], level, resamples, rng), None, None, alpha)]
     for name, comparison, p_holm in zip(others, comparisons, adjusted):
         interval = wer_interval(configs[name], level, resamples, rng)
-        rows.append(row(name, configs[name], interval, comparison.difference, comparison.p_value, p_holm, alpha))
+        rows.append(row(name, configs[name], interval, comparison, p_holm, alpha))
     return rows
 
 
@@ -438,11 +456,23 @@ def row(
     name: str,
     scores: Scores,
     interval: Interval,
-    difference: float,
-    p_value: float | None,
+    comparison: Comparison | None,
     p_holm: float | None,
     alpha: float,
 ) -> Row:
-    worse = p_holm is not None and float(p_holm) < alpha and difference > 0
-    p_holm = None if p_holm is None else float(p_holm)
-    return Row(name, scores.wer, interval.low, interval.high, scores.seeds, difference, p_value, p_holm, worse)
+    """A configuration's row; `comparison` (with the best) and `p_holm` None on the best's own row."""
+    if comparison is None:
+        return Row(name, scores.wer, interval.low, interval.high, scores.seeds, 0.0, None, None, False)
+    worse = p_holm is not None and float(p_holm) < alpha and comparison.difference > 0
+    return Row(
+        name,
+        scores.wer,
+        interval.low,
+        interval.high,
+        scores.seeds,
+        comparison.difference,
+        comparison.p_value,
+        float(p_holm),
+        worse,
+        comparison.detectable,
+    )

@@ -112,6 +112,7 @@ class Verdict:
         worse = [c for c in others if c.significantly_worse]
         if tied:
             text += f"; {_names(tied)} {'is' if len(tied) == 1 else 'are'} not significantly worse ({_ps(tied)})"
+            text += f", but a true difference under {_hidden(tied):.3f} can hide in that tie"
         if worse:
             text += f"; {_names(worse)} {'is' if len(worse) == 1 else 'are'} ({_ps(worse)})"
         text += "."
@@ -183,6 +184,7 @@ class Verdict:
                     "p_value": c.row.p_value,
                     "p_holm": c.row.p_holm,
                     "significantly_worse": c.significantly_worse,
+                    "detectable_difference": c.row.detectable,
                     "test_wer": c.test_wer,
                     **{split_metric(name): wer for name, wer in c.split_wers.items()},
                     "param_count": c.param_count,
@@ -474,6 +476,11 @@ def _mark_cut(axes, x: float, interval: Interval, colour: str) -> None:
     """An arrowhead on a bar cut at a blank model's WER: the interval goes on beyond the plot."""
     if interval.high > _bar_top(interval):
         axes.scatter([x], [_bar_top(interval)], marker="^", s=60, color=colour, zorder=3)
+
+
+def _hidden(tied: Sequence[Configuration]) -> float:
+    """The largest difference from the best that the tied configurations' comparisons detect only 4 times in 5."""
+    return max(c.row.detectable for c in tied)
 
 
 def _count(n: int, noun: str) -> str:
