@@ -8,8 +8,9 @@ Per utterance, in this order:
    needs the training set loaded (or streamed) with keep_speech;
 2. a frequency warp (`freq_warp`): the log-mel's bands resampled at a factor drawn from 1 -/+ freq_warp and
    standardised again, so formants sit higher or lower than the voice put them (vocal tract length perturbation);
-3. `freq_masks` frequency masks and `audio_time_masks` time masks on the log-mel, `video_time_masks` on the lips;
-4. modality dropout (probability `modality_dropout`): audio or video, equally likely, blanked whole. Only an
+3. a time warp (`time_warp`): SpecAugment's, on the log-mel and the lips alike (`warp_time`), so they stay in sync;
+4. `freq_masks` frequency masks and `audio_time_masks` time masks on the log-mel, `video_time_masks` on the lips;
+5. modality dropout (probability `modality_dropout`): audio or video, equally likely, blanked whole. Only an
    utterance with both streams loses one: an audio-only one (no face) keeps its audio.
 Masked and blanked values are zeros, the mean of standardised features: what `modalities` blanking feeds too.
 
@@ -63,7 +64,7 @@ class Augmenter:
     def active(self) -> bool:
         c = self.config
         masks = c.freq_masks or c.audio_time_masks or c.video_time_masks
-        return bool(c.noise_prob or c.freq_warp or masks or c.modality_dropout)
+        return bool(c.noise_prob or c.freq_warp or c.time_warp or masks or c.modality_dropout)
 
     def __call__(self, batch: Batch, rng: np.random.Generator) -> Batch:
         audio, video = batch.audio.clone(), batch.video.clone()  # (B, 1, n_mels, T_a), (B, T_v, 1, H, W)
@@ -75,6 +76,8 @@ class Augmenter:
                 factor = rng.uniform(1 - self.config.freq_warp, 1 + self.config.freq_warp)
                 valid = audio[i, 0, :, : AUDIO_TIME_DOWNSAMPLING * frames]
                 audio[i, 0, :, : AUDIO_TIME_DOWNSAMPLING * frames] = warp_bands(valid, factor)
+            if self.config.time_warp:
+                warp_time(audio[i, 0], video[i], frames, self.config.time_warp, rng)
             self.mask(audio[i, 0], video[i], frames, rng)
             if batch.streams[i] == AUDIO_VISUAL and rng.random() < self.config.modality_dropout:
                 (audio if rng.random() < BLANK_AUDIO_FIRST else video)[i] = 0.0
@@ -115,6 +118,34 @@ def warp_bands(mel: torch.Tensor, factor: float) -> torch.Tensor:
     above = (below + 1).clamp(max=bands - 1)
     weight = (source - below)[:, None]  # (n_mels, 1)
     return standardise_bands((1 - weight) * mel[below] + weight * mel[above])
+
+
+def warp_time(mel: torch.Tensor, lips: torch.Tensor, frames: int, max_shift: int, rng: np.random.Generator) -> None:
+    """In place, SpecAugment's time warp on both streams: a video frame `centre` drawn from inside the utterance moves
+    to centre + shift, shift drawn from -max_shift..max_shift; the time before it is stretched and the time after
+    squeezed linearly (or the reverse), the first and last frames stay. The log-mel is interpolated linearly, the
+    lips take the nearest source frame. Utterances shorter than 2 * max_shift + 2 frames are left alone.
+    mel shape = (n_mels, T_a), lips shape = (T_v, 1, H, W); only the first `frames` video frames are real."""
+    if frames < 2 * max_shift + 2:
+        return
+    centre = int(rng.integers(max_shift + 1, frames - max_shift - 1, endpoint=True))
+    shift = int(rng.integers(-max_shift, max_shift, endpoint=True))
+    if shift == 0:
+        return
+    steps = AUDIO_TIME_DOWNSAMPLING
+    source = warp_positions(steps * frames, steps * centre, steps * shift)  # (T_a,) where each mel frame comes from
+    below = source.floor().long()
+    above = (below + 1).clamp(max=steps * frames - 1)
+    weight = (source - below).to(mel.dtype)[None, :]  # (1, T_a)
+    mel[:, : steps * frames] = (1 - weight) * mel[:, below] + weight * mel[:, above]
+    lips[:frames] = lips[warp_positions(frames, centre, shift).round().long()].clone()
+
+
+def warp_positions(length: int, centre: int, shift: int) -> torch.Tensor:
+    """For each of `length` output positions, the source position it reads: linear pieces taking 0 to 0, centre +
+    shift to centre and length - 1 to length - 1. shape = (length,) float64."""
+    positions = np.interp(np.arange(length), [0, centre + shift, length - 1], [0, centre, length - 1])
+    return torch.from_numpy(positions)
 
 
 def span(length: int, max_width: int, rng: np.random.Generator) -> tuple[int, int]:

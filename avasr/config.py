@@ -304,6 +304,10 @@ class AugmentConfig(_Section):
     # > 0: each utterance's mel axis stretched or squeezed by a factor drawn uniformly from 1 -/+ freq_warp, which
     # moves its formants as another vocal tract length would (VTLP); 0: off
     freq_warp: float = 0.0
+    # > 0: SpecAugment's time warp on both streams alike: a point inside the utterance moved by up to this many video
+    # frames (4 mel frames each), the part before it stretched and the part after squeezed, or the reverse, so that
+    # the speech runs faster and slower in places as another speaker's or engine's timing would; 0: off
+    time_warp: int = 0
     freq_masks: int = 0  # SpecAugment frequency masks per utterance, each 0..freq_mask_bands mel bands wide
     freq_mask_bands: int = 8
     audio_time_masks: int = 0  # time masks per utterance on the log-mel, each 0..time_mask_frames long
@@ -325,7 +329,14 @@ class AugmentConfig(_Section):
             problems.append(f"noise_kinds must be some of {', '.join(NOISE_KINDS)}, got {self.noise_kinds}")
         if len(self.noise_snr_db) != 2 or self.noise_snr_db[0] > self.noise_snr_db[1]:
             problems.append(f"noise_snr_db needs (low, high) with low <= high, got {self.noise_snr_db}")
-        for name in ("freq_masks", "freq_mask_bands", "audio_time_masks", "video_time_masks", "time_mask_frames"):
+        for name in (
+            "freq_masks",
+            "freq_mask_bands",
+            "audio_time_masks",
+            "video_time_masks",
+            "time_mask_frames",
+            "time_warp",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         return problems

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from avasr.augment import Augmenter, AugmentError, span, warp_bands
+from avasr.augment import Augmenter, AugmentError, span, warp_bands, warp_positions, warp_time
 from avasr.checkpoint import LAST_CHECKPOINT
 from avasr.config import AUDIO_ONLY, AUDIO_TIME_DOWNSAMPLING, ConfigError
 from avasr.data.audio import standardise_bands
@@ -124,6 +124,49 @@ def test_a_frequency_warp_changes_only_real_frames_and_the_same_seed_warps_alike
     assert torch.equal(augmented(config, dataset(), seed=3)[1].audio, out.audio)
 
 
+def test_warp_positions_move_the_centre_and_keep_the_ends():
+    assert warp_positions(10, 4, 2).tolist() == pytest.approx([0, 2 / 3, 4 / 3, 2, 8 / 3, 10 / 3, 4, 17 / 3, 22 / 3, 9])
+    assert warp_positions(10, 4, 0).tolist() == list(range(10))
+
+
+def test_a_time_warp_moves_audio_and_lips_alike_and_leaves_padding_and_the_ends():
+    frames, padded = 20, 24
+    mel = torch.arange(AUDIO_TIME_DOWNSAMPLING * padded, dtype=torch.float32).repeat(3, 1)  # each frame: its time
+    lips = torch.arange(padded, dtype=torch.float32).reshape(padded, 1, 1, 1).repeat(1, 1, 2, 2)
+    warped_mel, warped_lips = mel.clone(), lips.clone()
+    rng, again = np.random.default_rng(5), np.random.default_rng(5)
+    warp_time(warped_mel, warped_lips, frames, 3, rng)
+    centre = int(again.integers(4, 16, endpoint=True))
+    shift = int(again.integers(-3, 3, endpoint=True))
+    assert shift != 0
+    audio_time, video_time = warped_mel[0], warped_lips[:, 0, 0, 0]
+    assert audio_time[AUDIO_TIME_DOWNSAMPLING * (centre + shift)] == AUDIO_TIME_DOWNSAMPLING * centre
+    assert video_time[centre + shift] == centre  # the frame at the moved point is the centre, in both streams
+    assert audio_time[0] == 0 and audio_time[AUDIO_TIME_DOWNSAMPLING * frames - 1] == mel[0, 79]
+    assert video_time[0] == 0 and video_time[frames - 1] == frames - 1
+    assert torch.equal(warped_mel[:, AUDIO_TIME_DOWNSAMPLING * frames :], mel[:, AUDIO_TIME_DOWNSAMPLING * frames :])
+    assert torch.equal(warped_lips[frames:], lips[frames:])
+    assert (audio_time[1:80] >= audio_time[:79]).all() and (video_time[1:frames] >= video_time[: frames - 1]).all()
+    assert torch.equal(warped_mel[1], warped_mel[0])  # every band alike
+
+
+def test_a_time_warp_leaves_utterances_too_short_for_it():
+    mel, lips = torch.randn(3, 28), torch.randn(7, 1, 2, 2)
+    before = mel.clone(), lips.clone()
+    warp_time(mel, lips, 7, 3, np.random.default_rng(0))  # 7 < 2 * 3 + 2 frames
+    assert torch.equal(mel, before[0]) and torch.equal(lips, before[1])
+
+
+def test_a_time_warp_changes_only_real_frames_and_the_same_seed_warps_alike():
+    config = TINY.replace(time_warp=2)
+    batch, out = augmented(config, dataset(), seed=3)
+    assert not torch.equal(out.audio, batch.audio) and not torch.equal(out.video, batch.video)
+    for i, frames in enumerate(batch.video_lengths.tolist()):
+        assert torch.equal(out.video[i, frames:], batch.video[i, frames:])
+    again = augmented(config, dataset(), seed=3)[1]
+    assert torch.equal(again.audio, out.audio) and torch.equal(again.video, out.video)
+
+
 def test_span_stays_inside_and_never_exceeds_its_width():
     rng = np.random.default_rng(0)
     spans = [span(7, 4, rng) for _ in range(500)]
@@ -164,6 +207,7 @@ def test_augmentation_fields_are_checked():
         dict(freq_masks=-1),
         dict(freq_warp=1.0),
         dict(freq_warp=-0.1),
+        dict(time_warp=-1),
     ):
         with pytest.raises(ConfigError):
             TINY.replace(**bad)
@@ -172,7 +216,13 @@ def test_augmentation_fields_are_checked():
 def test_a_resumed_run_augments_as_the_unbroken_one(tmp_path):
     data = with_speech(dataset())
     config = TINY.replace(
-        noise_prob=0.5, modality_dropout=0.3, freq_masks=1, audio_time_masks=1, video_time_masks=1, epochs=3
+        noise_prob=0.5,
+        modality_dropout=0.3,
+        freq_masks=1,
+        audio_time_masks=1,
+        video_time_masks=1,
+        time_warp=1,
+        epochs=3,
     )
     fit(config.replace(output_dir=str(tmp_path / "full")), datasets=(data, data))
     fit(config.replace(output_dir=str(tmp_path / "cut"), epochs=2), datasets=(data, data))
