@@ -62,7 +62,7 @@ def main() -> None:
     base = base.replace(
         train_manifest=str(corpus / "train_manifest.txt"), val_manifest=str(corpus / "val_manifest.txt")
     )
-    train = AVDataset.from_manifest(base.train_manifest, base)
+    train = AVDataset.from_manifest(base.train_manifest, base, keep_speech=base.noise_prob > 0)  # noise is mixed in
     sets = {name: AVDataset.from_manifest(path, base) for name, path in evaluation_splits(corpus).items()}
     device = pick_device(base)
     rows = []
