@@ -13,7 +13,7 @@ count no more than the rest. The lips are read as motion (`lip_motion`): without
 video encoder learns the mouth rather than the seven training faces. No regularisation beyond dropout 0.1: more
 dropout, modality dropout, SpecAugment, lip shifts, flips and a mel-frequency warp all raised the unseen speakers'
 WER at this size (on the corpus before it had several engines and faces), and the frequency and time warps that
-help the 30-epoch recipe on the held-out engine cost these 12 epochs 0.05-0.27 of val WER. The runs behind each
+help the 30-epoch recipe on the held-out engine cost every fusion val WER in these 12 epochs. The runs behind each
 choice are in docs/benchmarks.md ("The smoke recipe", "Seeds of the smoke recipe", "A time warp on top").
 """
 
