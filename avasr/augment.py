@@ -114,10 +114,7 @@ def warp_bands(mel: torch.Tensor, factor: float) -> torch.Tensor:
     linear on the mel axis (VTLP's is linear in Hz). shape = (n_mels, T_a) -> the same."""
     bands = mel.shape[0]
     source = (torch.arange(bands, dtype=mel.dtype) / factor).clamp(0, bands - 1)  # (n_mels,)
-    below = source.floor().long()
-    above = (below + 1).clamp(max=bands - 1)
-    weight = (source - below)[:, None]  # (n_mels, 1)
-    return standardise_bands((1 - weight) * mel[below] + weight * mel[above])
+    return standardise_bands(interpolate(mel, source, dim=0))
 
 
 def warp_time(mel: torch.Tensor, lips: torch.Tensor, frames: int, max_shift: int, rng: np.random.Generator) -> None:
@@ -134,11 +131,19 @@ def warp_time(mel: torch.Tensor, lips: torch.Tensor, frames: int, max_shift: int
         return
     steps = AUDIO_TIME_DOWNSAMPLING
     source = warp_positions(steps * frames, steps * centre, steps * shift)  # (T_a,) where each mel frame comes from
+    mel[:, : steps * frames] = interpolate(mel[:, : steps * frames], source, dim=1)
+    lips[:frames] = lips[warp_positions(frames, centre, shift).round().long()]  # indexing copies
+
+
+def interpolate(values: torch.Tensor, source: torch.Tensor, dim: int) -> torch.Tensor:
+    """`values` read at the fractional positions `source` (within 0..size - 1) along `dim`, linearly between the two
+    neighbours. shape = values' with `dim` of len(source)."""
     below = source.floor().long()
-    above = (below + 1).clamp(max=steps * frames - 1)
-    weight = (source - below).to(mel.dtype)[None, :]  # (1, T_a)
-    mel[:, : steps * frames] = (1 - weight) * mel[:, below] + weight * mel[:, above]
-    lips[:frames] = lips[warp_positions(frames, centre, shift).round().long()].clone()
+    above = (below + 1).clamp(max=values.shape[dim] - 1)
+    shape = [1] * values.dim()
+    shape[dim] = -1
+    weight = (source - below).to(values.dtype).reshape(shape)  # broadcast along `dim`
+    return (1 - weight) * values.index_select(dim, below) + weight * values.index_select(dim, above)
 
 
 def warp_positions(length: int, centre: int, shift: int) -> torch.Tensor:
