@@ -48,12 +48,13 @@ from pathlib import Path
 import numpy as np
 
 from avasr.sweep.racing import Policy, load_recording, replays, seed_count
-from avasr.sweep.significance import Scores, compare, pairs
+from avasr.sweep.significance import Scores, pairs
 from avasr.sweep.simulation import (
     Design,
     Measured,
     Population,
     coverage,
+    detectable_power,
     family_error_rate,
     measure,
     measured_seed_sd,
@@ -144,13 +145,8 @@ def detectable_table(sweeps: int, seed_sd: float = 0.0125) -> list[str]:
         f"the detectable difference (80 % power), seed SD {seed_sd}",
         f"{'seeds':>5} {'detectable':>10} {'found':>6} {'oracle':>6}",
     ]
-    population = Population(seed_sd=seed_sd)
     for seeds in (2, 3, 5, 8):
-        rng = np.random.default_rng(7000 + seeds)
-        equal = [simulate({"a": population, "b": population}, seeds, rng=rng).scores for _ in range(sweeps // 4)]
-        detectable = float(np.mean([compare(s["a"], s["b"], resamples=1000, rng=rng).detectable for s in equal]))
-        real = replace(population, wer=population.wer + detectable)
-        r = rejections(population, real, seeds, sweeps, rng=7100 + seeds)
+        detectable, r = detectable_power(Population(seed_sd=seed_sd), seeds, sweeps, rng=7000 + seeds)
         lines.append(f"{seeds:>5} {detectable:>10.4f} {r.rate:>6.3f} {r.oracle:>6.3f}")
     return lines
 

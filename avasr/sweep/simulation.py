@@ -323,6 +323,24 @@ def rejections(
     return Rejections(rejected / sweeps, oracle)
 
 
+def detectable_power(
+    population: Population,
+    seeds: int,
+    sweeps: int,
+    design: Design = Design(),
+    resamples: int = 1000,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[float, Rejections]:
+    """What a tie can hide, and how often it is found: the mean `detectable` difference of `compare` over sweeps//4
+    comparisons of two configurations equal to `population`, then `rejections` of a real difference of that size."""
+    rng = np.random.default_rng(rng)
+    pair = {"a": population, "b": population}
+    equal = [simulate(pair, seeds, design, rng).scores for _ in range(max(sweeps // 4, 1))]
+    detectable = float(np.mean([compare(s["a"], s["b"], resamples=resamples, rng=rng).detectable for s in equal]))
+    real = replace(population, wer=population.wer + detectable)
+    return detectable, rejections(population, real, seeds, sweeps, design, resamples=resamples, rng=rng)
+
+
 def family_error_rate(
     population: Population,
     configs: int,
