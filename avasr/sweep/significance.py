@@ -312,7 +312,7 @@ def detectable_difference(variance: float, df: float, alpha: float = ALPHA, powe
     leaves out the noncentral t's far tail). The variance is itself estimated: with few seeds a difference of this
     size is found a little less often than `power`, and with 2 seeds clearly less (tests/test_significance.py;
     benchmarks/calibration.py prints how often)."""
-    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * math.sqrt(max(variance, 0.0)))
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * math.sqrt(variance))
 
 
 def log_scale_interval(estimate: float, half_width: float) -> tuple[float, float]:
