@@ -27,6 +27,8 @@ LIP_PIXEL_MEAN = 0.5  # lip crops are scaled to [0, 1] and then standardised wit
 LIP_PIXEL_STD = 0.25
 NUM_CLASSES = VOCAB_SIZE  # 29: blank, space, apostrophe, a-z
 FUSIONS = ("simple", "weighted", "attention", "adaptive")
+EDGE_PADDING, ZERO_PADDING = "edge", "zeros"  # what the model's time convolutions read beyond a clip (model/edges.py)
+TIME_PADDINGS = (EDGE_PADDING, ZERO_PADDING)
 DECODERS = ("greedy", "beam")
 LR_SCHEDULES = ("plateau", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -100,11 +102,17 @@ class ModelConfig(_Section):
     # the video encoder sees each lip-crop pixel minus its mean over the utterance: the face's still appearance
     # (skin, lip colour and shape, light) goes, the mouth's movement stays
     lip_motion: bool = False
+    # what the time convolutions read before a clip's first frame and after its last: each utterance's own edge
+    # frames repeated (edge), or zeros, which mark the clip's edges and let the model place words by them (the
+    # models trained before this field existed)
+    time_padding: str = EDGE_PADDING
 
     def check(self) -> list[str]:
         problems = []
         if self.fusion not in FUSIONS:
             problems.append(f"fusion={self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        if self.time_padding not in TIME_PADDINGS:
+            problems.append(f"time_padding={self.time_padding!r} is not one of {', '.join(TIME_PADDINGS)}")
         for name in ("n_mels", "lip_size", "feature_dim", "temporal_layers"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
@@ -406,6 +414,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
     choices = {
         "fusion": FUSIONS,
+        "time_padding": TIME_PADDINGS,
         "decoder": DECODERS,
         "device": DEVICES,
         "modalities": MODALITIES,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avasr.checkpoint import load_model
-from avasr.config import Config, InferenceConfig, ModelConfig
+from avasr.config import ZERO_PADDING, Config, InferenceConfig, ModelConfig
 from avasr.model import build_model
 from avasr.ship.export import CONFIG_METADATA_KEY, cpu_session, export_onnx, read_config, run_session
 
@@ -21,6 +21,7 @@ LEGACY_IO = torch.load(FIXTURES / "legacy_io.pt", weights_only=True)
 def test_a_checkpoint_written_before_the_split_loads_and_gives_the_same_output():
     model, config = load_model(FIXTURES / "legacy_checkpoint.pth")
     assert isinstance(config, Config) and config.fusion == "attention"
+    assert config.time_padding == ZERO_PADDING  # trained so: its output below is the one it gave then
     with torch.no_grad():
         log_probs = model(LEGACY_IO["audio"], LEGACY_IO["video"], torch.tensor([LEGACY_IO["video"].shape[1]]))
     torch.testing.assert_close(log_probs, LEGACY_IO["log_probs"], rtol=0, atol=1e-6)
@@ -33,6 +34,7 @@ def test_an_onnx_file_written_before_the_split_keeps_only_its_inference_config()
     config = read_config(path)
     assert type(config) is InferenceConfig
     assert (config.fusion, config.lip_size, config.encoder_channels) == ("attention", 16, (4, 8, 8))
+    assert config.time_padding == ZERO_PADDING
     frames = LEGACY_IO["video"].shape[1]
     log_probs = run_session(cpu_session(path), LEGACY_IO["audio"], LEGACY_IO["video"], torch.tensor([frames]))
     torch.testing.assert_close(torch.from_numpy(log_probs), LEGACY_IO["log_probs"], rtol=0, atol=1e-4)

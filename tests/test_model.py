@@ -2,9 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, FUSIONS, NUM_CLASSES, Config
+from avasr.config import (
+    AUDIO_TIME_DOWNSAMPLING,
+    EDGE_PADDING,
+    FUSIONS,
+    NUM_CLASSES,
+    TIME_PADDINGS,
+    ZERO_PADDING,
+    Config,
+)
 from avasr.model import build_model, count_parameters, lengths_to_mask
 from avasr.model.avsr import without_still_appearance
+from avasr.model.edges import pad_time
 from avasr.model.encoders import AudioEncoder, VideoEncoder
 from avasr.model.fusion import FUSION_CLASSES
 from avasr.model.temporal import TemporalBlock
@@ -164,10 +173,11 @@ def test_attention_sees_the_video_within_five_frames_and_no_further(changed):
     assert torch.nonzero(moved > 1e-6).flatten().tolist() == within
 
 
+@pytest.mark.parametrize("time_padding", TIME_PADDINGS)
 @pytest.mark.parametrize("fusion", ["attention", "adaptive"])
-def test_padding_does_not_change_valid_frames_after_fusion_and_temporal_block(fusion):
+def test_padding_does_not_change_valid_frames_after_fusion_and_temporal_block(fusion, time_padding):
     torch.manual_seed(0)
-    fuse, temporal = FUSION_CLASSES[fusion](16, 0.0).eval(), TemporalBlock(16, 3, 5, 0.0).eval()
+    fuse, temporal = FUSION_CLASSES[fusion](16, 0.0).eval(), TemporalBlock(16, 3, 5, 0.0, time_padding).eval()
     a, v = torch.randn(1, 10, 16), torch.randn(1, 10, 16)
     alone = temporal(fuse(a, v, lengths_to_mask(torch.tensor([10]), 10)), lengths_to_mask(torch.tensor([10]), 10))
     padded_a = torch.cat([a, 100 * torch.randn(1, 6, 16)], dim=1)  # garbage beyond the length
@@ -188,7 +198,36 @@ def test_attention_never_gives_nan_on_fully_padded_rows():
 
 def test_temporal_kernel_must_be_odd():
     with pytest.raises(ValueError, match="must be odd"):
-        TemporalBlock(8, 2, 4, 0.0)
+        TemporalBlock(8, 2, 4, 0.0, EDGE_PADDING)
+
+
+def test_edge_padding_repeats_each_rows_own_first_and_last_valid_frames():
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 0.0, 0.0]])[:, None, :]  # (B, 1, T), row 1 two frames long
+    padded = pad_time(x, torch.tensor([4, 2]), 2, dim=2, mode=EDGE_PADDING)[:, 0]
+    assert padded.tolist() == [[1, 1, 1, 2, 3, 4, 4, 4], [5, 5, 5, 6, 6, 6, 6, 6]]
+    zeros = pad_time(x, torch.tensor([4, 2]), 2, dim=2, mode=ZERO_PADDING)[:, 0]
+    assert zeros.tolist() == [[0, 0, 1, 2, 3, 4, 0, 0], [0, 0, 5, 6, 0, 0, 0, 0]]
+
+
+def trained_like(config: Config) -> torch.nn.Module:
+    """A model in eval mode whose BatchNorm statistics are not the identity, as a trained one's are not."""
+    model = build_model(config).eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    return model
+
+
+@pytest.mark.parametrize("time_padding, edge_visible", [(EDGE_PADDING, False), (ZERO_PADDING, True)])
+def test_with_edge_padding_a_clips_start_looks_like_more_of_its_leading_silence(time_padding, edge_visible):
+    torch.manual_seed(0)
+    model = trained_like(CONFIG.replace(time_padding=time_padding, feature_dim=64, encoder_channels=(8, 8, 8)))
+    T, still = 40, 20  # the first 20 frames are one silent frame and one still face, repeated
+    audio, video = torch.randn(1, 1, 40, 4 * T), torch.randn(1, T, 1, 64, 64)
+    audio[..., : 4 * still], video[:, :still] = audio[..., :1], video[:, :1]
+    out = model(audio, video, torch.tensor([T]))[0]  # (T, C)
+    # frame 0 against a frame inside the silence whose receptive field (29 frames wide) does not reach the speech
+    assert torch.allclose(out[0], out[3], atol=1e-5) != edge_visible
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

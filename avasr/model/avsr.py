@@ -32,7 +32,9 @@ class AVSRModel(nn.Module):
         self.audio_encoder = AudioEncoder(config)
         self.video_encoder = VideoEncoder(config)
         self.fusion = FUSION_CLASSES[config.fusion](dim, config.dropout)
-        self.temporal = TemporalBlock(dim, config.temporal_layers, config.temporal_kernel, config.dropout)
+        self.temporal = TemporalBlock(
+            dim, config.temporal_layers, config.temporal_kernel, config.dropout, config.time_padding
+        )
         self.ctc_head = nn.Linear(dim, NUM_CLASSES)
 
     def forward(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

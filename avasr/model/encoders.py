@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from avasr.config import ModelConfig
+from avasr.model.edges import pad_time
 
 VIDEO_POOLED_SIZE = 4  # the original's video encoder flattens 128 x 4 x 4 before its first FC layer
 # Conv weights are kept channels-last: on CPU, oneDNN's NHWC kernels train faster than NCHW weights, for the small
@@ -17,9 +18,11 @@ VIDEO_POOLED_SIZE = 4  # the original's video encoder flattens 128 x 4 x 4 befor
 CONV_LAYOUT = torch.channels_last
 
 
-def conv_bn_relu(c_in: int, c_out: int, stride: tuple[int, int] | int) -> nn.Sequential:
+def conv_bn_relu(
+    c_in: int, c_out: int, stride: tuple[int, int] | int, padding: tuple[int, int] | int = 1
+) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=padding, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
@@ -47,7 +50,8 @@ class AudioEncoder(nn.Module):
     """Log-mel -> one feature per 4 mel frames (100 Hz -> 25 Hz).
 
     Stride 2 on frequency in all three layers (40 -> 20 -> 10 -> 5 bands, as the original's 128x5 flatten); stride 2 on
-    time in the first two only, which gives the x4 time reduction to the video rate.
+    time in the first two only, which gives the x4 time reduction to the video rate. The convs pad frequency with
+    zeros themselves; time is padded before each as `time_padding` says (avasr.model.edges).
     """
 
     TIME_STRIDES = (2, 2, 1)  # product = AUDIO_TIME_DOWNSAMPLING
@@ -57,27 +61,30 @@ class AudioEncoder(nn.Module):
         super().__init__()
         c1, c2, c3 = config.encoder_channels
         self.convs = nn.Sequential(
-            conv_bn_relu(1, c1, (self.FREQ_STRIDES[0], self.TIME_STRIDES[0])),
-            conv_bn_relu(c1, c2, (self.FREQ_STRIDES[1], self.TIME_STRIDES[1])),
-            conv_bn_relu(c2, c3, (self.FREQ_STRIDES[2], self.TIME_STRIDES[2])),
+            conv_bn_relu(1, c1, (self.FREQ_STRIDES[0], self.TIME_STRIDES[0]), padding=(1, 0)),
+            conv_bn_relu(c1, c2, (self.FREQ_STRIDES[1], self.TIME_STRIDES[1]), padding=(1, 0)),
+            conv_bn_relu(c2, c3, (self.FREQ_STRIDES[2], self.TIME_STRIDES[2]), padding=(1, 0)),
         ).to(memory_format=CONV_LAYOUT)
+        self.time_padding = config.time_padding
         bands = conv_output_size(config.n_mels, self.FREQ_STRIDES)
         self.fc = fc_stack(c3 * bands, config.feature_dim, config.dropout)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """audio shape = (B, 1, n_mels, T_a), lengths (B,) valid mel frames -> (B, ceil(T_a / 4), feature_dim).
+        """audio shape = (B, 1, n_mels, T_a), lengths (B,) valid mel frames (default: all)
+        -> (B, ceil(T_a / 4), feature_dim).
 
         Padded time steps are zeroed after every conv block: BatchNorm + ReLU turn the zero padding into non-zero
         values that the next kernel would otherwise mix into the last valid frames, so an utterance's output would
         depend on how much padding its batch has.
         """
         x = audio
+        if lengths is None:
+            lengths = torch.full(audio.shape[:1], audio.shape[-1], dtype=torch.long, device=audio.device)
         for block, stride in zip(self.convs, self.TIME_STRIDES):
-            x = block(x)  # (B, C, F', T')
-            if lengths is not None:
-                lengths = (lengths + stride - 1) // stride
-                valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]  # (B, T')
-                x = torch.where(valid[:, None, None, :], x, 0.0)
+            x = block(pad_time(x, lengths, 1, dim=3, mode=self.time_padding))  # (B, C, F', T')
+            lengths = (lengths + stride - 1) // stride
+            valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]  # (B, T')
+            x = torch.where(valid[:, None, None, :], x, 0.0)
         B, C, F, T = x.shape
         x = x.permute(0, 3, 1, 2).reshape(B, T, C * F)  # (B, T, C*F')
         return self.fc(x)  # (B, T, D)
