@@ -20,9 +20,10 @@ from avasr.config import ZERO_PADDING
 
 
 def pad_time(x: torch.Tensor, lengths: torch.Tensor, width: int, dim: int, mode: str) -> torch.Tensor:
-    """`width` frames added before and after along `dim`: each row's first and last valid frames repeated (`edge`)
-    or zeros. x shape = (B, ..., T, ...) with T at `dim`, its frames past each row's length zero; lengths (B,)
-    -> shape with T + 2 * width at `dim`."""
+    """`width` frames added before and after along `dim`: each row's first and last valid frames repeated (`edge`;
+    frames past a row's length read its last valid one too) or zeros (frames past a row's length are left as they
+    are: the masked layers keep them zero). x shape = (B, ..., T, ...) with T at `dim`, lengths (B,) -> x's shape
+    with T + 2 * width at `dim`."""
     if width == 0:
         return x
     if mode == ZERO_PADDING:
