@@ -14,10 +14,9 @@ video encoder learns the mouth rather than the seven training faces. No regulari
 dropout, modality dropout, SpecAugment, lip shifts, flips and a mel-frequency warp all raised the unseen speakers'
 WER at this size (on the corpus before it had several engines and faces), and the frequency and time warps that
 help the 30-epoch recipe on the held-out engine cost every fusion val WER in 12 epochs. The model pads its time
-convolutions with each clip's edge frames (ModelConfig.time_padding): it then learns in 10 epochs what it did not
-in 12 with zero padding, and the two saved epochs keep `make sweep` within 10 minutes. The runs behind each choice
-are in docs/benchmarks.md ("The smoke recipe", "Seeds of the smoke recipe", "A time warp on top", "Where the
-first word went").
+convolutions with each clip's edge frames (ModelConfig.time_padding) and learns the faster for it: 10 epochs keep
+`make sweep` within its 10 minutes. The runs behind each choice are in docs/benchmarks.md ("The smoke recipe",
+"Seeds of the smoke recipe", "A time warp on top", "Where the first word went").
 """
 
 from ray import tune
