@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avasr.config import ZERO_PADDING, Config, ConfigError
+from avasr.config import Config, ConfigError, with_earlier_defaults
 from avasr.errors import AvasrError
 from avasr.model import build_model
 
@@ -75,8 +75,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(checkpoint: dict, device: str | torch.device = "cpu", where: str = "checkpoint"):
     """Rebuild the model a loaded checkpoint describes. Returns (model in eval mode, config)."""
     try:
-        # a checkpoint written before `time_padding` existed holds a model trained with zero padding
-        config = Config.from_dict({"time_padding": ZERO_PADDING, **checkpoint["config"]})
+        config = Config.from_dict(with_earlier_defaults(checkpoint["config"]))
         model = build_model(config)
         model.load_state_dict(checkpoint["model"])
     except (ConfigError, TypeError, KeyError, RuntimeError) as e:  # a config or weights from another model version

@@ -42,6 +42,16 @@ class ConfigError(AvasrError, ValueError):
     """An unknown key, a wrong type or an invalid value in a configuration."""
 
 
+# Fields whose default is not what models saved before the field existed were made with: a stored config that
+# lacks one gets this value instead (a model trained with zero padding keeps it).
+EARLIER_DEFAULTS = {"time_padding": ZERO_PADDING}
+
+
+def with_earlier_defaults(stored: dict) -> dict:
+    """A stored config (a checkpoint's, an ONNX file's) with EARLIER_DEFAULTS for the fields it predates."""
+    return {**EARLIER_DEFAULTS, **stored}
+
+
 class _Section:
     """What every configuration dataclass shares: validation by each class's own `check` (collected along the
     MRO, so a composed config checks every section it is made of), and plain-dict construction."""

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from avasr.config import AUDIO_TIME_DOWNSAMPLING, ZERO_PADDING, Config, ConfigError, InferenceConfig
+from avasr.config import AUDIO_TIME_DOWNSAMPLING, Config, ConfigError, InferenceConfig, with_earlier_defaults
 from avasr.decode import greedy_decode
 from avasr.errors import AvasrError
 from avasr.text import SYMBOLS
@@ -183,7 +183,7 @@ def read_config(onnx_model: str | Path | onnx.ModelProto, where: str | None = No
     training_only = {f.name for f in dataclasses.fields(Config)} - wanted
     try:
         kept = {k: v for k, v in stored.items() if k not in training_only}
-        return InferenceConfig.from_dict({"time_padding": ZERO_PADDING, **kept})  # older graphs pad with zeros
+        return InferenceConfig.from_dict(with_earlier_defaults(kept))
     except ConfigError as e:
         raise ExportError(f"{where}: its {CONFIG_METADATA_KEY!r} metadata is not an avasr model's: {e}") from None
 
